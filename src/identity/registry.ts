@@ -1,0 +1,26 @@
+import type { CompileContext, PolicyPath } from '../policy/context.js';
+import type { IdentitySourceConfig } from '../policy/schema.js';
+import { compileApiKeySource } from './api-key.js';
+import { compileHostSource } from './host.js';
+import { compileJwtSource } from './jwt.js';
+import { compileSharedSecretSource } from './shared-secret.js';
+import type { CredentialSource } from './source.js';
+
+/** Compile one caller-resolution chain (top-level `identity` or a route's own). */
+export function compileChain(entries: readonly IdentitySourceConfig[], path: PolicyPath, ctx: CompileContext): CredentialSource[] {
+  const chain: CredentialSource[] = [];
+  entries.forEach((entry, i) => {
+    const at = [...path, i];
+    const source = compileSource(entry, at, ctx);
+    if (source) chain.push(source);
+  });
+  return chain;
+}
+
+function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
+  if (entry.jwt) return compileJwtSource(entry.jwt, [...at, 'jwt'], ctx);
+  if (entry.apiKey) return compileApiKeySource(entry.apiKey, [...at, 'apiKey'], ctx);
+  if (entry.host) return compileHostSource(entry.host);
+  if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
+  return undefined;
+}

@@ -1,0 +1,43 @@
+// The contract every credential source implements (one file per source in this folder).
+// The caller-resolution chain tries sources in policy order; the first that FINDS a credential
+// decides: it either proves a principal or denies. A source that finds nothing passes.
+
+import type { Denial, MaybePromise, Principal, RequestAttributes } from '../types.js';
+
+export interface Identified {
+  readonly kind: 'principal';
+  readonly principal: Principal;
+  /** Request headers carrying the credential that the policy says to strip upstream. */
+  readonly removeHeaders?: readonly string[];
+}
+
+export interface Rejected {
+  readonly kind: 'deny';
+  readonly denial: Denial;
+}
+
+export interface NotPresent {
+  readonly kind: 'none';
+}
+
+export type IdentifyResult = Identified | Rejected | NotPresent;
+
+/** Shared singleton so passing sources allocate nothing. */
+export const NOT_PRESENT: NotPresent = Object.freeze({ kind: 'none' });
+
+export function rejected(denial: Denial): Rejected {
+  return { kind: 'deny', denial };
+}
+
+export interface CredentialSource {
+  /** The auth method this source proves (what x-auth-method will say). */
+  readonly method: Principal['method'];
+  /** Short label for logs: "jwt", "api-key:x-api-key", "host", "shared-secret:x-checkout-secret". */
+  readonly name: string;
+  /**
+   * Look for this source's credential in the request. Must not throw for bad input (return a
+   * denial); a thrown error is treated as internal_error (503). Return synchronously when the
+   * answer is cached: the hot path stays free of promises.
+   */
+  identify(request: RequestAttributes): MaybePromise<IdentifyResult>;
+}

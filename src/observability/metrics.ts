@@ -1,0 +1,44 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The metrics registry of one Portcullis process. Modules ask for their metrics by name; asking
+ * twice returns the same instrument, so a module may do it on every policy compile.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly instruments = new Map<string, Counter | Gauge | Histogram>();
+
+  readonly checks: Counter<'decision' | 'reason' | 'method'>;
+  readonly checkDuration: Histogram<'decision'>;
+  readonly policyReloads: Counter<'result'>;
+  readonly policyGeneration: Gauge;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_process_' });
+    this.checks = this.counter('portcullis_checks_total', 'Authorization checks by decision, reason and credential method.', ['decision', 'reason', 'method']);
+    this.checkDuration = this.histogram('portcullis_check_duration_seconds', 'Time from Check request decoded to response encoded.', ['decision'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
+    this.policyReloads = this.counter('portcullis_policy_reloads_total', 'Policy loads by result (success, failure).', ['result']);
+    this.policyGeneration = this.gauge('portcullis_policy_generation', 'Number of the policy currently in force (1 = loaded at start).', []);
+  }
+
+  counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
+    return this.instrument(name, () => new Counter({ name, help, labelNames, registers: [this.registry] })) as Counter<L>;
+  }
+
+  gauge<L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L> {
+    return this.instrument(name, () => new Gauge({ name, help, labelNames, registers: [this.registry] })) as Gauge<L>;
+  }
+
+  histogram<L extends string>(name: string, help: string, labelNames: readonly L[], buckets?: number[]): Histogram<L> {
+    return this.instrument(name, () => new Histogram({ name, help, labelNames, buckets, registers: [this.registry] })) as Histogram<L>;
+  }
+
+  private instrument(name: string, create: () => Counter | Gauge | Histogram): Counter | Gauge | Histogram {
+    let existing = this.instruments.get(name);
+    if (!existing) {
+      existing = create();
+      this.instruments.set(name, existing);
+    }
+    return existing;
+  }
+}

@@ -1,0 +1,180 @@
+// The policy file's schema. Every object is strict: an unknown key is an error, never ignored.
+// Each module owns the schema of its own section (jwt/config.ts, keys/config.ts,
+// ratelimit/config.ts); this file puts the document together.
+
+import { z } from 'zod';
+import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
+import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
+import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
+import { AUTH_METHODS } from '../types.js';
+import { headerNameSchema } from './units.js';
+
+const nonEmpty = z.string().min(1, 'must not be empty');
+
+/** Host header → tenant with fixed scopes (seed 002 storefronts). */
+export const hostSourceSchema = z.strictObject({
+  /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
+  domains: z.record(
+    z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard'),
+    z.strictObject({
+      tenant: nonEmpty,
+      scopes: z.array(nonEmpty).default([]),
+      subject: nonEmpty.optional(),
+    }),
+  ),
+});
+export type HostSourceConfig = z.output<typeof hostSourceSchema>;
+
+/** A shared secret in a header (seed 002 webhooks); compared in constant time. */
+export const sharedSecretSourceSchema = z.strictObject({
+  header: headerNameSchema,
+  /** The secret itself, normally "${ENV_VAR}". At least 16 characters. */
+  secret: z.string().min(16, 'must be at least 16 characters (use a generated secret)'),
+  /** Tenant and scopes the caller gets once the secret matches. */
+  tenant: nonEmpty.optional(),
+  subject: nonEmpty.default('shared-secret'),
+  scopes: z.array(nonEmpty).default([]),
+  /** Strip the secret header before the request goes upstream (default true). */
+  removeHeader: z.boolean().default(true),
+});
+export type SharedSecretSourceConfig = z.output<typeof sharedSecretSourceSchema>;
+
+/** One entry of a caller-resolution chain: exactly one of its keys. */
+export const identitySourceSchema = z
+  .strictObject({
+    jwt: jwtSourceSchema.optional(),
+    apiKey: apiKeySourceSchema.optional(),
+    host: hostSourceSchema.optional(),
+    sharedSecret: sharedSecretSourceSchema.optional(),
+  })
+  .superRefine((entry, ctx) => {
+    const kinds = Object.keys(entry).filter((k) => entry[k as keyof typeof entry] !== undefined);
+    if (kinds.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+      });
+    }
+  });
+export type IdentitySourceConfig = z.output<typeof identitySourceSchema>;
+
+const methodSchema = z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT'], {
+  message: 'must be an HTTP method in upper case (GET, POST, ...)',
+});
+
+export const routeMatchSchema = z
+  .strictObject({
+    /** Exact host or "*.example.com"; any host when absent. */
+    host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard').optional(),
+    methods: z.array(methodSchema).min(1).optional(),
+    /** Exact path, or a template when it contains {name} segments: /v1/items/{id}. */
+    path: z.string().startsWith('/', 'must start with "/"').optional(),
+    /** Path prefix; "/v1/admin/" matches "/v1/admin/x" (and "/v1/admin" itself). */
+    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
+    /** Glob: "*" is one segment or part of one, "**" any number of segments. */
+    pathGlob: z.string().startsWith('/', 'must start with "/"').optional(),
+  })
+  .superRefine((match, ctx) => {
+    const kinds = [match.path, match.pathPrefix, match.pathGlob].filter((p) => p !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', message: 'a route match has exactly one of path, pathPrefix, pathGlob' });
+  });
+
+export const requireSchema = z
+  .strictObject({
+    allOf: z.array(nonEmpty).min(1).optional(),
+    anyOf: z.array(nonEmpty).min(1).optional(),
+  })
+  .refine((r) => r.allOf !== undefined || r.anyOf !== undefined, { message: 'require needs allOf, anyOf or both' });
+
+export const routeSchema = z.strictObject({
+  /** Name for logs, metrics and dynamic metadata; derived from the match when absent. */
+  name: z.string().regex(/^[A-Za-z0-9_.:/{}*-]+$/, 'may contain letters, digits and _ . : / { } * -').optional(),
+  match: routeMatchSchema,
+  /** No credential needed; identity headers are still stripped from the request. */
+  public: z.boolean().default(false),
+  require: requireSchema.optional(),
+  /** Credential methods accepted on this route (any when absent). */
+  credentials: z.array(z.enum(AUTH_METHODS as [string, ...string[]])).min(1).optional(),
+  /** Tenants allowed on this route (any when absent). */
+  tenants: z.array(nonEmpty).min(1).optional(),
+  /** Whether a caller without a tenant is refused (missing_tenant); defaults to the top-level requireTenant. */
+  requireTenant: z.boolean().optional(),
+  /** Caller-resolution chain for this route instead of the top-level one (e.g. webhooks). */
+  identity: z.array(identitySourceSchema).min(1).optional(),
+  /** Extra request headers to strip upstream on this route. */
+  removeHeaders: z.array(headerNameSchema).optional(),
+  rateLimits: routeRateLimitsSchema.optional(),
+});
+export type RouteConfig = z.output<typeof routeSchema>;
+
+export const headerNamesSchema = z.strictObject({
+  tenant: headerNameSchema.default('x-tenant-id'),
+  subject: headerNameSchema.default('x-auth-subject'),
+  scopes: headerNameSchema.default('x-auth-scopes'),
+  method: headerNameSchema.default('x-auth-method'),
+  keyId: headerNameSchema.default('x-auth-key-id'),
+  email: headerNameSchema.default('x-auth-email'),
+  /** Further headers Portcullis owns: always removed from the request on allow. */
+  alsoRemove: z.array(headerNameSchema).default([]),
+});
+export type HeaderNames = z.output<typeof headerNamesSchema>;
+
+export const serverSchema = z.strictObject({
+  grpcPort: z.number().int().min(0).max(65535).default(9001),
+  httpPort: z.number().int().min(0).max(65535).default(9002),
+  /** Address both ports bind to. */
+  bind: z.string().default('0.0.0.0'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Which decisions get a log line: all, deny (denials only) or none. */
+  decisionLog: z.enum(['all', 'deny', 'none']).default('all'),
+  /** Label checks_total by tenant as well (off by default: cardinality). */
+  tenantMetrics: z.boolean().default(false),
+});
+
+export const clientIpSchema = z.strictObject({
+  /**
+   * How many proxies in front of Envoy append to x-forwarded-for and are trusted. 0 (default):
+   * the client IP is the address of the peer that connected to Envoy.
+   */
+  xffTrustedHops: z.number().int().min(0).max(10).default(0),
+});
+
+export const tenantSchema = z.strictObject({
+  disabled: z.boolean().default(false),
+  limits: tenantLimitsSchema.optional(),
+});
+
+export const policySchema = z
+  .strictObject({
+    version: z.literal(1).default(1),
+    mode: z.enum(['enforce', 'dev']).default('enforce'),
+    /** Who every request is in dev mode. */
+    dev: z
+      .strictObject({
+        tenant: nonEmpty,
+        subject: nonEmpty.default('dev-user'),
+        scopes: z.array(nonEmpty).default([]),
+      })
+      .optional(),
+    server: serverSchema.default(() => serverSchema.parse({})),
+    /** realm in WWW-Authenticate challenges. */
+    realm: z.string().regex(/^[^"\\]*$/, 'must not contain quotes or backslashes').default('portcullis'),
+    headers: headerNamesSchema.default(() => headerNamesSchema.parse({})),
+    clientIp: clientIpSchema.default(() => clientIpSchema.parse({})),
+    /** Whether a caller with no tenant is refused (403 missing_tenant) unless a route says otherwise. */
+    requireTenant: z.boolean().default(true),
+    /** The caller-resolution chain: tried in order, the first source that finds a credential decides. */
+    identity: z.array(identitySourceSchema).default([]),
+    issuers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'issuer names may contain letters, digits, _ and -'), issuerSchema).default({}),
+    keyStore: keyStoreSchema.optional(),
+    routes: z.array(routeSchema).default([]),
+    /**
+     * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)
+     * or authenticated (any identified caller is allowed, with the top-level tenant rule).
+     */
+    default: z.enum(['deny', 'authenticated']).default('deny'),
+    rateLimits: rateLimitsSchema.optional(),
+    tenants: z.record(nonEmpty, tenantSchema).default({}),
+  });
+
+export type PolicyDocument = z.output<typeof policySchema>;

@@ -1,0 +1,70 @@
+// The one table of denial reasons. Every denial Portcullis can return is a row here: its HTTP
+// status, and from that the body `code`, the `error` label and the gRPC status of the Check
+// response. Reason codes are a stable, documented API (README "Reason codes"): add, never rename.
+
+export type HttpDenyStatus = 401 | 403 | 429 | 503;
+
+interface ReasonRow {
+  readonly status: HttpDenyStatus;
+  /** One line for README and logs. */
+  readonly description: string;
+  /** RFC 6750 error for WWW-Authenticate where it applies. */
+  readonly bearerError?: 'invalid_token' | 'insufficient_scope' | 'invalid_request';
+}
+
+export const REASONS = {
+  // 401: who is calling is unknown or not proven.
+  missing_credential: { status: 401, description: 'no credential was presented' },
+  malformed_credential: { status: 401, description: 'the credential header is not well-formed (e.g. two Authorization headers, a bad Bearer value)', bearerError: 'invalid_request' },
+  invalid_token: { status: 401, description: 'the bearer token is not a valid JWT', bearerError: 'invalid_token' },
+  token_too_large: { status: 401, description: 'the token is larger than the configured limit; rejected before parsing', bearerError: 'invalid_token' },
+  unknown_issuer: { status: 401, description: 'the token was issued by an issuer this policy does not trust', bearerError: 'invalid_token' },
+  unsupported_algorithm: { status: 401, description: "the token's alg is not allowed for its issuer (never none, never HS for a JWKS issuer)", bearerError: 'invalid_token' },
+  forbidden_header: { status: 401, description: 'the token header carries jwk, jku, x5u, x5c or an unknown crit parameter', bearerError: 'invalid_token' },
+  unknown_key: { status: 401, description: "no key of the issuer matches the token's kid", bearerError: 'invalid_token' },
+  invalid_signature: { status: 401, description: 'the token signature does not verify', bearerError: 'invalid_token' },
+  token_expired: { status: 401, description: 'the token is past its exp', bearerError: 'invalid_token' },
+  token_not_yet_valid: { status: 401, description: 'the token is before its nbf (or iat is in the future)', bearerError: 'invalid_token' },
+  token_too_old: { status: 401, description: 'the token is older than the maximum token age', bearerError: 'invalid_token' },
+  missing_claim: { status: 401, description: 'a required claim (exp, or one the issuer requires) is missing or wrong', bearerError: 'invalid_token' },
+  invalid_audience: { status: 401, description: 'the token audience is not one of the issuer audiences', bearerError: 'invalid_token' },
+  invalid_api_key: { status: 401, description: 'the API key is malformed, fails its checksum or is unknown', bearerError: 'invalid_token' },
+  key_revoked: { status: 401, description: 'the API key was revoked', bearerError: 'invalid_token' },
+  key_expired: { status: 401, description: 'the API key is past its expiry', bearerError: 'invalid_token' },
+  invalid_shared_secret: { status: 401, description: 'the shared-secret header does not match', bearerError: 'invalid_token' },
+
+  // 403: the caller is known but may not do this.
+  insufficient_scope: { status: 403, description: 'the caller lacks a scope the route requires', bearerError: 'insufficient_scope' },
+  missing_tenant: { status: 403, description: 'the credential carries no tenant and the route requires one' },
+  tenant_not_allowed: { status: 403, description: "the caller's tenant may not use this route" },
+  tenant_disabled: { status: 403, description: "the caller's tenant is disabled in the policy" },
+  credential_not_allowed: { status: 403, description: 'this kind of credential is not accepted on this route' },
+  route_not_allowed: { status: 403, description: 'no route matches and the policy default is deny' },
+  invalid_request: { status: 403, description: 'the Check request carries no HTTP request attributes' },
+
+  // 429: too many requests.
+  rate_limited: { status: 429, description: 'a rate limit is exhausted; Retry-After says when to retry' },
+  locked_out: { status: 429, description: 'too many rate-limit violations; the key is locked out for a while' },
+  banned: { status: 429, description: 'the caller is banned' },
+
+  // 503: Portcullis cannot decide safely (fail closed).
+  jwks_unavailable: { status: 503, description: "the issuer's keys could not be fetched and none are cached" },
+  store_unavailable: { status: 503, description: 'the API key store is unreachable and the key is not cached' },
+  ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
+  internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },
+  not_ready: { status: 503, description: 'Portcullis has no policy loaded yet or is shutting down' },
+} as const satisfies Record<string, ReasonRow>;
+
+export type ReasonCode = keyof typeof REASONS;
+
+export function reasonRow(reason: ReasonCode): ReasonRow {
+  return REASONS[reason];
+}
+
+/** Body `code` and `error` label per HTTP status (DESIGN.md response contract). */
+export const STATUS_LABELS: Readonly<Record<HttpDenyStatus, { code: string; error: string; grpc: number }>> = {
+  401: { code: 'UNAUTHORIZED', error: 'Unauthorized', grpc: 16 /* UNAUTHENTICATED */ },
+  403: { code: 'FORBIDDEN', error: 'Forbidden', grpc: 7 /* PERMISSION_DENIED */ },
+  429: { code: 'RATE_LIMITED', error: 'Too Many Requests', grpc: 8 /* RESOURCE_EXHAUSTED */ },
+  503: { code: 'UNAVAILABLE', error: 'Service Unavailable', grpc: 14 /* UNAVAILABLE */ },
+};

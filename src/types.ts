@@ -1,0 +1,105 @@
+// Plain types the whole pipeline works on. Transports decode into RequestAttributes and encode
+// a Decision; nothing below the transport layer ever sees a protobuf object.
+
+import type { ReasonCode } from './reasons.js';
+
+export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev';
+
+export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev'];
+
+/** One HTTP request as Envoy described it, normalised. */
+export interface RequestAttributes {
+  /** Envoy's request id (x-request-id); generated when Envoy sent none. */
+  readonly requestId: string;
+  /** Upper-case HTTP method ("GET"). */
+  readonly method: string;
+  /** Lower-cased host without port (":authority" / "host"). */
+  readonly host: string;
+  /** Path without the query string, as sent (no percent-decoding). */
+  readonly path: string;
+  /** Query string without the leading "?" ("" when absent). */
+  readonly query: string;
+  readonly scheme: string;
+  readonly protocol: string;
+  /**
+   * Lower-cased header names. Duplicate headers are joined with "," (cookies with "; "), exactly
+   * as Envoy does for the `headers` map, so both encodings look the same to the pipeline.
+   */
+  readonly headers: ReadonlyMap<string, string>;
+  /** Address of the peer that connected to Envoy ("" for pipes or when Envoy sent none). */
+  readonly sourceAddress: string;
+  /** Envoy's per-route context_extensions (never sent by clients). */
+  readonly contextExtensions: ReadonlyMap<string, string>;
+}
+
+/** Who is calling, once a credential source has recognised a credential. */
+export interface Principal {
+  readonly method: AuthMethod;
+  readonly tenant?: string;
+  readonly subject?: string;
+  readonly scopes: readonly string[];
+  readonly email?: string;
+  /** API key id (never the key). */
+  readonly keyId?: string;
+  /** Policy name of the JWT issuer. */
+  readonly issuer?: string;
+  /** Epoch seconds after which this principal must not be used (token/key expiry). */
+  readonly expiresAt?: number;
+}
+
+export interface HeaderPair {
+  readonly name: string;
+  readonly value: string;
+}
+
+/** A denial is data: the pipeline returns it, transports encode it. */
+export interface Denial {
+  readonly reason: ReasonCode;
+  /** Extra headers for the client (RateLimit-*, Retry-After). WWW-Authenticate is derived. */
+  readonly headers?: readonly HeaderPair[];
+  /** Seconds; becomes Retry-After. */
+  readonly retryAfter?: number;
+  /** True when a credential was presented (adds error="invalid_token" on 401). */
+  readonly credentialPresented?: boolean;
+  /** Internal detail for the decision log only; never sent to the client. */
+  readonly detail?: string;
+}
+
+export interface AllowDecision {
+  readonly allowed: true;
+  readonly requestId: string;
+  readonly route: string;
+  readonly principal: Principal | undefined;
+  /** Identity headers to set upstream (OVERWRITE_IF_EXISTS_OR_ADD). */
+  readonly upstreamHeaders: readonly HeaderPair[];
+  /** Headers to strip before the request goes upstream. */
+  readonly removeHeaders: readonly string[];
+  /** Headers for the client on the response (rate-limit quota). */
+  readonly responseHeaders: readonly HeaderPair[];
+  /** A shadow-mode or fail-open note for logs and metrics ("" when none). */
+  readonly note?: string;
+}
+
+export interface DenyDecision {
+  readonly allowed: false;
+  readonly requestId: string;
+  readonly route: string;
+  readonly principal: Principal | undefined;
+  readonly status: number;
+  readonly code: string;
+  readonly reason: ReasonCode;
+  /** Headers for the client: WWW-Authenticate, Retry-After, RateLimit, content-type. */
+  readonly headers: readonly HeaderPair[];
+  /** JSON body. */
+  readonly body: string;
+  readonly detail?: string;
+}
+
+export type Decision = AllowDecision | DenyDecision;
+
+/** Something that may or may not finish synchronously; the hot path stays synchronous when it can. */
+export type MaybePromise<T> = T | Promise<T>;
+
+export function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
