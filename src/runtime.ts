@@ -14,6 +14,11 @@ export interface Runtime {
   readonly resources: ResourcePool;
   /** Environment used for `${VAR}` interpolation and DATABASE_URL-style settings. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * Set by `portcullis validate`: compile everything, connect to nothing (no JWKS fetch, no
+   * database or Redis connection). Serving runtimes leave it unset.
+   */
+  readonly offline?: boolean;
 }
 
 interface PoolEntry {

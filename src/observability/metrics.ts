@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { PORTCULLIS_VERSION } from '../version.js';
 
 /**
  * The metrics registry of one Portcullis process. Modules ask for their metrics by name; asking
@@ -12,6 +13,8 @@ export class Metrics {
   readonly checkDuration: Histogram<'decision'>;
   readonly policyReloads: Counter<'result'>;
   readonly policyGeneration: Gauge;
+  readonly tenantChecks: Counter<'decision' | 'tenant'>;
+  readonly ready: Gauge;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_process_' });
@@ -19,6 +22,10 @@ export class Metrics {
     this.checkDuration = this.histogram('portcullis_check_duration_seconds', 'Time from Check request decoded to response encoded.', ['decision'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
     this.policyReloads = this.counter('portcullis_policy_reloads_total', 'Policy loads by result (success, failure).', ['result']);
     this.policyGeneration = this.gauge('portcullis_policy_generation', 'Number of the policy currently in force (1 = loaded at start).', []);
+    this.tenantChecks = this.counter('portcullis_tenant_checks_total', 'Checks by tenant (only when server.tenantMetrics is on: one series per tenant).', ['decision', 'tenant']);
+    this.ready = this.gauge('portcullis_ready', '1 when serving checks (policy loaded, dependencies ready, not draining).', []);
+    const info = this.gauge('portcullis_build_info', 'Build information; the value is always 1.', ['version', 'node']);
+    info.set({ version: PORTCULLIS_VERSION, node: process.version }, 1);
   }
 
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {

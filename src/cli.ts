@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+// The `portcullis` command. Each subcommand parses its own flags; exit codes: 0 ok, 1 failure
+// (invalid policy, store error), 2 usage error.
+
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { PolicyError, PortcullisError, formatPolicyIssue } from './errors.js';
+import { createLogger, silentLogger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { compilePolicy } from './policy/compile.js';
+import { loadPolicyFileWithLocator } from './policy/load.js';
+import { ResourcePool, type Runtime } from './runtime.js';
+import { startServer } from './server.js';
+import { systemClock } from './clock.js';
+import { PORTCULLIS_VERSION } from './version.js';
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for Envoy and Istio
+
+Usage:
+  portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--drain-timeout 10s]
+  portcullis validate --config FILE
+  portcullis keys <create|list|revoke|rotate> ...   (API keys; see portcullis keys --help)
+  portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
+  portcullis bans <add|list|remove> ...             (rate-limit bans; see portcullis bans --help)
+  portcullis version
+`;
+
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(rest, io);
+    case 'validate':
+      return validate(rest, io);
+    case 'keys': {
+      const { runKeysCommand } = await import('./keys/cli.js');
+      return runKeysCommand(rest, io);
+    }
+    case 'migrate': {
+      const { runMigrateCommand } = await import('./keys/cli.js');
+      return runMigrateCommand(rest, io);
+    }
+    case 'bans': {
+      const { runBansCommand } = await import('./ratelimit/bans-cli.js');
+      return runBansCommand(rest, io);
+    }
+    case 'version':
+    case '--version':
+      io.out(`${PORTCULLIS_VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      io.out(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      io.err(`unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>, io: CliIo) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
+  } catch (err) {
+    io.err(`${(err as Error).message}\n\n${USAGE}`);
+    return undefined;
+  }
+}
+
+function port(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    io.err(`${flag} must be a port number (0-65535), got "${String(value)}"\n`);
+    return null;
+  }
+  return n;
+}
+
+async function validate(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, { config: { type: 'string', short: 'c' } }, io);
+  if (!values) return 2;
+  const file = values.config as string | undefined;
+  if (!file) {
+    io.err('validate needs --config FILE\n');
+    return 2;
+  }
+  const runtime: Runtime = {
+    clock: systemClock,
+    logger: silentLogger(),
+    metrics: new Metrics({ defaultMetrics: false }),
+    resources: new ResourcePool(),
+    env: io.env,
+    offline: true,
+  };
+  try {
+    const { document, locate } = await loadPolicyFileWithLocator(file, io.env);
+    runtime.resources.beginCompile();
+    const compiled = compilePolicy(document, runtime, file, locate);
+    for (const warning of compiled.warnings) io.err(`warning: ${warning}\n`);
+    io.out(`${file}: OK (${document.routes.length} routes, ${document.identity.length} identity sources, mode ${document.mode})\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof PolicyError) {
+      for (const issue of err.issues) io.err(`${formatPolicyIssue(issue)}\n`);
+      io.err(`${file}: ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}\n`);
+      return 1;
+    }
+    io.err(`${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await runtime.resources.closeAll();
+  }
+}
+
+async function serve(args: string[], io: CliIo): Promise<number> {
+  const values = parse(
+    args,
+    {
+      config: { type: 'string', short: 'c' },
+      'grpc-port': { type: 'string' },
+      'http-port': { type: 'string' },
+      bind: { type: 'string' },
+      'drain-timeout': { type: 'string' },
+      'drain-delay': { type: 'string' },
+    },
+    io,
+  );
+  if (!values) return 2;
+  const configFile = (values.config as string | undefined) ?? io.env.PORTCULLIS_CONFIG;
+  if (!configFile) {
+    io.err('serve needs --config FILE (or PORTCULLIS_CONFIG)\n');
+    return 2;
+  }
+  const grpcPort = port(values['grpc-port'], '--grpc-port', io);
+  const httpPort = port(values['http-port'], '--http-port', io);
+  if (grpcPort === null || httpPort === null) return 2;
+  const drainTimeoutMs = durationFlag(values['drain-timeout'], '--drain-timeout', io);
+  const drainDelayMs = durationFlag(values['drain-delay'], '--drain-delay', io);
+  if (drainTimeoutMs === null || drainDelayMs === null) return 2;
+
+  const logger = createLogger({ level: (io.env.PORTCULLIS_LOG_LEVEL as 'info' | undefined) ?? 'info' });
+  let server;
+  try {
+    server = await startServer({
+      configFile,
+      grpcPort,
+      httpPort,
+      bind: values.bind as string | undefined,
+      logger: io.env.PORTCULLIS_LOG_LEVEL ? logger : undefined,
+      drainTimeoutMs,
+      drainDelayMs,
+      env: io.env,
+    });
+  } catch (err) {
+    if (err instanceof PolicyError) {
+      for (const issue of err.issues) io.err(`${formatPolicyIssue(issue)}\n`);
+      io.err(`refusing to start: ${configFile} has ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}\n`);
+    } else if (err instanceof PortcullisError) {
+      io.err(`refusing to start: ${err.message}\n`);
+    } else {
+      io.err(`failed to start: ${(err as Error).message}\n`);
+    }
+    return 1;
+  }
+
+  const running = server;
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      running.runtime.logger.info({ signal }, 'signal received');
+      void running.shutdown().then(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+function durationFlag(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)(ms|s)?$/.exec(String(value));
+  if (!m) {
+    io.err(`${flag} must be a duration like 500ms or 10s, got "${String(value)}"\n`);
+    return null;
+  }
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
+}
+
+/** True when this file is the program (node dist/cli.js, or the npm bin symlink), not an import. */
+function isMain(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  runCli(process.argv.slice(2), {
+    out: (t) => process.stdout.write(t),
+    err: (t) => process.stderr.write(t),
+    env: process.env,
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`portcullis: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

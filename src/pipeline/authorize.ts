@@ -1,0 +1,118 @@
+// authorize(policy, request) → Decision: the only place the phases meet.
+//
+//   route match → identify (ordered sources, first credential decides) → authorize (credential
+//   kind, tenant, scopes) → rate limit → allow | deny
+//
+// Every phase answers synchronously when it can; a promise appears only when a source or the
+// rate limiter has to wait on I/O. Any exception becomes a 503 internal_error denial.
+
+import { normalizePath } from '../authz/path.js';
+import { missingScopes } from '../authz/scopes.js';
+import type { IdentifyResult } from '../identity/source.js';
+import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
+import type { RateLimitVerdict } from '../ratelimit/index.js';
+import { isPromise, type Decision, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { clientIp } from './client-ip.js';
+import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
+
+export function authorize(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+  try {
+    const result = decide(policy, request);
+    return isPromise(result) ? result.catch((err: unknown) => internalError(policy, request, 'unknown', err)) : result;
+  } catch (err) {
+    return internalError(policy, request, 'unknown', err);
+  }
+}
+
+export function internalError(policy: Pick<CompiledPolicy, 'realm'>, request: Pick<RequestAttributes, 'requestId'>, route: string, err: unknown): Decision {
+  return denyDecision(policy, request.requestId, route, { reason: 'internal_error', detail: describeError(err) });
+}
+
+function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+  if (policy.mode === 'dev') {
+    return allowDecision(policy, request.requestId, 'dev', policy.devPrincipal, undefined, [], []);
+  }
+  const path = normalizePath(request.path);
+  if (path === undefined) {
+    return denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'path is not an absolute path' });
+  }
+  const route = policy.routes.match(request.host, request.method, path) ?? policy.defaultRoute;
+  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined);
+
+  const identified = identify(route, request, 0);
+  if (isPromise(identified)) return identified.then((result) => afterIdentify(policy, request, route, result));
+  return afterIdentify(policy, request, route, identified);
+}
+
+/** Try sources from `start` on; the first that finds a credential decides. */
+function identify(route: CompiledRoute, request: RequestAttributes, start: number): MaybePromise<IdentifyResult | undefined> {
+  const chain = route.chain;
+  for (let i = start; i < chain.length; i++) {
+    const result = chain[i]!.identify(request);
+    if (isPromise(result)) {
+      return result.then((resolved) => (resolved.kind === 'none' ? identify(route, request, i + 1) : resolved));
+    }
+    if (result.kind !== 'none') return result;
+  }
+  return undefined;
+}
+
+function afterIdentify(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute, result: IdentifyResult | undefined): MaybePromise<Decision> {
+  if (result === undefined) {
+    return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
+  }
+  if (result.kind === 'deny') {
+    return denyDecision(policy, request.requestId, route.name, result.denial);
+  }
+  if (result.kind !== 'principal') return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
+  const principal = result.principal;
+  const refusal = checkPermission(policy, route, principal);
+  if (refusal) return refusal(request.requestId);
+  return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders);
+}
+
+type PendingDenial = (requestId: string) => Decision;
+
+function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal: Principal): PendingDenial | undefined {
+  const deny = (reason: Parameters<typeof denyDecision>[3]['reason'], detail?: string, scopes?: readonly string[]): PendingDenial =>
+    (requestId) => denyDecision(policy, requestId, route.name, { reason, detail }, principal, scopes);
+
+  const unsafe = unsafeIdentityValue(principal);
+  if (unsafe) return deny('invalid_identity', `control character in ${unsafe}`);
+  if (route.kind === 'default-deny') return deny('route_not_allowed', 'no route matches');
+  if (route.credentials && !route.credentials.has(principal.method)) {
+    return deny('credential_not_allowed', `${principal.method} credentials are not accepted here`);
+  }
+  const tenant = principal.tenant;
+  if (tenant === undefined || tenant === '') {
+    if (route.requireTenant) return deny('missing_tenant');
+  } else {
+    if (policy.disabledTenants.has(tenant)) return deny('tenant_disabled');
+    if (route.tenants && !route.tenants.has(tenant)) return deny('tenant_not_allowed');
+  }
+  const missing = missingScopes(principal.scopes, route.allOf, route.anyOf);
+  if (missing) return deny('insufficient_scope', `missing ${missing.join(' ')}`, missing);
+  return undefined;
+}
+
+function rateLimitThenAllow(
+  policy: CompiledPolicy,
+  request: RequestAttributes,
+  route: CompiledRoute,
+  principal: Principal | undefined,
+  credentialHeaders: readonly string[] | undefined,
+): MaybePromise<Decision> {
+  const limiter = route.rateLimiter;
+  if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, []);
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
+  const finish = (v: RateLimitVerdict): Decision =>
+    v.denial
+      ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
+      : allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, v.responseHeaders, v.note);
+  return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}

@@ -1,0 +1,77 @@
+// The object transports call: authorize() against the policy in force, plus the decision log and
+// metrics. Keeping these here keeps every transport a thin adapter.
+
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { CompiledPolicy } from '../policy/compile.js';
+import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
+import { authorize, internalError } from './authorize.js';
+import { denyDecision } from './decision.js';
+
+export interface PolicySource {
+  /** The compiled policy in force, or undefined before the first successful load. */
+  current(): CompiledPolicy | undefined;
+}
+
+const NOT_READY_POLICY = { realm: 'portcullis' };
+
+export class Authorizer {
+  constructor(
+    private readonly policies: PolicySource,
+    private readonly logger: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  check(request: RequestAttributes, malformed = false): MaybePromise<Decision> {
+    const started = process.hrtime.bigint();
+    const policy = this.policies.current();
+    let decision: MaybePromise<Decision>;
+    if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
+    else if (malformed) decision = denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'CheckRequest has no HTTP attributes' });
+    else decision = authorize(policy, request);
+
+    if (isPromise(decision)) {
+      return decision.then(
+        (d) => this.record(policy, request, d, started),
+        (err: unknown) => this.record(policy, request, internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err), started),
+      );
+    }
+    return this.record(policy, request, decision, started);
+  }
+
+  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: bigint): Decision {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const outcome = decision.allowed ? 'allow' : 'deny';
+    const reason = decision.allowed ? (decision.note ? decision.note.split(':')[0]! : 'ok') : decision.reason;
+    const method = decision.principal?.method ?? 'none';
+    this.metrics.checks.inc({ decision: outcome, reason, method });
+    this.metrics.checkDuration.observe({ decision: outcome }, seconds);
+    if (policy?.tenantMetrics && decision.principal?.tenant) {
+      this.metrics.tenantChecks.inc({ decision: outcome, tenant: decision.principal.tenant });
+    }
+
+    const mode = policy?.decisionLog ?? 'all';
+    if (mode === 'all' || (mode === 'deny' && !decision.allowed) || reason === 'internal_error') {
+      // Never headers, never credentials: only what identifies the decision.
+      const entry = {
+        requestId: decision.requestId,
+        decision: outcome,
+        reason,
+        route: decision.route,
+        method: request.method,
+        host: request.host,
+        path: request.path,
+        auth: decision.principal?.method,
+        tenant: decision.principal?.tenant,
+        subject: decision.principal?.subject,
+        keyId: decision.principal?.keyId,
+        status: decision.allowed ? undefined : decision.status,
+        detail: decision.allowed ? decision.note || undefined : decision.detail,
+        latencyMs: Math.round(seconds * 1e6) / 1e3,
+      };
+      if (reason === 'internal_error') this.logger.error(entry, 'check failed inside Portcullis (denied 503)');
+      else this.logger.info(entry, 'decision');
+    }
+    return decision;
+  }
+}

@@ -1,0 +1,137 @@
+// Building the two kinds of Decision from plain inputs. The JSON body and challenge headers follow
+// DESIGN.md's response contract exactly.
+
+import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
+import type { CompiledPolicy } from '../policy/compile.js';
+import type { AllowDecision, Denial, DenyDecision, HeaderPair, Principal } from '../types.js';
+
+const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
+const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
+
+export function denyDecision(
+  policy: Pick<CompiledPolicy, 'realm'>,
+  requestId: string,
+  route: string,
+  denial: Denial,
+  principal?: Principal,
+  requiredScopes?: readonly string[],
+): DenyDecision {
+  const reason = denial.reason;
+  const row = REASONS[reason];
+  const status = row.status;
+  const label = STATUS_LABELS[status];
+  const headers: HeaderPair[] = [JSON_CONTENT_TYPE];
+  const challenge = challengeFor(policy.realm, reason, status, denial.credentialPresented === true, requiredScopes);
+  if (challenge) headers.push({ name: 'www-authenticate', value: challenge });
+  if (denial.retryAfter !== undefined) headers.push({ name: 'retry-after', value: String(Math.max(1, Math.ceil(denial.retryAfter))) });
+  else if (status === 503) headers.push({ name: 'retry-after', value: '1' });
+  if (denial.headers) for (const h of denial.headers) headers.push(h);
+  return {
+    allowed: false,
+    requestId,
+    route,
+    principal,
+    status,
+    code: label.code,
+    reason,
+    headers,
+    body: `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":${JSON.stringify(requestId)}}`,
+    detail: denial.detail,
+  };
+}
+
+/** RFC 6750 §3 challenge for 401s and insufficient_scope 403s. */
+function challengeFor(
+  realm: string,
+  reason: ReasonCode,
+  status: number,
+  credentialPresented: boolean,
+  requiredScopes: readonly string[] | undefined,
+): string | undefined {
+  const row = REASONS[reason] as { bearerError?: string };
+  if (status === 401) {
+    // No credential at all: a bare challenge, per RFC 6750 §3.1 (no error code).
+    if (!credentialPresented || !row.bearerError) return `Bearer realm="${realm}"`;
+    return `Bearer realm="${realm}", error="${row.bearerError}"`;
+  }
+  if (reason === 'insufficient_scope') {
+    const scope = requiredScopes && requiredScopes.length > 0 ? `, scope="${requiredScopes.join(' ').replace(/["\\]/g, '')}"` : '';
+    return `Bearer realm="${realm}", error="insufficient_scope"${scope}`;
+  }
+  return undefined;
+}
+
+export function allowDecision(
+  policy: CompiledPolicy,
+  requestId: string,
+  route: string,
+  principal: Principal | undefined,
+  credentialHeaders: readonly string[] | undefined,
+  routeRemoveHeaders: readonly string[],
+  responseHeaders: readonly HeaderPair[],
+  note?: string,
+): AllowDecision {
+  const names = policy.headerNames;
+  const upstreamHeaders: HeaderPair[] = [];
+  if (principal) {
+    // Empty values are never sent (Envoy drops empty headers, which would leave a smuggled value
+    // in place); an owned header that is not set is removed below instead.
+    addIfPresent(upstreamHeaders, names.tenant, principal.tenant);
+    addIfPresent(upstreamHeaders, names.subject, principal.subject);
+    addIfPresent(upstreamHeaders, names.scopes, principal.scopes.join(' '));
+    upstreamHeaders.push({ name: names.method, value: principal.method });
+    addIfPresent(upstreamHeaders, names.keyId, principal.keyId);
+    addIfPresent(upstreamHeaders, names.email, principal.email);
+  }
+  // Every owned header not set above is removed, so nothing a client sent under those names
+  // reaches the upstream. Headers that are set use OVERWRITE_IF_EXISTS_OR_ADD, which replaces any
+  // smuggled value; listing them for removal too would make the outcome depend on the order in
+  // which Envoy applies the two lists.
+  let removeHeaders: readonly string[];
+  if (upstreamHeaders.length === 0 && !credentialHeaders && routeRemoveHeaders.length === 0) {
+    removeHeaders = policy.ownedHeaders;
+  } else {
+    const set = new Set<string>();
+    for (const h of policy.ownedHeaders) set.add(h);
+    for (const h of upstreamHeaders) set.delete(h.name);
+    if (credentialHeaders) for (const h of credentialHeaders) set.add(h);
+    for (const h of routeRemoveHeaders) set.add(h);
+    removeHeaders = [...set];
+  }
+  return {
+    allowed: true,
+    requestId,
+    route,
+    principal,
+    upstreamHeaders,
+    removeHeaders,
+    responseHeaders: responseHeaders.length === 0 ? NO_HEADERS : responseHeaders,
+    note,
+  };
+}
+
+function addIfPresent(into: HeaderPair[], name: string, value: string | undefined): void {
+  if (value !== undefined && value !== '') into.push({ name, value });
+}
+
+/**
+ * Identity values travel as request headers: one with a control character (CR, LF, NUL, ...)
+ * would be refused by Envoy or, worse, split a header. Such a principal is refused instead.
+ */
+export function unsafeIdentityValue(principal: Principal): string | undefined {
+  if (hasControl(principal.tenant)) return 'tenant';
+  if (hasControl(principal.subject)) return 'subject';
+  if (hasControl(principal.email)) return 'email';
+  if (hasControl(principal.keyId)) return 'keyId';
+  for (const scope of principal.scopes) if (hasControl(scope) || scope.includes(' ')) return 'scopes';
+  return undefined;
+}
+
+function hasControl(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}

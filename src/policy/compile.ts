@@ -1,0 +1,191 @@
+// PolicyDocument → CompiledPolicy: immutable lookup structures built once per load. Nothing in
+// here runs per request; the pipeline only reads what this produces.
+
+import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
+import { PolicyError, type PolicyIssue } from '../errors.js';
+import { compileChain } from '../identity/registry.js';
+import type { CredentialSource } from '../identity/source.js';
+import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
+import type { Runtime } from '../runtime.js';
+import type { AuthMethod, Principal } from '../types.js';
+import type { CompileContext, PolicyPath } from './context.js';
+import type { Locator } from './load.js';
+import type { HeaderNames, PolicyDocument, RouteConfig } from './schema.js';
+
+export interface CompiledRoute {
+  readonly name: string;
+  /** What to do with a request routed here. "deny"/"authenticated" only for the default route. */
+  readonly kind: 'route' | 'default-deny' | 'default-authenticated';
+  readonly public: boolean;
+  readonly allOf: readonly string[];
+  readonly anyOf: readonly string[];
+  readonly credentials: ReadonlySet<AuthMethod> | undefined;
+  readonly tenants: ReadonlySet<string> | undefined;
+  readonly requireTenant: boolean;
+  readonly chain: readonly CredentialSource[];
+  /** Route-specific headers to strip upstream, on top of the owned identity headers. */
+  readonly removeHeaders: readonly string[];
+  readonly rateLimiter: RouteRateLimiter | undefined;
+}
+
+export interface CompiledPolicy {
+  readonly file: string;
+  readonly document: PolicyDocument;
+  readonly mode: 'enforce' | 'dev';
+  readonly devPrincipal: Principal | undefined;
+  readonly routes: RouteTable<CompiledRoute>;
+  readonly defaultRoute: CompiledRoute;
+  readonly headerNames: HeaderNames;
+  /** Every identity header Portcullis owns (removed from the request unless it sets it). */
+  readonly ownedHeaders: readonly string[];
+  readonly realm: string;
+  readonly xffTrustedHops: number;
+  readonly disabledTenants: ReadonlySet<string>;
+  readonly decisionLog: 'all' | 'deny' | 'none';
+  readonly tenantMetrics: boolean;
+  readonly warnings: readonly string[];
+  /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
+  readonly ready: Promise<void>;
+}
+
+/**
+ * Compile a validated document. Throws PolicyError listing every semantic problem. Long-lived
+ * resources the modules acquire go through runtime.resources; the caller commits or rolls back
+ * the pool depending on whether the result goes live.
+ */
+export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: string, locate?: Locator): CompiledPolicy {
+  const issues: PolicyIssue[] = [];
+  const warnings: string[] = [];
+  const readiness: Promise<void>[] = [];
+  const ctx: CompileContext = {
+    runtime,
+    policy: document,
+    file,
+    error: (path, message) => issues.push({ file, ...locate?.(path), path, message }),
+    warn: (path, message) => {
+      const at = locate?.(path);
+      warnings.push(`${file}${at?.line ? `:${at.line}` : ''}: ${formatAt(path)}${message}`);
+    },
+    waitFor: (what, ready) =>
+      readiness.push(
+        ready.catch((err: unknown) => {
+          throw new Error(`${what}: ${(err as Error).message}`);
+        }),
+      ),
+  };
+
+  checkMode(document, ctx);
+  const topChain = compileChain(document.identity, ['identity'], ctx);
+  const rateLimits = compileRateLimits(ctx);
+
+  const compiledRoutes = document.routes.map((route, index) => {
+    const path: PolicyPath = ['routes', index];
+    checkRoute(route, path, ctx, topChain.length);
+    const name = route.name ?? describeMatch(route.match);
+    const chain = route.identity ? compileChain(route.identity, [...path, 'identity'], ctx) : topChain;
+    const compiled: CompiledRoute = Object.freeze({
+      name,
+      kind: 'route',
+      public: route.public,
+      allOf: Object.freeze([...(route.require?.allOf ?? [])]),
+      anyOf: Object.freeze([...(route.require?.anyOf ?? [])]),
+      credentials: route.credentials ? new Set(route.credentials as AuthMethod[]) : undefined,
+      tenants: route.tenants ? new Set(route.tenants) : undefined,
+      requireTenant: route.requireTenant ?? document.requireTenant,
+      chain,
+      removeHeaders: Object.freeze([...(route.removeHeaders ?? [])]),
+      rateLimiter: rateLimits?.forRoute(name, route),
+    });
+    return { spec: route.match, value: compiled };
+  });
+  checkDuplicateNames(document.routes, compiledRoutes.map((r) => r.value.name), ctx);
+
+  const defaultRoute: CompiledRoute = Object.freeze({
+    name: 'default',
+    kind: document.default === 'authenticated' ? 'default-authenticated' : 'default-deny',
+    public: false,
+    allOf: [],
+    anyOf: [],
+    credentials: undefined,
+    tenants: undefined,
+    requireTenant: document.requireTenant,
+    chain: topChain,
+    removeHeaders: [],
+    rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined) : undefined,
+  });
+
+  if (issues.length > 0) throw new PolicyError(issues);
+
+  const names = document.headers;
+  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove]);
+  const devPrincipal: Principal | undefined =
+    document.mode === 'dev' && document.dev
+      ? Object.freeze({ method: 'dev', tenant: document.dev.tenant, subject: document.dev.subject, scopes: Object.freeze([...document.dev.scopes]) })
+      : undefined;
+  if (document.mode === 'dev') warnings.push(`${file}: mode is dev: EVERY request is allowed as tenant "${document.dev?.tenant}" — never run this in production`);
+
+  return Object.freeze({
+    file,
+    document,
+    mode: document.mode,
+    devPrincipal,
+    routes: new RouteTable(compiledRoutes),
+    defaultRoute,
+    headerNames: names,
+    ownedHeaders,
+    realm: document.realm,
+    xffTrustedHops: document.clientIp.xffTrustedHops,
+    disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
+    decisionLog: document.server.decisionLog,
+    tenantMetrics: document.server.tenantMetrics,
+    warnings: Object.freeze(warnings),
+    ready: Promise.all(readiness).then(() => undefined),
+  });
+}
+
+function checkMode(document: PolicyDocument, ctx: CompileContext): void {
+  if (document.mode !== 'dev') {
+    if (document.dev) ctx.warn(['dev'], 'ignored: mode is not dev');
+    return;
+  }
+  if (!document.dev) ctx.error(['dev'], 'mode: dev needs a dev section with at least tenant');
+  // Seed 000: dev mode exists only where no real issuer is configured, so a forgotten
+  // `mode: dev` can never silently disable verification of real tokens.
+  if (Object.keys(document.issuers).length > 0) {
+    ctx.error(['mode'], 'mode: dev is refused while JWT issuers are configured (remove the issuers section to use dev mode)');
+  }
+}
+
+function checkRoute(route: RouteConfig, path: PolicyPath, ctx: CompileContext, topChainLength: number): void {
+  if (route.match.path?.includes('{') || route.match.path?.includes('}')) {
+    const problem = templateProblem(route.match.path);
+    if (problem) ctx.error([...path, 'match', 'path'], problem);
+  }
+  if (route.public) {
+    for (const key of ['require', 'credentials', 'tenants', 'identity'] as const) {
+      if (route[key] !== undefined) ctx.error([...path, key], `has no effect on a public route (public: true skips identification)`);
+    }
+  } else if (!route.identity && topChainLength === 0 && ctx.policy.mode !== 'dev') {
+    ctx.error(path, 'a non-public route needs an identity chain: add a top-level identity section or a route identity');
+  }
+}
+
+function checkDuplicateNames(routes: readonly RouteConfig[], names: readonly string[], ctx: CompileContext): void {
+  const seen = new Map<string, number>();
+  names.forEach((name, i) => {
+    const first = seen.get(name);
+    if (first !== undefined && routes[i]!.name !== undefined) {
+      ctx.error(['routes', i, 'name'], `duplicate route name "${name}" (also routes[${first}])`);
+    }
+    if (first === undefined) seen.set(name, i);
+  });
+}
+
+function dedupe(values: readonly string[]): readonly string[] {
+  return Object.freeze([...new Set(values)]);
+}
+
+function formatAt(path: PolicyPath): string {
+  if (path.length === 0) return '';
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('').replace(/^\./, '') + ': ';
+}

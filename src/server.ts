@@ -1,0 +1,136 @@
+// Composition root: reads settings, builds the runtime, loads the policy, starts the transports,
+// and owns the lifecycle (readiness, reload, graceful shutdown). The only place that wires
+// concrete collaborators together.
+
+import { systemClock, type Clock } from './clock.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { Authorizer } from './pipeline/authorizer.js';
+import { PolicyStore, type PolicyStoreOptions } from './policy/store.js';
+import { ResourcePool, type Runtime } from './runtime.js';
+import { GrpcTransport } from './transport/grpc/server.js';
+import { ServingStatus } from './transport/grpc/health.js';
+import { OpsServer } from './transport/http.js';
+
+export interface ServeOptions {
+  configFile: string;
+  /** Override the policy's server.grpcPort / httpPort / bind (0 = pick a free port). */
+  grpcPort?: number;
+  httpPort?: number;
+  bind?: string;
+  logger?: Logger;
+  clock?: Clock;
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Watch the policy file for changes (default true). */
+  watch?: boolean;
+  policyStore?: PolicyStoreOptions;
+  /** How long a SIGTERM-initiated drain waits for in-flight checks, ms (default 10 s). */
+  drainTimeoutMs?: number;
+  /** Delay between turning NOT_SERVING and closing the listener, so Envoy/kube stop sending (default 0). */
+  drainDelayMs?: number;
+  /** Register Node's default process metrics (default true). */
+  defaultMetrics?: boolean;
+}
+
+export interface RunningServer {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly runtime: Runtime;
+  readonly policies: PolicyStore;
+  readonly authorizer: Authorizer;
+  /** Resolves when the first policy's dependencies are ready and health says SERVING. */
+  readonly ready: Promise<void>;
+  /** Graceful: NOT_SERVING, wait drainDelay, drain in-flight checks (bounded), close everything. */
+  shutdown(): Promise<void>;
+}
+
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  const env = options.env ?? process.env;
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
+  const bootstrapLogger = options.logger ?? createLogger({ level: 'info' });
+  const runtime: Runtime = {
+    clock: options.clock ?? systemClock,
+    logger: bootstrapLogger,
+    metrics,
+    resources: new ResourcePool(),
+    env,
+  };
+
+  const policies = new PolicyStore(options.configFile, runtime, options.policyStore);
+  const first = await policies.load();
+  if (!options.logger) bootstrapLogger.level = first.document.server.logLevel;
+  const logger = runtime.logger;
+
+  const authorizer = new Authorizer(policies, logger, metrics);
+  const bind = options.bind ?? first.document.server.bind;
+  const grpcTransport = new GrpcTransport(authorizer, logger, { bind, port: options.grpcPort ?? first.document.server.grpcPort });
+  const ops = new OpsServer(metrics, {
+    ready: () => grpcTransport.health.current === ServingStatus.SERVING,
+    readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
+  });
+
+  let draining = false;
+  let dependenciesReady = false;
+  const setServing = (serving: boolean) => {
+    grpcTransport.health.set(serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    metrics.ready.set(serving ? 1 : 0);
+  };
+
+  const grpcPort = await grpcTransport.start();
+  let httpPort: number;
+  try {
+    httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
+  } catch (err) {
+    await grpcTransport.shutdown(0);
+    throw err;
+  }
+
+  const ready = first.ready.then(
+    () => {
+      dependenciesReady = true;
+      if (!draining) setServing(true);
+      logger.info({ grpcPort, httpPort, file: options.configFile }, 'portcullis ready');
+    },
+    (err: unknown) => {
+      // Readiness stays false; checks that need the missing dependency deny with 503 meanwhile.
+      logger.error({ err: (err as Error).message }, 'a dependency did not become ready; health stays NOT_SERVING until the policy reloads');
+      throw err;
+    },
+  );
+  ready.catch(() => undefined);
+
+  policies.onSwap((policy) => {
+    const s = policy.document.server;
+    if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
+      logger.warn('server ports/bind changed in the policy: they take effect on restart only');
+    }
+    if (!options.logger) logger.level = s.logLevel;
+    policy.ready.then(
+      () => {
+        dependenciesReady = true;
+        if (!draining) setServing(true);
+      },
+      () => undefined,
+    );
+  });
+  if (options.watch !== false) policies.watch();
+
+  logger.info({ grpcPort, httpPort, mode: first.mode, routes: first.document.routes.length }, 'portcullis listening');
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (): Promise<void> =>
+    (shuttingDown ??= (async () => {
+      draining = true;
+      setServing(false);
+      logger.info({ pending: grpcTransport.pending }, 'shutting down: NOT_SERVING, draining in-flight checks');
+      if (options.drainDelayMs) await new Promise((r) => setTimeout(r, options.drainDelayMs));
+      grpcTransport.health.closeWatchers();
+      policies.close();
+      await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
+      await ops.close();
+      await runtime.resources.closeAll();
+      logger.info('shutdown complete');
+    })());
+
+  return { grpcPort, httpPort, runtime, policies, authorizer, ready, shutdown };
+}

@@ -1,0 +1,253 @@
+// CheckRequest bytes → RequestAttributes, reading only the fields Portcullis uses. Field numbers
+// are Envoy's (proto/envoy/service/auth/v3/attribute_context.proto).
+
+import { randomUUID } from 'node:crypto';
+import type { RequestAttributes } from '../../types.js';
+import { Reader, WIRE_LEN, WireError } from './wire.js';
+
+// tag = field << 3 | wire type, for the LEN fields we read
+const T1 = (1 << 3) | WIRE_LEN;
+const T2 = (2 << 3) | WIRE_LEN;
+const T3 = (3 << 3) | WIRE_LEN;
+const T4 = (4 << 3) | WIRE_LEN;
+const T5 = (5 << 3) | WIRE_LEN;
+const T6 = (6 << 3) | WIRE_LEN;
+const T10 = (10 << 3) | WIRE_LEN;
+const T13 = (13 << 3) | WIRE_LEN;
+
+const EMPTY_MAP: ReadonlyMap<string, string> = new Map();
+
+/** A Check request Envoy could not have sent: no HTTP attributes at all. */
+export const NO_HTTP_ATTRIBUTES = Symbol('no-http-attributes');
+
+interface Draft {
+  id: string;
+  method: string;
+  host: string;
+  path: string;
+  scheme: string;
+  protocol: string;
+  headers: Map<string, string>;
+  sourceAddress: string;
+  contextExtensions: ReadonlyMap<string, string>;
+  sawHttp: boolean;
+}
+
+/**
+ * Decode a CheckRequest. Throws WireError for bytes that are not a valid protobuf message (the
+ * transport answers INVALID_ARGUMENT); a valid message without HTTP attributes yields a request
+ * flagged so the pipeline denies it.
+ */
+export function decodeCheckRequest(buf: Buffer): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?: true } {
+  const d: Draft = {
+    id: '',
+    method: '',
+    host: '',
+    path: '',
+    scheme: '',
+    protocol: '',
+    headers: new Map(),
+    sourceAddress: '',
+    contextExtensions: EMPTY_MAP,
+    sawHttp: false,
+  };
+  const r = new Reader(buf);
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === T1) readAttributeContext(r, r.lenEnd(), d);
+    else r.skip(tag & 7);
+  }
+  return finish(d);
+}
+
+function readAttributeContext(r: Reader, end: number, d: Draft): void {
+  const sub = new Reader(r.buf, r.pos, end);
+  while (!sub.done()) {
+    const tag = sub.tag();
+    if (tag === T1) d.sourceAddress = readPeerAddress(sub, sub.lenEnd());
+    else if (tag === T4) readRequest(sub, sub.lenEnd(), d);
+    else if (tag === T10) readMapEntry(sub, sub.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>, false);
+    else sub.skip(tag & 7);
+  }
+  r.pos = end;
+}
+
+/** Peer.address(1) → Address.socket_address(1) → SocketAddress.address(2). */
+function readPeerAddress(r: Reader, end: number): string {
+  let address = '';
+  const peer = new Reader(r.buf, r.pos, end);
+  while (!peer.done()) {
+    const tag = peer.tag();
+    if (tag === T1) {
+      const addrEnd = peer.lenEnd();
+      const addr = new Reader(r.buf, peer.pos, addrEnd);
+      while (!addr.done()) {
+        const t = addr.tag();
+        if (t === T1) {
+          const sockEnd = addr.lenEnd();
+          const sock = new Reader(r.buf, addr.pos, sockEnd);
+          while (!sock.done()) {
+            const st = sock.tag();
+            if (st === T2) address = sock.latin1();
+            else sock.skip(st & 7);
+          }
+          addr.pos = sockEnd;
+        } else addr.skip(t & 7);
+      }
+      peer.pos = addrEnd;
+    } else peer.skip(tag & 7);
+  }
+  r.pos = end;
+  return address;
+}
+
+/** Request.http(2) → HttpRequest. */
+function readRequest(r: Reader, end: number, d: Draft): void {
+  const req = new Reader(r.buf, r.pos, end);
+  while (!req.done()) {
+    const tag = req.tag();
+    if (tag === T2) {
+      d.sawHttp = true;
+      readHttpRequest(req, req.lenEnd(), d);
+    } else req.skip(tag & 7);
+  }
+  r.pos = end;
+}
+
+function readHttpRequest(r: Reader, end: number, d: Draft): void {
+  const http = new Reader(r.buf, r.pos, end);
+  while (!http.done()) {
+    const tag = http.tag();
+    switch (tag) {
+      case T1:
+        d.id = http.latin1();
+        break;
+      case T2:
+        d.method = http.latin1();
+        break;
+      case T3:
+        readMapEntry(http, http.lenEnd(), d.headers, true);
+        break;
+      case T4:
+        d.path = http.latin1();
+        break;
+      case T5:
+        d.host = http.latin1();
+        break;
+      case T6:
+        d.scheme = http.latin1();
+        break;
+      case (10 << 3) | WIRE_LEN:
+        d.protocol = http.latin1();
+        break;
+      case T13:
+        readHeaderMap(http, http.lenEnd(), d.headers);
+        break;
+      default:
+        http.skip(tag & 7);
+    }
+  }
+  r.pos = end;
+}
+
+/** map<string,string> entry: key(1), value(2). `headers` entries are already joined by Envoy. */
+function readMapEntry(r: Reader, end: number, into: Map<string, string>, lowerKey: boolean): void {
+  let key = '';
+  let value = '';
+  const entry = new Reader(r.buf, r.pos, end);
+  while (!entry.done()) {
+    const tag = entry.tag();
+    if (tag === T1) key = entry.latin1();
+    else if (tag === T2) value = entry.latin1();
+    else entry.skip(tag & 7);
+  }
+  r.pos = end;
+  if (lowerKey) key = lower(key);
+  into.set(key, value);
+}
+
+/** HeaderMap.headers(1) → HeaderValue: key(1), value(2), raw_value(3). Duplicates are joined. */
+function readHeaderMap(r: Reader, end: number, into: Map<string, string>): void {
+  const map = new Reader(r.buf, r.pos, end);
+  while (!map.done()) {
+    const tag = map.tag();
+    if (tag !== T1) {
+      map.skip(tag & 7);
+      continue;
+    }
+    const hvEnd = map.lenEnd();
+    const hv = new Reader(r.buf, map.pos, hvEnd);
+    let key = '';
+    let value = '';
+    let raw: string | undefined;
+    while (!hv.done()) {
+      const t = hv.tag();
+      if (t === T1) key = hv.latin1();
+      else if (t === T2) value = hv.latin1();
+      else if (t === T3) raw = hv.latin1();
+      else hv.skip(t & 7);
+    }
+    map.pos = hvEnd;
+    key = lower(key);
+    const v = raw ?? value;
+    const existing = into.get(key);
+    into.set(key, existing === undefined ? v : existing + (key === 'cookie' ? '; ' : ',') + v);
+  }
+  r.pos = end;
+}
+
+function lower(name: string): string {
+  // Envoy already sends lower-case names; only pay for toLowerCase when needed.
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) return name.toLowerCase();
+  }
+  return name;
+}
+
+function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?: true } {
+  const headers = d.headers;
+  const rawPath = d.path || headers.get(':path') || '';
+  let path = rawPath;
+  let query = '';
+  const q = rawPath.indexOf('?');
+  if (q >= 0) {
+    path = rawPath.slice(0, q);
+    query = rawPath.slice(q + 1);
+    const hash = query.indexOf('#');
+    if (hash >= 0) query = query.slice(0, hash);
+  } else {
+    const hash = path.indexOf('#');
+    if (hash >= 0) path = path.slice(0, hash);
+  }
+  const request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: true } = {
+    requestId: d.id || headers.get('x-request-id') || randomUUID(),
+    method: (d.method || headers.get(':method') || '').toUpperCase(),
+    host: normalizeHost(d.host || headers.get(':authority') || headers.get('host') || ''),
+    path,
+    query,
+    scheme: d.scheme || headers.get(':scheme') || '',
+    protocol: d.protocol,
+    headers,
+    sourceAddress: d.sourceAddress,
+    contextExtensions: d.contextExtensions,
+  };
+  if (!d.sawHttp) request[NO_HTTP_ATTRIBUTES] = true;
+  return request;
+}
+
+/** Lower-case, without port and trailing dot: "API.Example.com.:443" → "api.example.com". */
+export function normalizeHost(host: string): string {
+  let h = host;
+  if (h.startsWith('[')) {
+    const close = h.indexOf(']');
+    h = close > 0 ? h.slice(0, close + 1) : h;
+  } else {
+    const colon = h.lastIndexOf(':');
+    if (colon >= 0 && h.indexOf(':') === colon) h = h.slice(0, colon);
+  }
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return lower(h);
+}
+
+export { WireError };

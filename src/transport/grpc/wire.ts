@@ -1,0 +1,149 @@
+// Minimal protobuf wire-format reader and writer (https://protobuf.dev/programming-guides/encoding/).
+// Portcullis decodes only the CheckRequest fields it uses and skips the rest without copying;
+// this is the reason it can be faster than a server that materialises every field.
+
+export class WireError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WireError';
+  }
+}
+
+export const WIRE_VARINT = 0;
+export const WIRE_I64 = 1;
+export const WIRE_LEN = 2;
+export const WIRE_I32 = 5;
+
+/** Reads one message (or a sub-range of a buffer as a nested message). */
+export class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Buffer,
+    start = 0,
+    readonly end = buf.length,
+  ) {
+    this.pos = start;
+  }
+
+  done(): boolean {
+    return this.pos >= this.end;
+  }
+
+  /** Next tag; returns field number * 8 + wire type. */
+  tag(): number {
+    const tag = this.varint32();
+    if (tag >>> 3 === 0) throw new WireError('field number 0');
+    return tag;
+  }
+
+  varint32(): number {
+    let result = 0;
+    let shift = 0;
+    const buf = this.buf;
+    while (true) {
+      if (this.pos >= this.end) throw new WireError('truncated varint');
+      const byte = buf[this.pos++]!;
+      if (shift < 32) result |= (byte & 0x7f) << shift;
+      if ((byte & 0x80) === 0) return result >>> 0;
+      shift += 7;
+      if (shift >= 70) throw new WireError('varint too long');
+    }
+  }
+
+  /** Length of a LEN field; returns the end offset of its payload. */
+  lenEnd(): number {
+    const len = this.varint32();
+    const end = this.pos + len;
+    if (len > 0x7fffffff || end > this.end) throw new WireError('length exceeds message');
+    return end;
+  }
+
+  /** A string/bytes field as latin1 (byte-preserving, injective: distinct bytes stay distinct). */
+  latin1(): string {
+    const end = this.lenEnd();
+    const s = this.buf.toString('latin1', this.pos, end);
+    this.pos = end;
+    return s;
+  }
+
+  utf8(): string {
+    const end = this.lenEnd();
+    const s = this.buf.toString('utf8', this.pos, end);
+    this.pos = end;
+    return s;
+  }
+
+  skip(wireType: number): void {
+    switch (wireType) {
+      case WIRE_VARINT:
+        this.varint32();
+        return;
+      case WIRE_I64:
+        this.pos += 8;
+        break;
+      case WIRE_LEN:
+        this.pos = this.lenEnd();
+        return;
+      case WIRE_I32:
+        this.pos += 4;
+        break;
+      default:
+        // Groups (3, 4) are deprecated and never appear in Envoy's API; anything else is garbage.
+        throw new WireError(`unsupported wire type ${wireType}`);
+    }
+    if (this.pos > this.end) throw new WireError('truncated fixed-width field');
+  }
+}
+
+/** Encoded size of a varint. */
+export function varintSize(value: number): number {
+  if (value < 0x80) return 1;
+  if (value < 0x4000) return 2;
+  if (value < 0x200000) return 3;
+  if (value < 0x10000000) return 4;
+  return 5;
+}
+
+/** Writes into a buffer sized up front (callers compute sizes first; no growing, no copying). */
+export class Writer {
+  pos = 0;
+  readonly buf: Buffer;
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  varint(value: number): void {
+    const buf = this.buf;
+    while (value >= 0x80) {
+      buf[this.pos++] = (value & 0x7f) | 0x80;
+      value >>>= 7;
+    }
+    buf[this.pos++] = value;
+  }
+
+  tag(field: number, wireType: number): void {
+    this.varint((field << 3) | wireType);
+  }
+
+  /** A string field whose UTF-8 byte length the caller already computed. */
+  string(field: number, value: string, byteLength: number): void {
+    this.tag(field, WIRE_LEN);
+    this.varint(byteLength);
+    this.pos += this.buf.write(value, this.pos, byteLength, 'utf8');
+  }
+
+  raw(bytes: Buffer): void {
+    bytes.copy(this.buf, this.pos);
+    this.pos += bytes.length;
+  }
+
+  finish(): Buffer {
+    if (this.pos !== this.buf.length) throw new WireError(`encoder size mismatch: wrote ${this.pos} of ${this.buf.length}`);
+    return this.buf;
+  }
+}
+
+/** Size of a LEN field (tag + length prefix + payload). Field numbers here are all < 16. */
+export function lenFieldSize(payload: number): number {
+  return 1 + varintSize(payload) + payload;
+}

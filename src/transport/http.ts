@@ -1,0 +1,70 @@
+// HTTP port for operators: /healthz (liveness), /readyz (readiness), /metrics (Prometheus).
+// Never on the request path of Envoy; it only reads state.
+
+import http from 'node:http';
+import type { Metrics } from '../observability/metrics.js';
+
+export interface OpsState {
+  /** Policy loaded, dependencies ready, not draining. */
+  ready(): boolean;
+  /** Why not ready, for humans reading /readyz. */
+  readinessDetail(): string;
+}
+
+export class OpsServer {
+  private readonly server: http.Server;
+  boundPort = 0;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly state: OpsState,
+  ) {
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+    this.server.keepAliveTimeout = 5000;
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 10_000;
+  }
+
+  start(bind: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, bind, () => {
+        this.server.off('error', reject);
+        const address = this.server.address();
+        this.boundPort = typeof address === 'object' && address ? address.port : port;
+        resolve(this.boundPort);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n');
+    switch (path) {
+      case '/healthz':
+        return send(res, 200, 'text/plain', 'ok\n');
+      case '/readyz':
+        return this.state.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${this.state.readinessDetail()}\n`);
+      case '/metrics':
+        try {
+          return send(res, 200, this.metrics.registry.contentType, await this.metrics.registry.metrics());
+        } catch (err) {
+          return send(res, 500, 'text/plain', `metrics failed: ${(err as Error).message}\n`);
+        }
+      default:
+        return send(res, 404, 'text/plain', 'not found\n');
+    }
+  }
+}
+
+function send(res: http.ServerResponse, status: number, contentType: string, body: string): void {
+  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
+  res.end(body);
+}
