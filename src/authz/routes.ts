@@ -3,7 +3,7 @@
 // Precedence (README "Route precedence"), most specific first, file order only breaking ties:
 //   1. host: exact host  >  "*.domain" wildcard (longest first)  >  routes without a host
 //   2. within a host level, path: exact  >  template (more literal segments first)  >
-//      prefix (longest first)  >  glob (file order)
+//      prefix or glob (more literal characters first: "/v1/files/**/raw" beats "/v1/")
 //   3. for the same path pattern, routes listing methods before routes for any method
 // A request that matches nothing at one host level falls through to the next.
 
@@ -18,8 +18,8 @@ export interface RouteMatchSpec {
 const enum Kind {
   Exact = 0,
   Template = 1,
-  Prefix = 2,
-  Glob = 3,
+  /** Prefixes and globs share a tier, ranked by how many literal characters they pin down. */
+  Pattern = 2,
 }
 
 interface Candidate<T> {
@@ -149,11 +149,12 @@ function compileCandidate<T>(spec: RouteMatchSpec, value: T, index: number): { c
     const prefix = spec.pathPrefix.endsWith('/') ? spec.pathPrefix.slice(0, -1) : spec.pathPrefix;
     const withSlash = prefix + '/';
     const test = prefix === '' ? () => true : (p: string) => p === prefix || p.startsWith(withSlash);
-    return { candidate: { ...base, kind: Kind.Prefix, specificity: prefix.length, test } };
+    return { candidate: { ...base, kind: Kind.Pattern, specificity: prefix.length, test } };
   }
   const glob = spec.pathGlob!;
   const re = new RegExp(`^${globToRegExp(glob)}$`);
-  return { candidate: { ...base, kind: Kind.Glob, specificity: 0, test: (p) => re.test(p) } };
+  const literal = glob.replace(/\*/g, '').length;
+  return { candidate: { ...base, kind: Kind.Pattern, specificity: literal, test: (p) => re.test(p) } };
 }
 
 /** "**" matches any number of characters including "/", "*" any characters but "/". */
