@@ -5,12 +5,14 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AggregatorRegistry } from 'prom-client';
 import { PolicyError, PortcullisError, formatPolicyIssue } from './errors.js';
 import { createLogger, silentLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { compilePolicy } from './policy/compile.js';
 import { loadPolicyFileWithLocator } from './policy/load.js';
 import { ResourcePool, type Runtime } from './runtime.js';
+import { isWorker, reportReadiness, runPrimary } from './cluster.js';
 import { startServer } from './server.js';
 import { systemClock } from './clock.js';
 import { PORTCULLIS_VERSION } from './version.js';
@@ -24,7 +26,8 @@ export interface CliIo {
 const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for Envoy and Istio
 
 Usage:
-  portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--drain-timeout 10s]
+  portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
+                   [--drain-delay 0s] [--drain-timeout 10s]
   portcullis validate --config FILE
   portcullis keys <create|list|revoke|rotate> ...   (API keys; see portcullis keys --help)
   portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
@@ -132,6 +135,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       bind: { type: 'string' },
       'drain-timeout': { type: 'string' },
       'drain-delay': { type: 'string' },
+      workers: { type: 'string' },
     },
     io,
   );
@@ -148,7 +152,21 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   const drainDelayMs = durationFlag(values['drain-delay'], '--drain-delay', io);
   if (drainTimeoutMs === null || drainDelayMs === null) return 2;
 
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+    io.err(`--workers must be a whole number from 1 to 64, got "${String(values.workers)}"\n`);
+    return 2;
+  }
+
   const logger = createLogger({ level: (io.env.PORTCULLIS_LOG_LEVEL as 'info' | undefined) ?? 'info' });
+  if (workers > 1 && !isWorker()) {
+    // The primary validates the policy once so a bad file fails fast, then forks the workers.
+    const check = await validate(['--config', configFile], { ...io, out: () => undefined });
+    if (check !== 0) return 1;
+    const document = (await loadPolicyFileWithLocator(configFile, io.env)).document;
+    await runPrimary({ workers, logger, bind: (values.bind as string | undefined) ?? document.server.bind, httpPort: httpPort ?? document.server.httpPort });
+    return 0;
+  }
   let server;
   try {
     server = await startServer({
@@ -160,6 +178,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       drainTimeoutMs,
       drainDelayMs,
       env: io.env,
+      opsServer: !isWorker(),
+      onServingChange: reportReadiness,
     });
   } catch (err) {
     if (err instanceof PolicyError) {
@@ -174,6 +194,12 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
 
   const running = server;
+  // In a worker, answer the primary's /metrics aggregation from this process' registry.
+  // (Constructing an AggregatorRegistry is what installs prom-client's worker-side IPC listener.)
+  if (isWorker()) {
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([running.runtime.metrics.registry]);
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       running.runtime.logger.info({ signal }, 'signal received');
@@ -212,6 +238,9 @@ if (isMain()) {
   }).then(
     (code) => {
       process.exitCode = code;
+      // A drained server exits even if a client library left a handle open (and a cluster
+      // worker's IPC channel would keep it alive otherwise).
+      if (process.argv[2] === 'serve') setImmediate(() => process.exit(code));
     },
     (err: unknown) => {
       process.stderr.write(`portcullis: ${(err as Error).stack ?? String(err)}\n`);

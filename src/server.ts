@@ -30,6 +30,10 @@ export interface ServeOptions {
   drainDelayMs?: number;
   /** Register Node's default process metrics (default true). */
   defaultMetrics?: boolean;
+  /** Open the ops HTTP port (default true; cluster workers leave it to the primary). */
+  opsServer?: boolean;
+  /** Told whenever health flips (cluster workers report it to the primary). */
+  onServingChange?: (serving: boolean) => void;
 }
 
 export interface RunningServer {
@@ -64,7 +68,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const authorizer = new Authorizer(policies, logger, metrics);
   const bind = options.bind ?? first.document.server.bind;
   const grpcTransport = new GrpcTransport(authorizer, logger, { bind, port: options.grpcPort ?? first.document.server.grpcPort });
-  const ops = new OpsServer(metrics, {
+  const ops = new OpsServer(metrics.registry, {
     ready: () => grpcTransport.health.current === ServingStatus.SERVING,
     readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
   });
@@ -74,12 +78,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const setServing = (serving: boolean) => {
     grpcTransport.health.set(serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
     metrics.ready.set(serving ? 1 : 0);
+    options.onServingChange?.(serving);
   };
 
   const grpcPort = await grpcTransport.start();
-  let httpPort: number;
+  let httpPort = 0;
   try {
-    httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
+    if (options.opsServer !== false) httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
   } catch (err) {
     await grpcTransport.shutdown(0);
     throw err;
@@ -127,7 +132,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       grpcTransport.health.closeWatchers();
       policies.close();
       await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
-      await ops.close();
+      if (options.opsServer !== false) await ops.close();
       await runtime.resources.closeAll();
       logger.info('shutdown complete');
     })());

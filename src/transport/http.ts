@@ -2,7 +2,11 @@
 // Never on the request path of Envoy; it only reads state.
 
 import http from 'node:http';
-import type { Metrics } from '../observability/metrics.js';
+/** What /metrics serves: a prom-client Registry, or the cluster aggregator in the primary. */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
 
 export interface OpsState {
   /** Policy loaded, dependencies ready, not draining. */
@@ -16,7 +20,7 @@ export class OpsServer {
   boundPort = 0;
 
   constructor(
-    private readonly metrics: Metrics,
+    private readonly metrics: MetricsSource,
     private readonly state: OpsState,
   ) {
     this.server = http.createServer((req, res) => void this.handle(req, res));
@@ -54,7 +58,7 @@ export class OpsServer {
         return this.state.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${this.state.readinessDetail()}\n`);
       case '/metrics':
         try {
-          return send(res, 200, this.metrics.registry.contentType, await this.metrics.registry.metrics());
+          return send(res, 200, this.metrics.contentType, await this.metrics.metrics());
         } catch (err) {
           return send(res, 500, 'text/plain', `metrics failed: ${(err as Error).message}\n`);
         }

@@ -1,0 +1,84 @@
+// `serve --workers N`: N worker processes share the gRPC port (node:cluster hands each accepted
+// connection to a worker; Envoy keeps a few long-lived HTTP/2 connections, so size N to cores).
+// The primary owns the ops port: /metrics aggregates every worker's registry, /readyz is ready
+// when every worker is. Workers that die unexpectedly are replaced; SIGTERM drains them all.
+
+import cluster, { type Worker } from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from './observability/logger.js';
+import { OpsServer } from './transport/http.js';
+
+export interface ClusterOptions {
+  workers: number;
+  httpPort: number;
+  bind: string;
+  logger: Logger;
+}
+
+type WorkerMessage = { portcullis: 'ready' | 'not-ready' };
+
+export async function runPrimary(options: ClusterOptions): Promise<void> {
+  const { logger } = options;
+  const ready = new Map<number, boolean>();
+  let stopping = false;
+
+  const fork = (): Worker => {
+    const worker = cluster.fork({ PORTCULLIS_WORKER: '1' });
+    ready.set(worker.id, false);
+    worker.on('message', (message: WorkerMessage) => {
+      if (message?.portcullis === 'ready') ready.set(worker.id, true);
+      if (message?.portcullis === 'not-ready') ready.set(worker.id, false);
+    });
+    return worker;
+  };
+
+  cluster.on('exit', (worker, code, signal) => {
+    ready.delete(worker.id);
+    if (stopping) return;
+    logger.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
+    setTimeout(fork, 500).unref();
+  });
+
+  for (let i = 0; i < options.workers; i++) fork();
+
+  // Each worker registers its metrics in its own process; the aggregator asks them over IPC.
+  const aggregator = new AggregatorRegistry();
+  const metrics = { contentType: aggregator.contentType, metrics: () => aggregator.clusterMetrics() };
+  const allReady = () => !stopping && ready.size === options.workers && [...ready.values()].every(Boolean);
+  const ops = new OpsServer(metrics, {
+    ready: allReady,
+    readinessDetail: () => (stopping ? 'shutting down' : `${[...ready.values()].filter(Boolean).length}/${options.workers} workers ready`),
+  });
+  const httpPort = await ops.start(options.bind, options.httpPort);
+  logger.info({ workers: options.workers, httpPort }, 'portcullis primary started');
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'draining workers');
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+      let remaining = workers.length;
+      if (remaining === 0) return resolve();
+      for (const worker of workers) {
+        worker.once('exit', () => {
+          if (--remaining === 0) resolve();
+        });
+        worker.process.kill('SIGTERM');
+      }
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await ops.close();
+  logger.info('shutdown complete');
+}
+
+export function isWorker(): boolean {
+  return cluster.isWorker && process.env.PORTCULLIS_WORKER === '1';
+}
+
+/** Tell the primary whether this worker is serving. */
+export function reportReadiness(ready: boolean): void {
+  if (isWorker() && process.send) process.send({ portcullis: ready ? 'ready' : 'not-ready' } satisfies WorkerMessage);
+}

@@ -1,0 +1,103 @@
+// Graceful shutdown and workers, on the built program as a child process (npm test builds first).
+//   SIGTERM → health NOT_SERVING and /readyz 503 → drain delay (load balancers stop sending) →
+//   in-flight checks finish → exit 0. No check that was sent may fail.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { CheckClient } from '../support/grpc-client.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const POLICY = 'server: { decisionLog: none }\nroutes:\n  - { match: { path: /health }, public: true }\n';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startChild(args: string[]): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number; logs: () => string }> {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'pc-shutdown-')), 'policy.yaml');
+  writeFileSync(file, POLICY);
+  const grpcPort = await freePort();
+  const httpPort = await freePort();
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'serve', '--config', file, '--bind', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(httpPort), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let logs = '';
+  child.stdout!.on('data', (d) => (logs += d));
+  child.stderr!.on('data', (d) => (logs += d));
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.status === 200, () => false);
+    if (ok) return { child, grpcPort, httpPort, logs: () => logs };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`server did not become ready: ${logs}`);
+}
+
+describe('graceful shutdown', () => {
+  it('drains under steady load: every check sent gets its answer, then exit 0', async () => {
+    const { child, grpcPort, httpPort, logs } = await startChild(['--drain-delay', '700ms', '--drain-timeout', '5s']);
+    const client = new CheckClient(grpcPort);
+    let sent = 0;
+    let ok = 0;
+    const failures: string[] = [];
+    let serving = true;
+    // 16 concurrent callers, like an Envoy connection pool; they stop sending once readiness flips,
+    // as Kubernetes endpoints / Envoy health checks would.
+    const callers = Array.from({ length: 16 }, async () => {
+      while (serving) {
+        sent++;
+        try {
+          const r = await client.check({ path: '/health' });
+          if (r.http_response === 'ok_response') ok++;
+          else failures.push(JSON.stringify(r));
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+      const status = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.status, () => 0);
+      if (status !== 200) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    serving = false;
+    await Promise.all(callers);
+    client.close();
+    expect(await exited).toBe(0);
+    expect(failures).toEqual([]);
+    expect(ok).toBe(sent);
+    expect(sent).toBeGreaterThan(100);
+    expect(logs()).toContain('shutdown complete');
+  });
+});
+
+describe('serve --workers', () => {
+  it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
+    const { child, grpcPort, httpPort } = await startChild(['--workers', '2']);
+    const client = new CheckClient(grpcPort);
+    for (let i = 0; i < 20; i++) expect((await client.check({ path: '/health' })).http_response).toBe('ok_response');
+    client.close();
+    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    const total = [...metrics.matchAll(/^portcullis_checks_total\{[^}]*decision="allow"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(total).toBe(20);
+    expect(metrics).toMatch(/portcullis_ready 2/);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
