@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Render the Helm chart offline and validate every manifest against the Kubernetes schemas (issue 6):
+# once with the default values, once per values file in charts/portcullis/ci/ (all features on),
+# then check that the chart refuses configurations that would break at run time.
+# Needs ../shared beside the repository (shared/tools/chart-check); CHART_CHECK overrides the path.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tool=${CHART_CHECK:-$root/../shared/tools/chart-check/chart-check}
+chart=$root/charts/portcullis
+
+if [[ ! -x $tool ]]; then
+  echo "chart-check: $tool not found (shared/ is expected beside the repository)" >&2
+  exit 1
+fi
+
+echo "== chart-check: default values"
+"$tool" "$chart"
+
+for values in "$chart"/ci/*.yaml; do
+  echo "== chart-check: -f ${values#"$root"/}"
+  "$tool" "$chart" -f "$values"
+done
+
+# refused WHAT EXPECTED-MESSAGE RENDER-ARGS...: the chart must fail, and for the expected reason.
+refused() {
+  local what=$1 expected=$2 out
+  shift 2
+  if out=$("$tool" "$chart" "$@" 2>&1); then
+    echo "chart-check: the chart accepted $what ($*)" >&2
+    exit 1
+  fi
+  if [[ $out != *"$expected"* ]]; then
+    echo "chart-check: $what failed, but not with \"$expected\":" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  echo "== chart-check: refused $what"
+}
+refused "a misspelled value" "Additional property readines is not allowed" --set probes.readines.type=grpc
+refused "an AuthorizationPolicy covering Portcullis itself" "needs a selector" --set istio.authorizationPolicy.enabled=true
+refused "a grace period shorter than the drain" "must cover shutdown.drainDelay" --set terminationGracePeriodSeconds=5
+refused "both a Secret and a ConfigMap for the API keys" "not both" \
+  --set apiKeysFile.existingSecret=a --set apiKeysFile.existingConfigMap=b
+
+echo "chart-check: ok"
