@@ -1,9 +1,158 @@
-// PLACEHOLDER until the JWT issue lands (owned by the JWT work).
-import type { JwtSourceConfig } from '../jwt/config.js';
-import type { CompileContext, PolicyPath } from '../policy/context.js';
-import type { CredentialSource } from './source.js';
+// JWT bearer credentials (issue 3). Finds a token in the configured places, answers from the
+// verified-token cache when it can (synchronously), and otherwise verifies it against the
+// source's issuers (src/jwt/verifier.ts).
 
-export function compileJwtSource(_config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
-  ctx.error(path, 'JWT sources are not implemented yet');
-  return undefined;
+import { VerifiedTokenCache } from '../jwt/cache.js';
+import type { JwtSourceConfig } from '../jwt/config.js';
+import { compileIssuer, type CompiledIssuer } from '../jwt/issuer.js';
+import { compileTokenPlace, hasJwsShape, isCompactJws, MALFORMED, type TokenPlace } from '../jwt/token-places.js';
+import { deny, isDenial, JwtVerifier, timeViolation, type Verification, type VerifiedToken } from '../jwt/verifier.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { CompileContext, PolicyPath } from '../policy/context.js';
+import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
+import { NOT_PRESENT, rejected, type CredentialSource, type Identified, type IdentifyResult } from './source.js';
+
+export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
+  const issuers = resolveIssuers(config, path, ctx);
+  if (!issuers) return undefined;
+  const nonJwtBearer = config.nonJwtBearer ?? (chainHasApiKeySource(path, ctx) ? 'pass' : 'reject');
+  return new JwtSource(config, issuers, nonJwtBearer === 'pass', ctx);
+}
+
+function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CompiledIssuer[] | undefined {
+  const issuers: CompiledIssuer[] = [];
+  const byIss = new Map<string | undefined, string>();
+  let ok = true;
+  config.issuers.forEach((name, i) => {
+    const at = [...path, 'issuers', i];
+    const issuerConfig = Object.hasOwn(ctx.policy.issuers, name) ? ctx.policy.issuers[name] : undefined;
+    if (!issuerConfig) {
+      const known = Object.keys(ctx.policy.issuers);
+      ctx.error(at, `unknown issuer "${name}" (${known.length > 0 ? `issuers defines ${known.join(', ')}` : 'the policy has no issuers section'})`);
+      ok = false;
+      return;
+    }
+    const other = byIss.get(issuerConfig.issuer);
+    if (other !== undefined) {
+      const what = issuerConfig.issuer === undefined ? 'both accept tokens without iss' : `have the same issuer ${issuerConfig.issuer}`;
+      ctx.error(at, `issuers ${other} and ${name} ${what}: a token could not be told apart`);
+      ok = false;
+      return;
+    }
+    byIss.set(issuerConfig.issuer, name);
+    issuers.push(compileIssuer(name, issuerConfig, ctx));
+  });
+  return ok ? issuers : undefined;
+}
+
+/** Whether the chain this source sits in (…, i, 'jwt') also has an API-key source. */
+function chainHasApiKeySource(path: PolicyPath, ctx: CompileContext): boolean {
+  let node: unknown = ctx.policy;
+  for (const part of path.slice(0, -2)) node = (node as Record<string | number, unknown> | undefined)?.[part];
+  return Array.isArray(node) && node.some((entry) => (entry as { apiKey?: unknown } | undefined)?.apiKey !== undefined);
+}
+
+interface CachedToken extends VerifiedToken {
+  /** Handed out on hits when tokens are forwarded (shared: hits allocate nothing). */
+  readonly result: Identified;
+}
+
+const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
+const NOT_A_JWT = rejected(deny('invalid_token', 'not a compact JWS'));
+
+class JwtSource implements CredentialSource {
+  readonly method = 'jwt' as const;
+  readonly name: string;
+  private readonly places: readonly TokenPlace[];
+  private readonly removeByPlace: ReadonlyMap<TokenPlace, readonly string[]> | undefined;
+  private readonly verifier: JwtVerifier;
+  private readonly cache: VerifiedTokenCache<CachedToken> | undefined;
+  private readonly maxTokenSize: number;
+  private readonly tooLarge: IdentifyResult;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+
+  constructor(
+    config: JwtSourceConfig,
+    issuers: readonly CompiledIssuer[],
+    private readonly passNonJwtBearer: boolean,
+    ctx: CompileContext,
+  ) {
+    this.name = `jwt:${config.issuers.join(',')}`;
+    this.places = config.from.map(compileTokenPlace);
+    this.removeByPlace = config.forward ? undefined : new Map(this.places.map((place) => [place, Object.freeze([place.carrier])]));
+    this.clock = ctx.runtime.clock;
+    this.logger = ctx.runtime.logger.child({ source: this.name });
+    this.verifier = new JwtVerifier(issuers, this.clock);
+    this.cache = config.cacheSize > 0 ? new VerifiedTokenCache(config.cacheSize, ctx.runtime.metrics) : undefined;
+    this.maxTokenSize = config.maxTokenSize;
+    this.tooLarge = rejected(deny('token_too_large', `longer than ${config.maxTokenSize} bytes`));
+  }
+
+  identify(request: RequestAttributes): MaybePromise<IdentifyResult> {
+    try {
+      for (const place of this.places) {
+        const found = place.find(request.headers);
+        if (found === undefined) continue;
+        if (found === MALFORMED) return MALFORMED_RESULT;
+        return this.identifyToken(found, place);
+      }
+      return NOT_PRESENT;
+    } catch (err) {
+      return this.internalError(err);
+    }
+  }
+
+  private identifyToken(token: string, place: TokenPlace): MaybePromise<IdentifyResult> {
+    if (place.shared && !hasJwsShape(token)) {
+      // Not a JWT after "Bearer": an API key, say. Another source may own it.
+      if (!place.wellFormed(token)) return MALFORMED_RESULT;
+      return this.passNonJwtBearer ? NOT_PRESENT : NOT_A_JWT;
+    }
+    if (token.length > this.maxTokenSize) return this.tooLarge;
+
+    const cacheKey = this.cache?.keyOf(token);
+    if (cacheKey !== undefined) {
+      const hit = this.cache!.get(cacheKey);
+      if (hit !== undefined) {
+        const late = timeViolation(hit.exp, hit.nbf, hit.iat, this.clock.now() / 1000, hit.issuer);
+        if (late === undefined && !hit.key.retired) return this.resultFor(hit, place);
+        this.cache!.delete(cacheKey);
+        if (late !== undefined) return rejected(deny(late));
+        // Its key was rotated out: verify again, which now fails (or finds the key re-added).
+      }
+    }
+
+    // A cached token passed these once already, hence their place after the lookup.
+    if (!place.wellFormed(token)) return MALFORMED_RESULT;
+    if (!isCompactJws(token)) return NOT_A_JWT;
+
+    const outcome = this.verifier.verify(token);
+    if (isPromise(outcome)) {
+      return outcome.then(
+        (resolved) => this.settle(resolved, cacheKey, place),
+        (err: unknown) => this.internalError(err),
+      );
+    }
+    return this.settle(outcome, cacheKey, place);
+  }
+
+  private settle(outcome: Verification, cacheKey: string | undefined, place: TokenPlace): IdentifyResult {
+    if (isDenial(outcome)) return rejected(outcome);
+    const entry: CachedToken = { ...outcome, result: Object.freeze({ kind: 'principal', principal: outcome.principal }) };
+    if (cacheKey !== undefined) this.cache!.set(cacheKey, entry);
+    return this.resultFor(entry, place);
+  }
+
+  private resultFor(entry: CachedToken, place: TokenPlace): IdentifyResult {
+    if (this.removeByPlace === undefined) return entry.result;
+    return { kind: 'principal', principal: entry.principal, removeHeaders: this.removeByPlace.get(place) };
+  }
+
+  private internalError(err: unknown): IdentifyResult {
+    this.logger.error({ err }, 'JWT verification failed unexpectedly');
+    const denial: Denial = { reason: 'internal_error', detail: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
+    return rejected(denial);
+  }
 }

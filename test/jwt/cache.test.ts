@@ -1,0 +1,89 @@
+// The verified-token cache: synchronous hits, never past exp or maxTokenAge, bounded, counted.
+
+import { SignJWT, type JWTPayload } from 'jose';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { isPromise } from '../../src/types.js';
+import { testRuntime } from '../support/runtime.js';
+import { bearer, identify, mustCompile } from './helpers.js';
+
+const SECRET = 'cache-test-secret-0123456789abcdef0123456789';
+
+describe('verified-token cache', () => {
+  let runtime: ReturnType<typeof testRuntime>;
+  const now = () => Math.floor(runtime.clock.now() / 1000);
+  const token = (claims: JWTPayload = {}) =>
+    new SignJWT({ iss: 'local', sub: 'u', iat: now(), exp: now() + 300, ...claims }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+  const compile = (source: Record<string, unknown> = {}, issuer: Record<string, unknown> = {}) =>
+    mustCompile({ identity: [{ jwt: { issuers: ['local'], ...source } }], issuers: { local: { issuer: 'local', secret: SECRET, clockTolerance: '5s', ...issuer } } }, runtime);
+  const counts = async () => {
+    const metric = await runtime.metrics.registry.getSingleMetric('portcullis_jwt_cache_total')?.get();
+    const value = (result: string) => metric?.values.find((v) => v.labels.result === result)?.value ?? 0;
+    return { hit: value('hit'), miss: value('miss') };
+  };
+
+  beforeEach(() => {
+    runtime = testRuntime();
+    runtime.clock.set(Date.UTC(2026, 0, 1)); // whole seconds, so the boundaries below are exact
+  });
+
+  it('answers a repeated token synchronously with the same principal, and counts hits and misses', async () => {
+    const source = compile();
+    const t = await token();
+    const first = source.identify(bearer(t));
+    expect(isPromise(first)).toBe(true);
+    const verified = await first;
+    const again = source.identify(bearer(t));
+    expect(isPromise(again)).toBe(false);
+    expect(again).toBe(verified); // the very same frozen result: a hit allocates nothing
+    expect(await counts()).toEqual({ hit: 1, miss: 1 });
+  });
+
+  it('never allows an expired token from the cache', async () => {
+    const source = compile();
+    const t = await token({ exp: now() + 60 });
+    expect((await identify(source, bearer(t))).kind).toBe('principal');
+    runtime.clock.advance(64_000); // exp + 4 s: inside the 5 s tolerance
+    expect(source.identify(bearer(t))).toMatchObject({ kind: 'principal' });
+    runtime.clock.advance(1_000);
+    expect(source.identify(bearer(t))).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired', credentialPresented: true } });
+    // The entry is gone: the next attempt verifies in full and is refused again.
+    const next = source.identify(bearer(t));
+    expect(isPromise(next)).toBe(true);
+    expect(await next).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired' } });
+  });
+
+  it('applies maxTokenAge on hits', async () => {
+    const source = compile({}, { maxTokenAge: '2m' });
+    const t = await token({ exp: now() + 3600 });
+    expect((await identify(source, bearer(t))).kind).toBe('principal');
+    runtime.clock.advance(125_000);
+    expect(source.identify(bearer(t))).toMatchObject({ kind: 'principal' });
+    runtime.clock.advance(1_000);
+    expect(source.identify(bearer(t))).toMatchObject({ kind: 'deny', denial: { reason: 'token_too_old' } });
+    expect(await identify(source, bearer(await token({ iat: undefined })))).toMatchObject({ kind: 'deny', denial: { reason: 'missing_claim' } });
+  });
+
+  it('is bounded (LRU) and can be turned off', async () => {
+    const source = compile({ cacheSize: 2 });
+    const [a, b, c] = await Promise.all([token({ jti: 'a' }), token({ jti: 'b' }), token({ jti: 'c' })]);
+    for (const t of [a, b, c]) await identify(source, bearer(t));
+    expect(isPromise(source.identify(bearer(c)))).toBe(false);
+    expect(isPromise(source.identify(bearer(b)))).toBe(false);
+    expect(isPromise(source.identify(bearer(a)))).toBe(true); // evicted
+
+    const uncached = compile({ cacheSize: 0 });
+    await identify(uncached, bearer(a));
+    expect(isPromise(uncached.identify(bearer(a)))).toBe(true);
+  });
+
+  it('does not cache refusals or leak a principal across tokens', async () => {
+    const source = compile();
+    const forged = `${(await token()).slice(0, -4)}AAAA`;
+    expect(await identify(source, bearer(forged))).toMatchObject({ kind: 'deny', denial: { reason: 'invalid_signature' } });
+    expect(isPromise(source.identify(bearer(forged)))).toBe(true);
+    const [alice, bob] = await Promise.all([token({ sub: 'alice' }), token({ sub: 'bob' })]);
+    await identify(source, bearer(alice));
+    expect(await identify(source, bearer(bob))).toMatchObject({ principal: { subject: 'bob' } });
+    expect(source.identify(bearer(alice))).toMatchObject({ principal: { subject: 'alice' } });
+  });
+});
