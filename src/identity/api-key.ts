@@ -1,9 +1,165 @@
-// PLACEHOLDER until the API-key issue lands (owned by the API-key work).
-import type { ApiKeySourceConfig } from '../keys/config.js';
-import type { CompileContext, PolicyPath } from '../policy/context.js';
-import type { CredentialSource } from './source.js';
+// API keys in a request header (seed 002: x-api-key) or as `Authorization: Bearer <key>` when the
+// token carries a configured key prefix (seed 003). Order of checks, cheapest first:
+//   1. find the key: none → NOT_PRESENT (the next source in the chain decides); the same header
+//      twice (Envoy joins them with ","), or two different keys → malformed_credential;
+//   2. offline shape check (Portcullis checksum, or a declared imported format) → invalid_api_key
+//      without touching the store;
+//   3. the verifier: cached answers are synchronous, only a store miss returns a promise.
+// The key is removed from the upstream request unless `forward: true`; the key id goes upstream
+// as x-auth-key-id (principal.keyId), never the key.
 
-export function compileApiKeySource(_config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
-  ctx.error(path, 'API key sources are not implemented yet');
+import { PortcullisError } from '../errors.js';
+import { effectiveKeyStoreConfig, storeLocation } from '../keys/settings.js';
+import type { ApiKeySourceConfig } from '../keys/config.js';
+import { isPlausibleKey, type ShapeRules } from '../keys/format.js';
+import { acquireVerifier } from '../keys/open.js';
+import type { KeyRecord } from '../keys/record.js';
+import type { KeyCheck, KeyVerifier } from '../keys/verifier.js';
+import type { CompileContext, PolicyPath } from '../policy/context.js';
+import { isPromise, type Principal, type RequestAttributes } from '../types.js';
+import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
+
+const MALFORMED = rejected({ reason: 'malformed_credential', credentialPresented: true, detail: 'more than one API key, or an empty one' });
+const BAD_SHAPE = rejected({ reason: 'invalid_api_key', credentialPresented: true, detail: 'key fails its checksum or format' });
+const UNKNOWN = rejected({ reason: 'invalid_api_key', credentialPresented: true, detail: 'unknown key' });
+const REVOKED = rejected({ reason: 'key_revoked', credentialPresented: true });
+const EXPIRED = rejected({ reason: 'key_expired', credentialPresented: true });
+const OFFLINE = rejected({ reason: 'store_unavailable', credentialPresented: true, retryAfter: 1, detail: 'key store not opened (offline runtime)' });
+
+const BEARER = /^bearer +/i;
+
+export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
+  const storeConfig = effectiveKeyStoreConfig(ctx.policy.keyStore);
+  checkPrefixes(config, path, ctx);
+
+  let verifier: KeyVerifier | undefined;
+  try {
+    if (ctx.runtime.offline) {
+      storeLocation(storeConfig, ctx.file, ctx.runtime.env); // validate only: connect to nothing
+    } else {
+      const acquired = acquireVerifier(ctx.runtime, storeConfig, ctx.file);
+      verifier = acquired.verifier;
+      if (acquired.ready) ctx.waitFor('API key store', acquired.ready);
+    }
+  } catch (err) {
+    if (!(err instanceof PortcullisError)) throw err;
+    ctx.error(ctx.policy.keyStore ? ['keyStore'] : path, err.message);
+    return undefined;
+  }
+
+  const headers = Object.freeze([...config.headers]);
+  const bearerPrefixes = Object.freeze([...config.bearerPrefixes]);
+  const rules: ShapeRules = { prefixes: config.prefixes, importedFormats: config.importedFormats };
+  // Where the key was found → headers to strip: one per configured header, then Authorization.
+  const removals: (readonly string[] | undefined)[] = config.forward
+    ? []
+    : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
+  const bearerSlot = headers.length;
+  const principals = new WeakMap<KeyRecord, Principal>();
+  const useId = config.subject === 'id';
+
+  function principalOf(record: KeyRecord): Principal {
+    let principal = principals.get(record);
+    if (principal === undefined) {
+      principal = Object.freeze({
+        method: 'api-key',
+        tenant: record.tenant,
+        subject: useId ? record.id : record.name,
+        scopes: record.scopes,
+        keyId: record.id,
+        expiresAt: Math.floor(record.expiresAt / 1000),
+      });
+      principals.set(record, principal);
+    }
+    return principal;
+  }
+
+  function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
+    if (check.ok) {
+      const identified: Identified = { kind: 'principal', principal: principalOf(check.record), removeHeaders };
+      return identified;
+    }
+    switch (check.reason) {
+      case 'invalid_api_key':
+        return UNKNOWN;
+      case 'key_revoked':
+        return REVOKED;
+      case 'key_expired':
+        return EXPIRED;
+      case 'store_unavailable':
+        return verifier ? rejected({ reason: 'store_unavailable', credentialPresented: true, retryAfter: 1, detail: check.detail }) : OFFLINE;
+    }
+  }
+
+  return {
+    method: 'api-key',
+    name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}`,
+    identify(request: RequestAttributes) {
+      let key: string | undefined;
+      let slot = -1;
+      let extraSlots: number[] | undefined;
+      for (let i = 0; i < headers.length; i++) {
+        const value = request.headers.get(headers[i]!);
+        if (value === undefined) continue;
+        const candidate = value.trim();
+        if (candidate === '' || candidate.includes(',')) return MALFORMED;
+        if (key === undefined) {
+          key = candidate;
+          slot = i;
+        } else if (candidate !== key) return MALFORMED;
+        else (extraSlots ??= []).push(i);
+      }
+      if (bearerPrefixes.length > 0) {
+        const authorization = request.headers.get('authorization');
+        if (authorization !== undefined) {
+          const token = bearerKey(authorization, bearerPrefixes);
+          if (typeof token === 'object') return token;
+          if (token !== undefined) {
+            if (key === undefined) {
+              key = token;
+              slot = bearerSlot;
+            } else if (token !== key) return MALFORMED;
+            else (extraSlots ??= []).push(bearerSlot);
+          }
+        }
+      }
+      if (key === undefined) return NOT_PRESENT;
+      if (!isPlausibleKey(key, rules)) return BAD_SHAPE;
+
+      let removeHeaders = removals[slot];
+      if (extraSlots !== undefined && removeHeaders !== undefined) removeHeaders = [slot, ...extraSlots].flatMap((s) => removals[s]!);
+      const check = verifier ? verifier.check(key) : undefined;
+      if (check === undefined) return OFFLINE;
+      if (isPromise(check)) return check.then((resolved) => toResult(resolved, removeHeaders));
+      return toResult(check, removeHeaders);
+    },
+  };
+}
+
+/**
+ * The key in an Authorization value when it is `Bearer <token>` with one of our prefixes;
+ * undefined when the header is someone else's (a JWT); MALFORMED when duplicated Authorization
+ * headers (joined with ",") include one of our keys.
+ */
+function bearerKey(authorization: string, prefixes: readonly string[]): string | typeof MALFORMED | undefined {
+  if (authorization.includes(',')) return prefixes.some((p) => authorization.includes(p)) ? MALFORMED : undefined;
+  const scheme = BEARER.exec(authorization);
+  if (scheme === null) return undefined;
+  const token = authorization.slice(scheme[0].length).trim();
+  for (const prefix of prefixes) if (token.startsWith(prefix)) return token;
   return undefined;
+}
+
+function checkPrefixes(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): void {
+  if (config.prefixes === undefined) return;
+  config.bearerPrefixes.forEach((prefix, i) => {
+    if (!config.prefixes!.some((p) => prefix.startsWith(p))) {
+      ctx.error([...path, 'bearerPrefixes', i], `"${prefix}" is not allowed by prefixes: keys sent this way would always be refused`);
+    }
+  });
+  config.importedFormats.forEach((format, i) => {
+    if (!config.prefixes!.some((p) => format.prefix.startsWith(p))) {
+      ctx.warn([...path, 'importedFormats', i], `prefix "${format.prefix}" is not allowed by prefixes: such keys are refused`);
+    }
+  });
 }

@@ -1,0 +1,361 @@
+// Presented key → KeyCheck, in front of a key store. The request path stays synchronous for every
+// key seen recently:
+//   - the cache is keyed by the key's SHA-256 (the plaintext is never kept);
+//   - positive entries are trusted for `ttl`, then served stale while one background refresh runs,
+//     and for up to `staleFor` past the ttl while the store cannot be reached;
+//   - unknown keys are remembered for `negativeTtl`, so a repeated bad key costs no lookup;
+//   - a change notification (revocation on another replica, file edit) drops the key's entries;
+//     a listener reconnect marks everything stale;
+//   - only a miss returns a promise: one store lookup per key at a time (concurrent requests for
+//     the same key share it), answered with 503 store_unavailable if it takes longer than
+//     `lookupTimeout` (plus `bcryptTimeout` when an imported bcrypt key must be compared). The work
+//     itself continues and fills the cache, so a retry succeeds once the store has answered.
+
+import { LRUCache } from 'lru-cache';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { isPromise, type MaybePromise } from '../types.js';
+import type { KeyCacheConfig } from './config.js';
+import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Hex } from './hashing.js';
+import { lookupPrefixesOf, type KeyRecord } from './record.js';
+import type { KeyChange, KeyStore } from './store.js';
+
+export type KeyFailureReason = 'invalid_api_key' | 'key_revoked' | 'key_expired' | 'store_unavailable';
+
+export type KeyCheck =
+  | { readonly ok: true; readonly record: KeyRecord }
+  | { readonly ok: false; readonly reason: KeyFailureReason; readonly detail?: string };
+
+const INVALID: KeyCheck = Object.freeze({ ok: false, reason: 'invalid_api_key' });
+const REVOKED: KeyCheck = Object.freeze({ ok: false, reason: 'key_revoked' });
+const EXPIRED: KeyCheck = Object.freeze({ ok: false, reason: 'key_expired' });
+const TIMED_OUT: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
+const OVERLOADED: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
+
+interface PositiveEntry {
+  readonly record: KeyRecord;
+  readonly ok: KeyCheck;
+  readonly freshUntil: number;
+  readonly generation: number;
+}
+
+interface NegativeEntry {
+  readonly record: undefined;
+  readonly freshUntil: number;
+  readonly generation: number;
+}
+
+type Entry = PositiveEntry | NegativeEntry;
+
+/** Outcome of asking the store (and bcrypt): an entry to cache, or why there is none. */
+type Resolution = Entry | { readonly failure: string };
+
+interface Progress {
+  /** performance.now() when the store had answered and a bcrypt comparison started. */
+  bcryptStartedAt: number | undefined;
+  /** The answer raced with a change notification and was not cached. */
+  overlapped: boolean;
+  /** This lookup re-reads a key after such a race (it is not repeated again). */
+  readonly isRetry: boolean;
+}
+
+/** The verifier's change counters when a lookup started. */
+interface Epoch {
+  readonly changes: number;
+  readonly generation: number;
+  readonly negativeGeneration: number;
+  readonly progress: Progress;
+}
+
+interface Pending {
+  readonly promise: Promise<Resolution>;
+  readonly progress: Progress;
+}
+
+export interface KeyVerifierOptions {
+  readonly store: KeyStore;
+  readonly hasher: KeyHasher;
+  readonly bcrypt: BcryptComparator;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly cache: KeyCacheConfig;
+  readonly lookupTimeoutMs: number;
+  readonly bcryptTimeoutMs: number;
+  /** Distinct uncached keys looked up at once; more get 503 at once (a key spray cannot queue up). */
+  readonly maxInflight?: number;
+}
+
+export class KeyVerifier {
+  private readonly store: KeyStore;
+  private readonly hasher: KeyHasher;
+  private readonly bcrypt: BcryptComparator;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly cacheConfig: KeyCacheConfig;
+  private readonly lookupTimeoutMs: number;
+  private readonly bcryptTimeoutMs: number;
+  private readonly maxInflight: number;
+  private readonly entries: LRUCache<string, Entry>;
+  /** SHA-256 of a key → the bcrypt hash it was proven against (bcrypt costs ~50–100 ms: once per key). */
+  private readonly bcryptProofs: LRUCache<string, string>;
+  private readonly inflight = new Map<string, Pending>();
+  /** Bumped when every positive entry must be re-read (listener reconnect, file reload). */
+  private generation = 0;
+  /** Bumped on any change: a new key may now exist, so negative entries are void. */
+  private negativeGeneration = 0;
+  /** Bumped on every key-specific change; a lookup that overlapped one is not cached. */
+  private changeCount = 0;
+  private readonly unsubscribe: () => void;
+  private readonly metric: {
+    hit: { inc(): void };
+    stale: { inc(): void };
+    miss: { inc(): void };
+    negativeHit: { inc(): void };
+    lookup: (result: string) => { inc(): void };
+    lookupSeconds: { observe(v: number): void };
+  };
+
+  constructor(options: KeyVerifierOptions) {
+    this.store = options.store;
+    this.hasher = options.hasher;
+    this.bcrypt = options.bcrypt;
+    this.clock = options.clock;
+    this.logger = options.logger;
+    this.cacheConfig = options.cache;
+    this.lookupTimeoutMs = options.lookupTimeoutMs;
+    this.bcryptTimeoutMs = options.bcryptTimeoutMs;
+    this.maxInflight = options.maxInflight ?? 256;
+    this.entries = new LRUCache({ max: options.cache.maxEntries });
+    this.bcryptProofs = new LRUCache({ max: 10_000 });
+
+    const cache = options.metrics.counter('portcullis_apikey_cache_total', 'API key cache lookups by result (hit, stale, miss, negative_hit).', ['result']);
+    const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded).', ['store', 'result']);
+    const seconds = options.metrics.histogram('portcullis_keystore_lookup_seconds', 'Time a key store lookup took.', ['store'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
+    const store = this.store.kind;
+    this.metric = {
+      hit: cache.labels('hit'),
+      stale: cache.labels('stale'),
+      miss: cache.labels('miss'),
+      negativeHit: cache.labels('negative_hit'),
+      lookup: (result) => lookups.labels(store, result),
+      lookupSeconds: seconds.labels(store),
+    };
+    this.unsubscribe = this.store.subscribe((change) => this.onChange(change));
+  }
+
+  /** Check a presented key (already past the offline shape check). */
+  check(key: string): MaybePromise<KeyCheck> {
+    const digest = sha256Hex(key);
+    const now = this.clock.now();
+    const entry = this.entries.get(digest);
+    if (entry !== undefined) {
+      if (entry.record === undefined) {
+        if (now < entry.freshUntil && entry.generation === this.negativeGeneration) {
+          this.metric.negativeHit.inc();
+          return INVALID;
+        }
+      } else if (now < entry.freshUntil && entry.generation === this.generation) {
+        this.metric.hit.inc();
+        return this.evaluate(entry, now);
+      } else if (now < entry.freshUntil + this.cacheConfig.staleFor) {
+        this.metric.stale.inc();
+        const refreshed = this.refreshInBackground(key, digest);
+        // A synchronous store (file) has already answered: use the fresh result.
+        if (refreshed !== undefined && !('failure' in refreshed)) return refreshed.record === undefined ? INVALID : this.evaluate(refreshed, now);
+        return this.evaluate(entry, now);
+      }
+    }
+    this.metric.miss.inc();
+    return this.lookup(key, digest);
+  }
+
+  /** Stop listening for changes. The store is closed by its owner. */
+  close(): void {
+    this.unsubscribe();
+  }
+
+  private evaluate(entry: PositiveEntry, now: number): KeyCheck {
+    const record = entry.record;
+    if (record.revokedAt !== undefined) return REVOKED;
+    if (now >= record.expiresAt) return EXPIRED;
+    this.store.markUsed(record.id, now);
+    return entry.ok;
+  }
+
+  private outcome(resolution: Resolution): KeyCheck {
+    if ('failure' in resolution) return { ok: false, reason: 'store_unavailable', detail: resolution.failure };
+    if (resolution.record === undefined) return INVALID;
+    return this.evaluate(resolution, this.clock.now());
+  }
+
+  private lookup(key: string, digest: string): MaybePromise<KeyCheck> {
+    let pending = this.inflight.get(digest);
+    if (pending === undefined) {
+      if (this.inflight.size >= this.maxInflight) {
+        this.metric.lookup('overloaded').inc();
+        return OVERLOADED;
+      }
+      const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry: false };
+      const resolution = this.resolve(key, digest, progress);
+      if (!isPromise(resolution)) return this.outcome(resolution);
+      pending = this.track(key, digest, resolution, progress);
+    }
+    return this.wait(pending);
+  }
+
+  /** Start a refresh unless one is running; returns the result when the store answered synchronously. */
+  private refreshInBackground(key: string, digest: string, isRetry = false): Resolution | undefined {
+    if (this.inflight.has(digest) || this.inflight.size >= this.maxInflight) return undefined;
+    const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry };
+    const resolution = this.resolve(key, digest, progress);
+    if (!isPromise(resolution)) return resolution;
+    this.track(key, digest, resolution, progress);
+    return undefined;
+  }
+
+  private track(key: string, digest: string, promise: Promise<Resolution>, progress: Progress): Pending {
+    const pending: Pending = { promise, progress };
+    this.inflight.set(digest, pending);
+    // resolve() never rejects; this only removes the in-flight marker and, when the answer raced
+    // with a change and was not cached, reads the key once more so the cache fills again.
+    const settled = () => {
+      if (this.inflight.get(digest) === pending) this.inflight.delete(digest);
+      if (progress.overlapped && !progress.isRetry) this.refreshInBackground(key, digest, true);
+    };
+    promise.then(settled, settled);
+    return pending;
+  }
+
+  /**
+   * Wait for a lookup, giving up after lookupTimeout, or bcryptTimeout after the bcrypt comparison
+   * started if that is later. Real time (not the injected clock): this bounds a real wait.
+   */
+  private wait(pending: Pending): Promise<KeyCheck> {
+    return new Promise<KeyCheck>((resolve) => {
+      let timer: NodeJS.Timeout;
+      let extended = false;
+      const expire = () => {
+        const bcryptStartedAt = pending.progress.bcryptStartedAt;
+        if (bcryptStartedAt !== undefined && !extended) {
+          const remaining = bcryptStartedAt + this.bcryptTimeoutMs - performance.now();
+          if (remaining > 0) {
+            extended = true;
+            timer = setTimeout(expire, remaining);
+            return;
+          }
+        }
+        this.metric.lookup('timeout').inc();
+        resolve(TIMED_OUT);
+      };
+      timer = setTimeout(expire, this.lookupTimeoutMs);
+      pending.promise.then((resolution) => {
+        clearTimeout(timer);
+        resolve(this.outcome(resolution));
+      });
+    });
+  }
+
+  /** Ask the store, match digests, compare bcrypt candidates; cache the answer. Never rejects. */
+  private resolve(key: string, digest: string, progress: Progress): MaybePromise<Resolution> {
+    const since: Epoch = { changes: this.changeCount, generation: this.generation, negativeGeneration: this.negativeGeneration, progress };
+    const digests = this.hasher.lookupDigests(key, digest);
+    const query = { digests, bcryptPrefixes: this.store.mayHoldBcrypt ? lookupPrefixesOf(key) : [] };
+    const started = performance.now();
+    let records: MaybePromise<readonly KeyRecord[]>;
+    try {
+      records = this.store.lookup(query);
+    } catch (err) {
+      return this.storeFailed(err);
+    }
+    if (!isPromise(records)) return this.match(key, digest, digests, records, since, progress);
+    return records.then(
+      (found) => {
+        this.metric.lookupSeconds.observe((performance.now() - started) / 1000);
+        try {
+          return this.match(key, digest, digests, found, since, progress);
+        } catch (err) {
+          return this.storeFailed(err); // e.g. a malformed row: never let the promise reject
+        }
+      },
+      (err: unknown) => this.storeFailed(err),
+    );
+  }
+
+  private storeFailed(err: unknown): Resolution {
+    this.metric.lookup('error').inc();
+    const failure = (err as Error)?.message ?? String(err);
+    this.logger.warn({ store: this.store.kind, err: failure }, 'key store lookup failed');
+    return { failure: `key store lookup failed: ${failure}` };
+  }
+
+  private match(
+    key: string,
+    digest: string,
+    digests: readonly string[],
+    records: readonly KeyRecord[],
+    since: Epoch,
+    progress: Progress,
+  ): MaybePromise<Resolution> {
+    let bcryptCandidates: KeyRecord[] | undefined;
+    for (const record of records) {
+      if (record.hashAlgorithm === 'bcrypt') (bcryptCandidates ??= []).push(record);
+      else if (this.hasher.digestMatches(record, digests)) return this.remember(digest, record, since);
+    }
+    if (bcryptCandidates === undefined) return this.remember(digest, undefined, since);
+    const proven = this.bcryptProofs.get(digest);
+    const provenRecord = proven !== undefined ? bcryptCandidates.find((r) => r.hash === proven) : undefined;
+    if (provenRecord) return this.remember(digest, provenRecord, since);
+    progress.bcryptStartedAt = performance.now();
+    return this.compareBcrypt(key, digest, bcryptCandidates, since);
+  }
+
+  private async compareBcrypt(key: string, digest: string, candidates: readonly KeyRecord[], since: Epoch): Promise<Resolution> {
+    try {
+      for (const candidate of candidates) {
+        if (await this.bcrypt.compare(key, candidate.hash)) {
+          this.bcryptProofs.set(digest, candidate.hash);
+          return this.remember(digest, candidate, since);
+        }
+      }
+      return this.remember(digest, undefined, since);
+    } catch (err) {
+      if (err instanceof BcryptBusyError) {
+        this.metric.lookup('overloaded').inc();
+        return { failure: err.message };
+      }
+      return this.storeFailed(err);
+    }
+  }
+
+  private remember(digest: string, record: KeyRecord | undefined, since: Epoch): Entry {
+    this.metric.lookup(record ? 'found' : 'not_found').inc();
+    const now = this.clock.now();
+    // Generations as of the lookup's start: after a resync during the lookup the entry is stale.
+    const entry: Entry =
+      record === undefined
+        ? { record: undefined, freshUntil: now + this.cacheConfig.negativeTtl, generation: since.negativeGeneration }
+        : { record, ok: Object.freeze({ ok: true, record }), freshUntil: now + this.cacheConfig.ttl, generation: since.generation };
+    // A key changed while this lookup ran, so its answer may predate the change: it answers the
+    // requests that waited for it, but is not cached (the next request reads the store again).
+    const overlapped = since.changes !== this.changeCount;
+    if (overlapped) since.progress.overlapped = true;
+    else if (record !== undefined || this.cacheConfig.negativeTtl > 0) this.entries.set(digest, entry);
+    return entry;
+  }
+
+  private onChange(change: KeyChange): void {
+    this.negativeGeneration++;
+    if (change.kind === 'all') {
+      this.generation++;
+      return;
+    }
+    // A new key only voids negative entries: no cached answer can predate its insertion.
+    if (change.created) return;
+    this.changeCount++;
+    const drop: string[] = [];
+    for (const [digest, entry] of this.entries.entries()) if (entry.record?.id === change.id) drop.push(digest);
+    for (const digest of drop) this.entries.delete(digest);
+  }
+}

@@ -1,0 +1,246 @@
+// The verifier's cache and failure behaviour, against an in-memory store whose latency and
+// failures the test controls (the real stores have their own suites).
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
+import { keyCacheSchema } from '../../src/keys/config.js';
+import { mintKey } from '../../src/keys/format.js';
+import { BcryptComparator, KeyHasher, sha256Hex } from '../../src/keys/hashing.js';
+import type { KeyRecord } from '../../src/keys/record.js';
+import type { KeyChange, KeyStore, LookupQuery } from '../../src/keys/store.js';
+import { KeyVerifier, type KeyCheck } from '../../src/keys/verifier.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { isPromise } from '../../src/types.js';
+
+/** A store in memory that answers after `delayMs`, fails while `failing`, never answers while `hanging`. */
+class ControlledStore implements KeyStore {
+  readonly kind = 'postgres';
+  readonly mayHoldBcrypt = false;
+  records: KeyRecord[] = [];
+  calls = 0;
+  answered = 0;
+  delayMs = 1;
+  failing = false;
+  hanging = false;
+  private readonly listeners = new Set<(change: KeyChange) => void>();
+
+  lookup(query: LookupQuery): Promise<readonly KeyRecord[]> {
+    this.calls++;
+    const failing = this.failing;
+    if (this.hanging) return new Promise(() => undefined);
+    // Read at call time, answer later: like a query whose snapshot predates later commits.
+    const found = this.records.filter((r) => query.digests.includes(r.hash));
+    return new Promise((resolve, reject) =>
+      setTimeout(() => {
+        this.answered++;
+        if (failing) reject(new Error('connect ECONNREFUSED 127.0.0.1:5432'));
+        else resolve(found);
+      }, this.delayMs),
+    );
+  }
+  markUsed(): void {}
+  subscribe(listener: (change: KeyChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  emit(change: KeyChange): void {
+    for (const listener of this.listeners) listener(change);
+  }
+  async close(): Promise<void> {}
+}
+
+const clock = new ManualClock(Date.UTC(2026, 0, 1));
+const cache = keyCacheSchema.parse({ ttl: '60s', negativeTtl: '10s', staleFor: '1h' });
+
+function setup(options: { lookupTimeoutMs?: number; maxInflight?: number } = {}) {
+  const store = new ControlledStore();
+  const verifier = new KeyVerifier({
+    store,
+    hasher: new KeyHasher(),
+    bcrypt: new BcryptComparator(),
+    clock,
+    logger: silentLogger(),
+    metrics: new Metrics({ defaultMetrics: false }),
+    cache,
+    lookupTimeoutMs: options.lookupTimeoutMs ?? 50,
+    bcryptTimeoutMs: 100,
+    maxInflight: options.maxInflight,
+  });
+  return { store, verifier };
+}
+
+function addKey(store: ControlledStore, overrides: Partial<KeyRecord> = {}): { key: string; record: KeyRecord } {
+  const key = mintKey('ak_');
+  const record: KeyRecord = {
+    id: `id-${store.records.length + 1}`,
+    tenant: 'acme',
+    name: 'svc',
+    scopes: ['a'],
+    prefix: 'ak_',
+    displayPrefix: key.slice(0, 9),
+    hashAlgorithm: 'sha256',
+    hash: sha256Hex(key),
+    createdAt: clock.now() - 1000,
+    expiresAt: clock.now() + 30 * 86_400_000,
+    ...overrides,
+  };
+  store.records.push(record);
+  return { key, record };
+}
+
+function sync(result: KeyCheck | Promise<KeyCheck>): KeyCheck {
+  expect(isPromise(result)).toBe(false);
+  return result as KeyCheck;
+}
+
+let verifiers: KeyVerifier[] = [];
+afterEach(() => {
+  for (const v of verifiers) v.close();
+  verifiers = [];
+});
+
+describe('KeyVerifier', () => {
+  it('looks a key up once, then answers synchronously from the cache', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    const first = verifier.check(key);
+    expect(isPromise(first)).toBe(true);
+    expect(await first).toEqual({ ok: true, record });
+    expect(sync(verifier.check(key))).toEqual({ ok: true, record });
+    expect(store.calls).toBe(1);
+  });
+
+  it('shares one lookup between concurrent requests for the same key', async () => {
+    const { store, verifier } = setup();
+    const { key } = addKey(store);
+    const results = await Promise.all(Array.from({ length: 20 }, () => verifier.check(key)));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(store.calls).toBe(1);
+  });
+
+  it('answers store_unavailable before a slow store answers, and caches the late answer', async () => {
+    const { store, verifier } = setup({ lookupTimeoutMs: 20 });
+    const { key } = addKey(store);
+    store.delayMs = 300;
+    const result = await verifier.check(key);
+    expect(result).toMatchObject({ ok: false, reason: 'store_unavailable' });
+    expect(store.answered).toBe(0); // gave up before the store answered
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    expect(sync(verifier.check(key)).ok).toBe(true);
+  });
+
+  it('never hangs on a store that never answers', async () => {
+    const { store, verifier } = setup({ lookupTimeoutMs: 20 });
+    const { key } = addKey(store);
+    store.hanging = true;
+    expect(await verifier.check(key)).toMatchObject({ ok: false, reason: 'store_unavailable' });
+  });
+
+  it('reports a failing store as store_unavailable and recovers once it answers again', async () => {
+    const { store, verifier } = setup();
+    const { key } = addKey(store);
+    store.failing = true;
+    expect(await verifier.check(key)).toMatchObject({ ok: false, reason: 'store_unavailable', detail: expect.stringContaining('ECONNREFUSED') });
+    store.failing = false;
+    expect((await verifier.check(key)).ok).toBe(true);
+  });
+
+  it('refuses new lookups beyond maxInflight at once instead of queueing them', async () => {
+    const { store, verifier } = setup({ maxInflight: 2 });
+    store.hanging = true;
+    const keys = [addKey(store).key, addKey(store).key, addKey(store).key];
+    void verifier.check(keys[0]!);
+    void verifier.check(keys[1]!);
+    expect(sync(verifier.check(keys[2]!))).toMatchObject({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
+  });
+
+  it('serves a key past its ttl while refreshing it, and keeps serving it while the store is down', async () => {
+    const { store, verifier } = setup();
+    const { key } = addKey(store);
+    await verifier.check(key);
+    store.failing = true;
+    clock.advance(61_000);
+    expect(sync(verifier.check(key)).ok).toBe(true); // stale, refresh started
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(store.calls).toBe(2);
+    clock.advance(30 * 60_000);
+    expect(sync(verifier.check(key)).ok).toBe(true); // still within staleFor
+    clock.advance(31 * 60_000); // past ttl + staleFor: must ask the store, which is down
+    expect(await verifier.check(key)).toMatchObject({ ok: false, reason: 'store_unavailable' });
+  });
+
+  it('picks up a revocation on the background refresh after the ttl', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    await verifier.check(key);
+    store.records[0] = { ...record, revokedAt: clock.now() };
+    clock.advance(61_000);
+    sync(verifier.check(key)); // stale answer, refresh runs
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(sync(verifier.check(key))).toEqual({ ok: false, reason: 'key_revoked' });
+  });
+
+  it('drops a key at once when the store reports it changed', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    await verifier.check(key);
+    store.records[0] = { ...record, revokedAt: clock.now() };
+    store.emit({ kind: 'key', id: record.id, created: false });
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'key_revoked' });
+  });
+
+  it('keeps a cached key when the notification only says it was created', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    await verifier.check(key);
+    store.emit({ kind: 'key', id: record.id, created: true });
+    expect(sync(verifier.check(key)).ok).toBe(true);
+  });
+
+  it('does not cache an answer that raced with a change notification', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    store.delayMs = 30;
+    const pending = verifier.check(key); // reads the record before the revocation below
+    store.emit({ kind: 'key', id: record.id, created: false });
+    store.records[0] = { ...record, revokedAt: clock.now() };
+    expect(await pending).toMatchObject({ ok: true }); // the pre-revocation answer, used once
+    store.delayMs = 1;
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'key_revoked' });
+  });
+
+  it('remembers unknown keys for negativeTtl, and forgets them when a key is added', async () => {
+    const { store, verifier } = setup();
+    const key = mintKey('ak_');
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'invalid_api_key' });
+    expect(sync(verifier.check(key))).toEqual({ ok: false, reason: 'invalid_api_key' });
+    expect(store.calls).toBe(1);
+    clock.advance(10_001);
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'invalid_api_key' });
+    expect(store.calls).toBe(2);
+    // The key is created meanwhile: the change notification voids the negative entry.
+    const record: KeyRecord = { ...addKey(store).record, hash: sha256Hex(key), id: 'late' };
+    store.records.push(record);
+    store.emit({ kind: 'key', id: 'late', created: true });
+    expect(await verifier.check(key)).toEqual({ ok: true, record });
+  });
+
+  it('checks expiry against the clock on every request, cached or not', async () => {
+    const { store, verifier } = setup();
+    const { key } = addKey(store, { expiresAt: clock.now() + 5000 });
+    expect((await verifier.check(key)).ok).toBe(true);
+    clock.advance(5000);
+    expect(sync(verifier.check(key))).toEqual({ ok: false, reason: 'key_expired' });
+  });
+
+  it('marks every entry stale on a resync (listener reconnect)', async () => {
+    const { store, verifier } = setup();
+    const { key, record } = addKey(store);
+    await verifier.check(key);
+    store.records[0] = { ...record, revokedAt: clock.now() };
+    store.emit({ kind: 'all' });
+    expect(sync(verifier.check(key)).ok).toBe(true); // stale answer while re-reading
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(sync(verifier.check(key))).toEqual({ ok: false, reason: 'key_revoked' });
+  });
+});
