@@ -1,10 +1,10 @@
 // Key hashing. New keys are stored as HMAC-SHA-256 with the server-side pepper when one is
 // configured, plain SHA-256 otherwise; both are fine for keys with ≥ 256 bits of randomness (a
-// slow hash adds nothing there). Imported bcrypt hashes are verified on libuv's thread pool by
-// @node-rs/bcrypt, never on the event loop, with a concurrency cap because each costs ~50–100 ms.
+// slow hash adds nothing there). Imported bcrypt hashes are verified on worker threads
+// (bcrypt-threads.ts), never on the event loop, with a concurrency cap because each costs ~50–100 ms.
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { verify as bcryptVerify } from '@node-rs/bcrypt';
+import { BcryptThreadPool } from './bcrypt-threads.js';
 import type { HashAlgorithm, KeyRecord } from './record.js';
 
 export function sha256Hex(value: string): string {
@@ -54,18 +54,24 @@ export class BcryptBusyError extends Error {
 }
 
 /**
- * Runs bcrypt comparisons at most `concurrency` at a time (the thread pool is shared with
- * crypto and fs work) and refuses to queue more than `maxQueued`, so a spray of keys that share a
+ * Runs bcrypt comparisons at most `concurrency` at a time (one worker thread each) and refuses to queue more than `maxQueued`, so a spray of keys that share a
  * bcrypt display prefix degrades into 503s for uncached bcrypt keys rather than a growing backlog.
  */
 export class BcryptComparator {
   private running = 0;
   private readonly queue: (() => void)[] = [];
+  private readonly threads: BcryptThreadPool;
 
   constructor(
     private readonly concurrency = 2,
     private readonly maxQueued = 32,
-  ) {}
+  ) {
+    this.threads = new BcryptThreadPool(concurrency);
+  }
+
+  close(): Promise<void> {
+    return this.threads.close();
+  }
 
   async compare(key: string, hash: string): Promise<boolean> {
     if (this.running >= this.concurrency) {
@@ -76,7 +82,7 @@ export class BcryptComparator {
       this.running++;
     }
     try {
-      return await bcryptVerify(key, hash);
+      return await this.threads.compare(key, hash);
     } finally {
       const next = this.queue.shift();
       if (next) next();

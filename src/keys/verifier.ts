@@ -174,6 +174,7 @@ export class KeyVerifier {
   /** Stop listening for changes. The store is closed by its owner. */
   close(): void {
     this.unsubscribe();
+    void this.bcrypt.close();
   }
 
   private evaluate(entry: PositiveEntry, now: number): KeyCheck {

@@ -1,6 +1,7 @@
 // Seed 004: imported keys stored as bcrypt hashes verify, off the event loop, once per key.
 import path from 'node:path';
-import { hashSync } from '@node-rs/bcrypt';
+import bcrypt from 'bcryptjs';
+const { hashSync } = bcrypt;
 import { afterAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { importKey } from '../../src/keys/admin.js';
@@ -54,7 +55,7 @@ describe('bcrypt-hashed imported keys', () => {
     const record = await importKey(
       admin,
       { tenant: 'app-1', name: 'my-service', scopes: ['admin'], id: 'key-uuid-1', expiresAt: clock.now() + 300 * DAY },
-      { kind: 'bcrypt', hash: hashSync(TRONEXUS_KEY, { cost: 4 }), prefix: 'ak_', displayPrefix: 'ak_Abc123' },
+      { kind: 'bcrypt', hash: hashSync(TRONEXUS_KEY, 4), prefix: 'ak_', displayPrefix: 'ak_Abc123' },
     );
     store.reload();
     const verifier = makeVerifier();
@@ -79,7 +80,7 @@ describe('bcrypt-hashed imported keys', () => {
 
   it('a comparison slower than bcryptTimeout answers 503 but completes and fills the cache (cost 10)', async () => {
     const { store, admin, comparator, makeVerifier } = await setup('cost10.yaml', 1);
-    const hash = hashSync(TRONEXUS_KEY, { cost: 10 });
+    const hash = hashSync(TRONEXUS_KEY, 10);
     await importKey(
       admin,
       { tenant: 'app-1', name: 'slow', scopes: [], expiresAt: clock.now() + DAY },
@@ -101,7 +102,7 @@ describe('bcrypt-hashed imported keys', () => {
 
   it('refuses to queue more comparisons than the limit', async () => {
     const comparator = new BcryptComparator(1, 1);
-    const hash = hashSync('ak_whatever-key-value-0000', { cost: 8 });
+    const hash = hashSync('ak_whatever-key-value-0000', 8);
     const running = comparator.compare('ak_a', hash);
     const queued = comparator.compare('ak_b', hash);
     await expect(comparator.compare('ak_c', hash)).rejects.toThrow('too many bcrypt comparisons waiting');
