@@ -1,0 +1,99 @@
+// The contract between the pipeline and the rate limiter, and the data the limiter passes to its
+// backends. The pipeline calls compileRateLimits once per policy load, asks forRoute() once per
+// route at compile time, and per request calls evaluate() on the route's limiter after
+// authorization (public routes included).
+
+import type { RouteConfig } from '../policy/schema.js';
+import type { Denial, HeaderPair, MaybePromise, Principal, RequestAttributes } from '../types.js';
+
+export interface RateLimitInput {
+  readonly request: RequestAttributes;
+  /** Client IP after x-forwarded-for trust (policy clientIp.xffTrustedHops). */
+  readonly clientIp: string;
+  /** Undefined on public routes. */
+  readonly principal: Principal | undefined;
+  /** Route name ("default" for unmatched requests allowed by `default: authenticated`). */
+  readonly route: string;
+}
+
+export interface RateLimitVerdict {
+  /** Set when the request must be refused (429 rate_limited / locked_out / banned, 503 ratelimit_unavailable). */
+  readonly denial?: Denial;
+  /** Quota headers for the client on an allowed response (may be empty). */
+  readonly responseHeaders: readonly HeaderPair[];
+  /** "shadow:<policy>" or "fail-open" etc., for the decision log; "" or absent when none. */
+  readonly note?: string;
+}
+
+export interface RouteRateLimiter {
+  evaluate(input: RateLimitInput): MaybePromise<RateLimitVerdict>;
+}
+
+export interface CompiledRateLimits {
+  /** The limiter for a route, or undefined when no limit applies to it (the pipeline skips the phase). */
+  forRoute(routeName: string, route: RouteConfig | undefined): RouteRateLimiter | undefined;
+}
+
+// ---- between the limiter and its backends ----
+
+/** The numbers of one limit, for one algorithm. */
+export type LimitShape = BucketShape | WindowShape;
+
+/** Token bucket as GCRA: one unit every `intervalMs`, at most `burst` units at once. */
+export interface BucketShape {
+  readonly algorithm: 'bucket';
+  readonly intervalMs: number;
+  readonly burst: number;
+  /** burst × intervalMs: how far the theoretical arrival time may run ahead of now. */
+  readonly toleranceMs: number;
+}
+
+/** Sliding window (exact log): at most `limit` units in any `windowMs`. */
+export interface WindowShape {
+  readonly algorithm: 'window';
+  readonly limit: number;
+  readonly windowMs: number;
+}
+
+export interface LockoutShape {
+  readonly after: number;
+  readonly withinMs: number;
+  readonly forMs: number;
+}
+
+/** One limit to apply in one check. */
+export interface LimitCheck {
+  /** Storage key of this counter (policy name + key parts); backends add their suffixes. */
+  readonly key: string;
+  readonly shape: LimitShape;
+  readonly lockout: LockoutShape | undefined;
+  readonly cost: number;
+  /** False for shadow policies: evaluated and counted on their own, never part of the verdict. */
+  readonly enforce: boolean;
+}
+
+export const ALLOWED = 0;
+export const LIMITED = 1;
+export const LOCKED = 2;
+export type LimitStatus = typeof ALLOWED | typeof LIMITED | typeof LOCKED;
+
+export interface LimitOutcome {
+  readonly status: LimitStatus;
+  /** Units left after this request (0 when refused). */
+  readonly remaining: number;
+  /** Milliseconds until the quota is fully restored. */
+  readonly resetMs: number;
+  /** Milliseconds until a request of this cost can succeed (0 when allowed). */
+  readonly retryMs: number;
+}
+
+/**
+ * A backend. `check` applies every limit of one request atomically: enforced limits consume only
+ * when all enforced limits allow (a refused request is not counted), shadow limits consume when
+ * they allow. A limit refusing with a lockout counts a violation and may lock the key. Throws or
+ * rejects when the backend cannot answer.
+ */
+export interface LimitStore {
+  readonly kind: 'memory' | 'redis';
+  check(checks: readonly LimitCheck[]): MaybePromise<readonly LimitOutcome[]>;
+}
