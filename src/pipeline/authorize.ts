@@ -1,7 +1,11 @@
 // authorize(policy, request) → Decision: the only place the phases meet.
 //
-//   route match → identify (ordered sources, first credential decides) → authorize (credential
-//   kind, tenant, scopes) → rate limit → allow | deny
+//   route match → bans and request-keyed limits (ip, route, …) → identify (ordered sources, first
+//   credential decides) → authorize (credential kind, tenant, scopes) → caller-keyed limits
+//   (tenant, key, subject) → allow | deny
+//
+// Request-keyed limits run before identification so that failed attempts count: a per-IP limit
+// is what slows down someone guessing credentials.
 //
 // Every phase answers synchronously when it can; a promise appears only when a source or the
 // rate limiter has to wait on I/O. Any exception becomes a 503 internal_error denial.
@@ -10,8 +14,11 @@ import { normalizePath } from '../authz/path.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
+import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
-import { isPromise, type Decision, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+
+const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 import { clientIp } from './client-ip.js';
 import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
 
@@ -37,11 +44,26 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
     return denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'path is not an absolute path' });
   }
   const route = policy.routes.match(request.host, request.method, path) ?? policy.defaultRoute;
-  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined);
+  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined, NO_HEADERS);
 
+  const pre = route.preIdentityLimiter;
+  if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal: undefined, route: route.name });
+  const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
+    v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
+  return isPromise(verdict) ? verdict.then(next) : next(verdict);
+}
+
+function identifyThenDecide(
+  policy: CompiledPolicy,
+  request: RequestAttributes,
+  route: CompiledRoute,
+  preHeaders: readonly HeaderPair[],
+  preNote?: string,
+): MaybePromise<Decision> {
   const identified = identify(route, request, 0);
-  if (isPromise(identified)) return identified.then((result) => afterIdentify(policy, request, route, result));
-  return afterIdentify(policy, request, route, identified);
+  if (isPromise(identified)) return identified.then((result) => afterIdentify(policy, request, route, result, preHeaders, preNote));
+  return afterIdentify(policy, request, route, identified, preHeaders, preNote);
 }
 
 /** Try sources from `start` on; the first that finds a credential decides. */
@@ -57,7 +79,14 @@ function identify(route: CompiledRoute, request: RequestAttributes, start: numbe
   return undefined;
 }
 
-function afterIdentify(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute, result: IdentifyResult | undefined): MaybePromise<Decision> {
+function afterIdentify(
+  policy: CompiledPolicy,
+  request: RequestAttributes,
+  route: CompiledRoute,
+  result: IdentifyResult | undefined,
+  preHeaders: readonly HeaderPair[],
+  preNote: string | undefined,
+): MaybePromise<Decision> {
   if (result === undefined) {
     return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
   }
@@ -68,7 +97,7 @@ function afterIdentify(policy: CompiledPolicy, request: RequestAttributes, route
   const principal = result.principal;
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
-  return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders);
+  return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders, preHeaders, preNote);
 }
 
 type PendingDenial = (requestId: string) => Decision;
@@ -101,15 +130,32 @@ function rateLimitThenAllow(
   route: CompiledRoute,
   principal: Principal | undefined,
   credentialHeaders: readonly string[] | undefined,
+  preHeaders: readonly HeaderPair[],
+  preNote?: string,
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
-  if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, []);
+  if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
   const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
   const finish = (v: RateLimitVerdict): Decision =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
-      : allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, v.responseHeaders, v.note);
+      : allowDecision(
+          policy,
+          request.requestId,
+          route.name,
+          principal,
+          credentialHeaders,
+          route.removeHeaders,
+          mergeQuotaHeaders(preHeaders, v.responseHeaders),
+          joinNotes(preNote, v.note),
+        );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
+}
+
+function joinNotes(a: string | undefined, b: string | undefined): string | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return `${a},${b}`;
 }
 
 function describeError(err: unknown): string {

@@ -25,6 +25,12 @@ export interface CompiledRoute {
   readonly chain: readonly CredentialSource[];
   /** Route-specific headers to strip upstream, on top of the owned identity headers. */
   readonly removeHeaders: readonly string[];
+  /**
+   * Runs before identification on protected routes: bans and limits keyed only by request facts
+   * (ip, route, ...), so failed authentication attempts count too. Undefined when none apply.
+   */
+  readonly preIdentityLimiter: RouteRateLimiter | undefined;
+  /** Runs after authorization (on public routes: the only limiter, with every policy). */
   readonly rateLimiter: RouteRateLimiter | undefined;
 }
 
@@ -94,7 +100,8 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       requireTenant: route.requireTenant ?? document.requireTenant,
       chain,
       removeHeaders: Object.freeze([...(route.removeHeaders ?? [])]),
-      rateLimiter: rateLimits?.forRoute(name, route),
+      preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
+      rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
     });
     return { spec: route.match, value: compiled };
   });
@@ -111,7 +118,8 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     requireTenant: document.requireTenant,
     chain: topChain,
     removeHeaders: [],
-    rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined) : undefined,
+    preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
+    rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);

@@ -1,6 +1,7 @@
 // `portcullis bans add|list|remove`: manage the ban list the server reads (rateLimits.bans).
 // Exit codes: 0 ok, 1 failure (store error, unknown ban), 2 usage error.
 
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { PolicyError, PortcullisError } from '../errors.js';
 import { loadPolicyFile } from '../policy/load.js';
@@ -122,7 +123,7 @@ async function openStore(values: Values, env: BansCliIo['env']): Promise<BanStor
   }
   const bans = policy.rateLimits?.bans;
   if (bans === undefined) throw new PortcullisError('CONFIG_INVALID', `${values.config}: the policy has no rateLimits.bans section`);
-  if (bans.file !== undefined) return new FileBanStore(bans.file);
+  if (bans.file !== undefined) return new FileBanStore(path.resolve(path.dirname(values.config!), bans.file));
   const url = bans.postgres!.url ?? env.DATABASE_URL;
   if (!url) throw new PortcullisError('CONFIG_INVALID', `${values.config}: rateLimits.bans.postgres.url is not set and DATABASE_URL is empty`);
   return new PostgresBanStore({ url, schema: bans.postgres!.schema, table: bans.postgres!.table });

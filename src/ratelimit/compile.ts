@@ -3,6 +3,7 @@
 // metric children bound; the backend and ban list come from the resource pool so counters and
 // connections survive reloads.
 
+import path from 'node:path';
 import { describeMatch } from '../authz/routes.js';
 import type { CompileContext } from '../policy/context.js';
 import type { RouteConfig } from '../policy/schema.js';
@@ -15,9 +16,10 @@ import { compileKey } from './keys.js';
 import { OverLimitMemory, RouteLimiter, type CompiledLimitPolicy, type SharedLimits, type Variant } from './limiter.js';
 import { MemoryStore } from './memory-store.js';
 import { BackendUnavailableError, RedisStore } from './redis-store.js';
-import type { CompiledRateLimits, LimitShape, LimitStore, LockoutShape } from './types.js';
+import type { CompiledRateLimits, LimitPhase, LimitShape, LimitStore, LockoutShape } from './types.js';
 
 const OVER_LIMIT_KEYS = 10_000;
+const IDENTITY_PARTS: ReadonlySet<string> = new Set(['tenant', 'apiKey', 'subject']);
 
 export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | undefined {
   const config = ctx.policy.rateLimits;
@@ -45,11 +47,16 @@ export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | und
   };
 
   return {
-    forRoute(routeName: string, route: RouteConfig | undefined) {
+    forRoute(routeName: string, route: RouteConfig | undefined, phase: LimitPhase = 'all') {
       const settings = route?.rateLimits;
       const applicable = settings?.exempt
         ? []
-        : policies.filter((p) => (p.routes === undefined || p.routes.has(routeName)) && !settings?.skip?.includes(p.name));
+        : policies.filter(
+            (p) =>
+              (p.routes === undefined || p.routes.has(routeName)) &&
+              !settings?.skip?.includes(p.name) &&
+              (phase === 'all' || (phase === 'before-identity') === p.identityFree),
+          );
       if (applicable.length === 0 && shared.bans === undefined) return undefined;
       return new RouteLimiter(shared, applicable.map((p) => p.compiled), settings?.cost);
     },
@@ -58,6 +65,8 @@ export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | und
 
 interface PolicyEntry {
   readonly name: string;
+  /** Keyed only by request facts (ip, route, method, host, header): evaluated before identification. */
+  readonly identityFree: boolean;
   readonly routes: ReadonlySet<string> | undefined;
   readonly compiled: CompiledLimitPolicy;
   /** Largest cost any variant admits (burst or limit of the smallest plan). */
@@ -86,6 +95,7 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext): PolicyE
     const c = (result: string) => decisions.labels(policy.name, result);
     entries.push({
       name: policy.name,
+      identityFree: policy.key.every((part) => typeof part === 'object' || !IDENTITY_PARTS.has(part)),
       routes: policy.routes ? new Set(policy.routes) : undefined,
       capacity,
       compiled: {
@@ -252,7 +262,8 @@ function acquireBans(config: BansConfig, ctx: CompileContext): BanWatcher | unde
   const watcher = runtime.resources.acquire(
     `ratelimit:bans:${JSON.stringify({ ...config, url })}`,
     () => {
-      const store = pg ? new PostgresBanStore({ url: url!, schema: pg.schema, table: pg.table }) : new FileBanStore(config.file!);
+      // A relative ban file is relative to the policy file, like keyStore.file.path.
+      const store = pg ? new PostgresBanStore({ url: url!, schema: pg.schema, table: pg.table }) : new FileBanStore(path.resolve(path.dirname(ctx.file), config.file!));
       return new BanWatcher(store, config.refresh, runtime.clock, runtime.logger, runtime.metrics);
     },
     (w) => w.close(),

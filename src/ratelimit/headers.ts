@@ -77,3 +77,18 @@ export function renderHeaders(style: HeaderStyle, limits: readonly ReportedLimit
     { name: 'x-ratelimit-reset', value: String(headerSeconds(outcome.resetMs)) },
   ];
 }
+
+/**
+ * Quota headers of the two limiter phases of one request (request-keyed, then caller-keyed) as
+ * one set: draft lists are joined (pre first); legacy headers describe the limit with the least
+ * left, as they do within one phase.
+ */
+export function mergeQuotaHeaders(pre: readonly HeaderPair[], post: readonly HeaderPair[]): readonly HeaderPair[] {
+  if (pre.length === 0) return post;
+  if (post.length === 0) return pre;
+  if (pre[0]!.name === 'ratelimit-policy' && post[0]!.name === 'ratelimit-policy') {
+    return pre.map((h, i) => ({ name: h.name, value: `${h.value}, ${post[i]!.value}` }));
+  }
+  const remaining = (headers: readonly HeaderPair[]) => Number(headers.find((h) => h.name === 'x-ratelimit-remaining')?.value ?? Infinity);
+  return remaining(pre) < remaining(post) ? pre : post;
+}

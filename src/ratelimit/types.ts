@@ -1,7 +1,10 @@
 // The contract between the pipeline and the rate limiter, and the data the limiter passes to its
-// backends. The pipeline calls compileRateLimits once per policy load, asks forRoute() once per
-// route at compile time, and per request calls evaluate() on the route's limiter after
-// authorization (public routes included).
+// backends. The pipeline calls compileRateLimits once per policy load and asks forRoute() once per
+// route and phase at compile time. Per request, on protected routes, the 'before-identity' limiter
+// runs first (bans and policies keyed only by ip/route/method/host/header: they also count
+// requests that will fail authentication, which is what stops credential guessing), then, after
+// authorization, the 'after-identity' limiter (policies that need the caller). Public routes run
+// one 'all' limiter.
 
 import type { RouteConfig } from '../policy/schema.js';
 import type { Denial, HeaderPair, MaybePromise, Principal, RequestAttributes } from '../types.js';
@@ -10,7 +13,7 @@ export interface RateLimitInput {
   readonly request: RequestAttributes;
   /** Client IP after x-forwarded-for trust (policy clientIp.xffTrustedHops). */
   readonly clientIp: string;
-  /** Undefined on public routes. */
+  /** Undefined on public routes and before identification. */
   readonly principal: Principal | undefined;
   /** Route name ("default" for unmatched requests allowed by `default: authenticated`). */
   readonly route: string;
@@ -29,9 +32,16 @@ export interface RouteRateLimiter {
   evaluate(input: RateLimitInput): MaybePromise<RateLimitVerdict>;
 }
 
+/**
+ * Which policies a limiter evaluates: 'before-identity' = bans + policies whose key needs no
+ * caller; 'after-identity' = bans + policies whose key needs one (tenant, apiKey, subject);
+ * 'all' = bans + every policy (public routes, where nobody is identified).
+ */
+export type LimitPhase = 'all' | 'before-identity' | 'after-identity';
+
 export interface CompiledRateLimits {
-  /** The limiter for a route, or undefined when no limit applies to it (the pipeline skips the phase). */
-  forRoute(routeName: string, route: RouteConfig | undefined): RouteRateLimiter | undefined;
+  /** The limiter for a route and phase, or undefined when nothing applies (the pipeline skips it). */
+  forRoute(routeName: string, route: RouteConfig | undefined, phase?: LimitPhase): RouteRateLimiter | undefined;
 }
 
 // ---- between the limiter and its backends ----

@@ -52,7 +52,8 @@ describe('quickstart (examples/portcullis.yaml)', () => {
   });
 
   it('accepts the demo API key (header or Bearer), injects the tenant and strips the key', async () => {
-    for (const headers of [{ 'x-api-key': DEMO_KEY }, { authorization: `Bearer ${DEMO_KEY}` }]) {
+    const presentations: Record<string, string>[] = [{ 'x-api-key': DEMO_KEY }, { authorization: `Bearer ${DEMO_KEY}` }];
+    for (const headers of presentations) {
       const r = await client.check({ path: '/v1/admin/users', headers: { ...headers, 'x-tenant-id': 'evil' } });
       expect(r.http_response).toBe('ok_response');
       expect(headerOf(r.ok_response!.headers, 'x-tenant-id')).toBe('acme');

@@ -95,6 +95,7 @@ rateLimits:
 `,
       testRuntime({ offline: true }),
     );
-    expect(policy.routes.match('api.example.com', 'GET', '/x')?.rateLimiter).toBeDefined();
+    // An ip-keyed policy and bans: decided before identification.
+    expect(policy.routes.match('api.example.com', 'GET', '/x')?.preIdentityLimiter).toBeDefined();
   });
 });

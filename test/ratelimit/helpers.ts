@@ -1,5 +1,6 @@
 // Shared helpers for the rate-limit tests: compile a policy, find a route's limiter, build inputs.
 import { PolicyError } from '../../src/errors.js';
+import { mergeQuotaHeaders } from '../../src/ratelimit/headers.js';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
 import type { RateLimitInput, RateLimitVerdict, RouteRateLimiter } from '../../src/ratelimit/index.js';
 import type { Runtime } from '../../src/runtime.js';
@@ -28,11 +29,32 @@ export function compileErrors(yaml: string, runtime: Runtime): string[] {
   throw new Error('the policy compiled');
 }
 
-/** The limiter of the route a request to `path` is routed to. */
+/**
+ * The rate limiting of the route a request to `path` is routed to, both phases as the pipeline
+ * runs them: request-keyed limits first, then (when those allow) caller-keyed limits.
+ */
 export function limiterAt(policy: CompiledPolicy, path: string, method = 'GET'): RouteRateLimiter {
   const route = policy.routes.match('api.example.com', method, path) ?? policy.defaultRoute;
-  if (!route.rateLimiter) throw new Error(`no rate limiter on ${route.name}`);
-  return route.rateLimiter;
+  const phases = [route.preIdentityLimiter, route.rateLimiter].filter((l): l is RouteRateLimiter => l !== undefined);
+  if (phases.length === 0) throw new Error(`no rate limiter on ${route.name}`);
+  if (phases.length === 1) return phases[0]!;
+  const [pre, post] = phases as [RouteRateLimiter, RouteRateLimiter];
+  const combine = (first: RateLimitVerdict, second: RateLimitVerdict): RateLimitVerdict => {
+    if (second.denial) return second;
+    const note = [first.note, second.note].filter(Boolean).join(',') || undefined;
+    return { responseHeaders: mergeQuotaHeaders(first.responseHeaders, second.responseHeaders), note };
+  };
+  return {
+    evaluate(input) {
+      const first = pre.evaluate(input);
+      const then = (v: RateLimitVerdict): MaybePromise<RateLimitVerdict> => {
+        if (v.denial) return v;
+        const second = post.evaluate(input);
+        return isPromise(second) ? second.then((s) => combine(v, s)) : combine(v, second);
+      };
+      return isPromise(first) ? first.then(then) : then(first);
+    },
+  };
 }
 
 export interface InputInit extends RequestInit {

@@ -187,6 +187,14 @@ rateLimits:
     - { name: per-tenant, key: [tenant], rate: 1/hour, burst: 5 }
 `;
 
+  const TWO_CALLER_KEYED = `
+routes: [{ name: api, match: { pathPrefix: / } }]
+rateLimits:
+  policies:
+    - { name: per-subject, key: [subject], window: 1m, limit: 2 }
+    - { name: per-tenant, key: [tenant], rate: 1/hour, burst: 5 }
+`;
+
   it('a refused request consumes nothing from the limits that would have let it pass', () => {
     const runtime = testRuntime();
     const limiter = limiterAt(compile(TWO, runtime), '/x');
@@ -195,13 +203,21 @@ rateLimits:
     expect(tally(limiter, 4, (i) => input({ ip: `10.0.1.${i}` }))).toEqual({ allow: 3, rate_limited: 1 });
   });
 
-  it('reports the policy with the longest wait', () => {
+  it('reports the policy with the longest wait among the limits of one phase', () => {
+    const runtime = testRuntime();
+    const limiter = limiterAt(compile(TWO_CALLER_KEYED, runtime), '/x');
+    // per-subject of s0 spent (2 of 2), per-tenant spent (5 of 5): both refuse, per-tenant waits longer.
+    expect(tally(limiter, 5, (i) => input({ subject: `s${Math.max(0, i - 1)}` }))).toEqual({ allow: 5 });
+    const denied = evaluateSync(limiter, input({ subject: 's0' }));
+    expect(denied.denial).toMatchObject({ reason: 'rate_limited', detail: 'policy per-tenant', retryAfter: 3600 });
+  });
+
+  it('decides request-keyed limits (ip) before caller-keyed ones: an IP refusal answers first', () => {
     const runtime = testRuntime();
     const limiter = limiterAt(compile(TWO, runtime), '/x');
-    // per-ip of 10.0.0.0 spent (2 of 2), per-tenant spent (5 of 5): both refuse, per-tenant waits longer.
     expect(tally(limiter, 5, (i) => input({ ip: `10.0.0.${Math.max(0, i - 1)}` }))).toEqual({ allow: 5 });
     const denied = evaluateSync(limiter, input({ ip: '10.0.0.0' }));
-    expect(denied.denial).toMatchObject({ reason: 'rate_limited', detail: 'policy per-tenant', retryAfter: 3600 });
+    expect(denied.denial).toMatchObject({ reason: 'rate_limited', detail: 'policy per-ip', retryAfter: 60 });
   });
 
   it('charges a route cost instead of the policy cost, and skips policies per route', () => {
@@ -323,18 +339,19 @@ rateLimits:
     - { name: per-ip, key: [ip], window: 60s, limit: 20 }
 `;
 
-  it('draft: RateLimit-Policy and RateLimit list every enforced policy', () => {
+  it('draft: RateLimit-Policy and RateLimit list every enforced policy (request-keyed ones first)', () => {
     const runtime = testRuntime();
     const limiter = limiterAt(compile(POLICY('draft', true), runtime), '/x');
     const first = evaluateSync(limiter, input());
     expect(first.responseHeaders).toEqual([
-      { name: 'ratelimit-policy', value: '"per-company";q=200;w=120, "per-ip";q=20;w=60' },
-      { name: 'ratelimit', value: '"per-company";r=199;t=1, "per-ip";r=19;t=60' },
+      { name: 'ratelimit-policy', value: '"per-ip";q=20;w=60, "per-company";q=200;w=120' },
+      { name: 'ratelimit', value: '"per-ip";r=19;t=60, "per-company";r=199;t=1' },
     ]);
     tally(limiter, 19, () => input());
+    // The per-ip refusal is decided before identification, so per-company is not consulted.
     const denied = evaluateSync(limiter, input());
     expect(denied.denial?.retryAfter).toBe(60);
-    expect(header(denied, 'ratelimit')).toBe('"per-company";r=180;t=12, "per-ip";r=0;t=60');
+    expect(header(denied, 'ratelimit')).toBe('"per-ip";r=0;t=60');
   });
 
   it('legacy: X-RateLimit-* of the refusing policy, or of the one with least left', () => {
