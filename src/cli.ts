@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AggregatorRegistry } from 'prom-client';
 import { PolicyError, PortcullisError, formatPolicyIssue } from './errors.js';
-import { createLogger, silentLogger } from './observability/logger.js';
+import { createLogger, serverDestination, silentLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { compilePolicy } from './policy/compile.js';
 import { loadPolicyFileWithLocator } from './policy/load.js';
@@ -158,13 +158,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     return 2;
   }
 
-  const logger = createLogger({ level: (io.env.PORTCULLIS_LOG_LEVEL as 'info' | undefined) ?? 'info' });
+  const destination = serverDestination();
+  const logger = createLogger({ level: (io.env.PORTCULLIS_LOG_LEVEL as 'info' | undefined) ?? 'info', destination });
   if (workers > 1 && !isWorker()) {
     // The primary validates the policy once so a bad file fails fast, then forks the workers.
     const check = await validate(['--config', configFile], { ...io, out: () => undefined });
     if (check !== 0) return 1;
     const document = (await loadPolicyFileWithLocator(configFile, io.env)).document;
     await runPrimary({ workers, logger, bind: (values.bind as string | undefined) ?? document.server.bind, httpPort: httpPort ?? document.server.httpPort });
+    destination.flushSync();
     return 0;
   }
   let server;
@@ -174,7 +176,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       grpcPort,
       httpPort,
       bind: values.bind as string | undefined,
-      logger: io.env.PORTCULLIS_LOG_LEVEL ? logger : undefined,
+      logger,
+      logLevelFromPolicy: !io.env.PORTCULLIS_LOG_LEVEL,
       drainTimeoutMs,
       drainDelayMs,
       env: io.env,
@@ -208,6 +211,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  destination.flushSync();
   return 0;
 }
 

@@ -19,6 +19,8 @@ export interface ServeOptions {
   httpPort?: number;
   bind?: string;
   logger?: Logger;
+  /** Set the logger's level from the policy's server.logLevel (default: only when no logger is given). */
+  logLevelFromPolicy?: boolean;
   clock?: Clock;
   env?: Readonly<Record<string, string | undefined>>;
   /** Watch the policy file for changes (default true). */
@@ -62,7 +64,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const policies = new PolicyStore(options.configFile, runtime, options.policyStore);
   const first = await policies.load();
-  if (!options.logger) bootstrapLogger.level = first.document.server.logLevel;
+  const levelFromPolicy = options.logLevelFromPolicy ?? !options.logger;
+  if (levelFromPolicy) bootstrapLogger.level = first.document.server.logLevel;
   const logger = runtime.logger;
 
   const authorizer = new Authorizer(policies, logger, metrics);
@@ -109,7 +112,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
       logger.warn('server ports/bind changed in the policy: they take effect on restart only');
     }
-    if (!options.logger) logger.level = s.logLevel;
+    if (levelFromPolicy) logger.level = s.logLevel;
     policy.ready.then(
       () => {
         dependenciesReady = true;

@@ -30,6 +30,14 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+/**
+ * stdout for a server: asynchronous, so a burst of decision lines is written in large batches
+ * rather than one write(2) per check. Call flushSync() before the process exits.
+ */
+export function serverDestination(): DestinationStream & { flushSync(): void } {
+  return pino.destination({ dest: 1, sync: false });
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   return pino(
     {
