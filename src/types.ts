@@ -7,6 +7,14 @@ export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev';
 
 export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev'];
 
+/**
+ * Request headers by lower-case name. Only lookups: the gRPC decoder turns a header's bytes into
+ * a string the first time it is asked for (most headers never are). A Map satisfies it.
+ */
+export interface RequestHeaders {
+  get(name: string): string | undefined;
+}
+
 /** One HTTP request as Envoy described it, normalised. */
 export interface RequestAttributes {
   /** Envoy's request id (x-request-id); generated when Envoy sent none. */
@@ -25,7 +33,7 @@ export interface RequestAttributes {
    * Lower-cased header names. Duplicate headers are joined with "," (cookies with "; "), exactly
    * as Envoy does for the `headers` map, so both encodings look the same to the pipeline.
    */
-  readonly headers: ReadonlyMap<string, string>;
+  readonly headers: RequestHeaders;
   /** Address of the peer that connected to Envoy ("" for pipes or when Envoy sent none). */
   readonly sourceAddress: string;
   /** Envoy's per-route context_extensions (never sent by clients). */
@@ -65,6 +73,16 @@ export interface Denial {
   readonly detail?: string;
 }
 
+/**
+ * Memo a transport may fill with the encoded form of the parts of a decision that do not change
+ * from request to request. Decisions built from the same principal, route and credential share
+ * one, so a cached caller costs a copy instead of an encoding.
+ */
+export interface EncodeCache {
+  fixed?: Uint8Array;
+  meta?: Uint8Array;
+}
+
 export interface AllowDecision {
   readonly allowed: true;
   readonly requestId: string;
@@ -78,6 +96,7 @@ export interface AllowDecision {
   readonly responseHeaders: readonly HeaderPair[];
   /** A shadow-mode or fail-open note for logs and metrics ("" when none). */
   readonly note?: string;
+  readonly encodeCache?: EncodeCache;
 }
 
 export interface DenyDecision {
@@ -93,6 +112,7 @@ export interface DenyDecision {
   /** JSON body. */
   readonly body: string;
   readonly detail?: string;
+  readonly encodeCache?: EncodeCache;
 }
 
 export type Decision = AllowDecision | DenyDecision;

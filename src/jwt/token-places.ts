@@ -3,6 +3,7 @@
 // verified-token cache miss, since a token that hit the cache already passed them once.
 
 import type { TokenPlaceConfig } from './config.js';
+import type { RequestHeaders } from '../types.js';
 
 /** The place holds something that is not a well-formed credential (e.g. two Authorization headers). */
 export const MALFORMED: unique symbol = Symbol('malformed credential');
@@ -19,7 +20,7 @@ export interface TokenPlace {
   /** Header to strip upstream when the token must not be forwarded. */
   readonly carrier: string;
   /** The token candidate, MALFORMED, or undefined when this place holds nothing for this source. */
-  find(headers: ReadonlyMap<string, string>): Found;
+  find(headers: RequestHeaders): Found;
   /** Syntax of the place itself (RFC 6750 b64token after a scheme; one value per header). */
   wellFormed(token: string): boolean;
 }

@@ -19,6 +19,7 @@ import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
+const NO_REMOVE: readonly string[] = Object.freeze([]);
 import { clientIp } from './client-ip.js';
 import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
 
@@ -37,7 +38,7 @@ export function internalError(policy: Pick<CompiledPolicy, 'realm'>, request: Pi
 
 function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
-    return allowDecision(policy, request.requestId, 'dev', policy.devPrincipal, undefined, [], []);
+    return allowDecision(policy, request.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
   }
   const path = normalizePath(request.path);
   if (path === undefined) {

@@ -15,15 +15,23 @@ export interface PolicySource {
 
 const NOT_READY_POLICY = { realm: 'portcullis' };
 
+type CheckCounter = ReturnType<Metrics['checks']['labels']>;
+
 export class Authorizer {
+  /** Bound metric children: label hashing per check would cost more than the check. */
+  private readonly counters = { allow: new Map<string, Map<string, CheckCounter>>(), deny: new Map<string, Map<string, CheckCounter>>() };
+  private readonly durations;
+
   constructor(
     private readonly policies: PolicySource,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.durations = { allow: metrics.checkDuration.labels('allow'), deny: metrics.checkDuration.labels('deny') };
+  }
 
   check(request: RequestAttributes, malformed = false): MaybePromise<Decision> {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const policy = this.policies.current();
     let decision: MaybePromise<Decision>;
     if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
@@ -39,13 +47,13 @@ export class Authorizer {
     return this.record(policy, request, decision, started);
   }
 
-  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: bigint): Decision {
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number): Decision {
+    const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
     const reason = decision.allowed ? (decision.note ? decision.note.split(':')[0]! : 'ok') : decision.reason;
     const method = decision.principal?.method ?? 'none';
-    this.metrics.checks.inc({ decision: outcome, reason, method });
-    this.metrics.checkDuration.observe({ decision: outcome }, seconds);
+    this.counter(outcome, reason, method).inc();
+    this.durations[outcome].observe(seconds);
     if (policy?.tenantMetrics && decision.principal?.tenant) {
       this.metrics.tenantChecks.inc({ decision: outcome, tenant: decision.principal.tenant });
     }
@@ -73,5 +81,14 @@ export class Authorizer {
       else this.logger.info(entry, 'decision');
     }
     return decision;
+  }
+
+  private counter(outcome: 'allow' | 'deny', reason: string, method: string): CheckCounter {
+    const byReason = this.counters[outcome];
+    let byMethod = byReason.get(reason);
+    if (!byMethod) byReason.set(reason, (byMethod = new Map()));
+    let child = byMethod.get(method);
+    if (!child) byMethod.set(method, (child = this.metrics.checks.labels(outcome, reason, method)));
+    return child;
   }
 }

@@ -3,10 +3,21 @@
 
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
-import type { AllowDecision, Denial, DenyDecision, HeaderPair, Principal } from '../types.js';
+import type { AllowDecision, Denial, DenyDecision, EncodeCache, HeaderPair, Principal } from '../types.js';
 
 const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
+
+interface DenyParts {
+  readonly status: number;
+  readonly code: string;
+  readonly headers: readonly HeaderPair[];
+  readonly bodyPrefix: string;
+  readonly cache: EncodeCache;
+}
+
+/** Denials that differ only by request id (no principal, no extra headers): built once per policy. */
+const denyPartsCache = new WeakMap<object, Map<string, DenyParts>>();
 
 export function denyDecision(
   policy: Pick<CompiledPolicy, 'realm'>,
@@ -16,27 +27,52 @@ export function denyDecision(
   principal?: Principal,
   requiredScopes?: readonly string[],
 ): DenyDecision {
-  const reason = denial.reason;
-  const row = REASONS[reason];
-  const status = row.status;
-  const label = STATUS_LABELS[status];
-  const headers: HeaderPair[] = [JSON_CONTENT_TYPE];
-  const challenge = challengeFor(policy.realm, reason, status, denial.credentialPresented === true, requiredScopes);
-  if (challenge) headers.push({ name: 'www-authenticate', value: challenge });
-  if (denial.retryAfter !== undefined) headers.push({ name: 'retry-after', value: String(Math.max(1, Math.ceil(denial.retryAfter))) });
-  else if (status === 503) headers.push({ name: 'retry-after', value: '1' });
-  if (denial.headers) for (const h of denial.headers) headers.push(h);
+  const cacheable = principal === undefined && requiredScopes === undefined && denial.headers === undefined && denial.retryAfter === undefined;
+  let parts: DenyParts | undefined;
+  if (cacheable) {
+    let byKey = denyPartsCache.get(policy);
+    if (!byKey) denyPartsCache.set(policy, (byKey = new Map()));
+    const key = `${route}\u0000${denial.reason}\u0000${denial.credentialPresented === true ? 1 : 0}`;
+    parts = byKey.get(key);
+    if (!parts) {
+      parts = denyParts(policy.realm, denial, undefined);
+      // Route names are bounded by the policy; the guard only protects against surprises.
+      if (byKey.size < 10_000) byKey.set(key, parts);
+    }
+  } else {
+    parts = denyParts(policy.realm, denial, requiredScopes);
+  }
   return {
     allowed: false,
     requestId,
     route,
     principal,
+    status: parts.status,
+    code: parts.code,
+    reason: denial.reason,
+    headers: parts.headers,
+    body: parts.bodyPrefix + JSON.stringify(requestId) + '}',
+    detail: denial.detail,
+    encodeCache: cacheable ? parts.cache : undefined,
+  };
+}
+
+function denyParts(realm: string, denial: Denial, requiredScopes: readonly string[] | undefined): DenyParts {
+  const reason = denial.reason;
+  const status = REASONS[reason].status;
+  const label = STATUS_LABELS[status];
+  const headers: HeaderPair[] = [JSON_CONTENT_TYPE];
+  const challenge = challengeFor(realm, reason, status, denial.credentialPresented === true, requiredScopes);
+  if (challenge) headers.push({ name: 'www-authenticate', value: challenge });
+  if (denial.retryAfter !== undefined) headers.push({ name: 'retry-after', value: String(Math.max(1, Math.ceil(denial.retryAfter))) });
+  else if (status === 503) headers.push({ name: 'retry-after', value: '1' });
+  if (denial.headers) for (const h of denial.headers) headers.push(h);
+  return {
     status,
     code: label.code,
-    reason,
     headers,
-    body: `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":${JSON.stringify(requestId)}}`,
-    detail: denial.detail,
+    bodyPrefix: `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`,
+    cache: {},
   };
 }
 
@@ -61,6 +97,19 @@ function challengeFor(
   return undefined;
 }
 
+interface AllowParts {
+  readonly upstreamHeaders: readonly HeaderPair[];
+  readonly removeHeaders: readonly string[];
+  readonly cache: EncodeCache;
+}
+
+/**
+ * Principal (or, on public routes, policy) → route's removeHeaders array → credential headers →
+ * parts. Principals of cached tokens and keys are stable objects, so a repeated caller reuses its
+ * headers and their encoding. Weak keys: nothing outlives the policy or the cached principal.
+ */
+const allowPartsCache = new WeakMap<object, WeakMap<readonly string[], Map<readonly string[] | undefined, AllowParts>>>();
+
 export function allowDecision(
   policy: CompiledPolicy,
   requestId: string,
@@ -71,6 +120,35 @@ export function allowDecision(
   responseHeaders: readonly HeaderPair[],
   note?: string,
 ): AllowDecision {
+  const owner: object = principal ?? policy;
+  let byRoute = allowPartsCache.get(owner);
+  if (!byRoute) allowPartsCache.set(owner, (byRoute = new WeakMap()));
+  let byCredential = byRoute.get(routeRemoveHeaders);
+  if (!byCredential) byRoute.set(routeRemoveHeaders, (byCredential = new Map()));
+  let parts = byCredential.get(credentialHeaders);
+  if (!parts) {
+    parts = allowParts(policy, principal, credentialHeaders, routeRemoveHeaders);
+    byCredential.set(credentialHeaders, parts);
+  }
+  return {
+    allowed: true,
+    requestId,
+    route,
+    principal,
+    upstreamHeaders: parts.upstreamHeaders,
+    removeHeaders: parts.removeHeaders,
+    responseHeaders: responseHeaders.length === 0 ? NO_HEADERS : responseHeaders,
+    note,
+    encodeCache: parts.cache,
+  };
+}
+
+function allowParts(
+  policy: CompiledPolicy,
+  principal: Principal | undefined,
+  credentialHeaders: readonly string[] | undefined,
+  routeRemoveHeaders: readonly string[],
+): AllowParts {
   const names = policy.headerNames;
   const upstreamHeaders: HeaderPair[] = [];
   if (principal) {
@@ -87,27 +165,11 @@ export function allowDecision(
   // reaches the upstream. Headers that are set use OVERWRITE_IF_EXISTS_OR_ADD, which replaces any
   // smuggled value; listing them for removal too would make the outcome depend on the order in
   // which Envoy applies the two lists.
-  let removeHeaders: readonly string[];
-  if (upstreamHeaders.length === 0 && !credentialHeaders && routeRemoveHeaders.length === 0) {
-    removeHeaders = policy.ownedHeaders;
-  } else {
-    const set = new Set<string>();
-    for (const h of policy.ownedHeaders) set.add(h);
-    for (const h of upstreamHeaders) set.delete(h.name);
-    if (credentialHeaders) for (const h of credentialHeaders) set.add(h);
-    for (const h of routeRemoveHeaders) set.add(h);
-    removeHeaders = [...set];
-  }
-  return {
-    allowed: true,
-    requestId,
-    route,
-    principal,
-    upstreamHeaders,
-    removeHeaders,
-    responseHeaders: responseHeaders.length === 0 ? NO_HEADERS : responseHeaders,
-    note,
-  };
+  const remove = new Set<string>(policy.ownedHeaders);
+  for (const h of upstreamHeaders) remove.delete(h.name);
+  if (credentialHeaders) for (const h of credentialHeaders) remove.add(h);
+  for (const h of routeRemoveHeaders) remove.add(h);
+  return { upstreamHeaders: Object.freeze(upstreamHeaders), removeHeaders: Object.freeze([...remove]), cache: {} };
 }
 
 function addIfPresent(into: HeaderPair[], name: string, value: string | undefined): void {

@@ -2,8 +2,8 @@
 // are Envoy's (proto/envoy/service/auth/v3/attribute_context.proto).
 
 import { randomUUID } from 'node:crypto';
-import type { RequestAttributes } from '../../types.js';
-import { Reader, WIRE_LEN, WireError } from './wire.js';
+import type { RequestAttributes, RequestHeaders } from '../../types.js';
+import { latin1Of, Reader, WIRE_LEN, WireError } from './wire.js';
 
 // tag = field << 3 | wire type, for the LEN fields we read
 const T1 = (1 << 3) | WIRE_LEN;
@@ -17,6 +17,48 @@ const T13 = (13 << 3) | WIRE_LEN;
 
 const EMPTY_MAP: ReadonlyMap<string, string> = new Map();
 
+/**
+ * Header values stay bytes until asked for: a check reads a handful of the dozens of headers
+ * Envoy sends. Names are decoded up front (they are the keys). Bytes are read as latin1, which is
+ * injective, so invalid UTF-8 can never make two different values compare equal.
+ */
+export class LazyHeaders implements RequestHeaders {
+  /** name → decoded value, or the index of its byte span in `spans`. */
+  private readonly values = new Map<string, string | number>();
+  private readonly spans: number[] = [];
+
+  constructor(private readonly buf: Buffer) {}
+
+  get(name: string): string | undefined {
+    const v = this.values.get(name);
+    if (typeof v !== 'number') return v;
+    const decoded = latin1Of(this.buf, this.spans[v]!, this.spans[v + 1]!);
+    this.values.set(name, decoded);
+    return decoded;
+  }
+
+  /** A value whose bytes are buf[start, end); a repeated name is joined as Envoy joins it. */
+  addSpan(name: string, start: number, end: number): void {
+    if (this.values.has(name)) {
+      this.addString(name, latin1Of(this.buf, start, end));
+      return;
+    }
+    this.values.set(name, this.spans.length);
+    this.spans.push(start, end);
+  }
+
+  /** Map semantics for `headers` (a protobuf map: a repeated key replaces). */
+  setSpan(name: string, start: number, end: number): void {
+    this.values.set(name, this.spans.length);
+    this.spans.push(start, end);
+  }
+
+  private addString(name: string, value: string): void {
+    const existing = this.get(name);
+    this.values.set(name, existing === undefined ? value : existing + (name === 'cookie' ? '; ' : ',') + value);
+  }
+}
+
 /** A Check request Envoy could not have sent: no HTTP attributes at all. */
 export const NO_HTTP_ATTRIBUTES = Symbol('no-http-attributes');
 
@@ -27,7 +69,7 @@ interface Draft {
   path: string;
   scheme: string;
   protocol: string;
-  headers: Map<string, string>;
+  headers: LazyHeaders;
   sourceAddress: string;
   contextExtensions: ReadonlyMap<string, string>;
   sawHttp: boolean;
@@ -46,7 +88,7 @@ export function decodeCheckRequest(buf: Buffer): RequestAttributes & { readonly 
     path: '',
     scheme: '',
     protocol: '',
-    headers: new Map(),
+    headers: new LazyHeaders(buf),
     sourceAddress: '',
     contextExtensions: EMPTY_MAP,
     sawHttp: false,
@@ -66,7 +108,7 @@ function readAttributeContext(r: Reader, end: number, d: Draft): void {
     const tag = sub.tag();
     if (tag === T1) d.sourceAddress = readPeerAddress(sub, sub.lenEnd());
     else if (tag === T4) readRequest(sub, sub.lenEnd(), d);
-    else if (tag === T10) readMapEntry(sub, sub.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>, false);
+    else if (tag === T10) readMapEntry(sub, sub.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>);
     else sub.skip(tag & 7);
   }
   r.pos = end;
@@ -126,7 +168,7 @@ function readHttpRequest(r: Reader, end: number, d: Draft): void {
         d.method = http.latin1();
         break;
       case T3:
-        readMapEntry(http, http.lenEnd(), d.headers, true);
+        readHeaderEntry(http, http.lenEnd(), d.headers);
         break;
       case T4:
         d.path = http.latin1();
@@ -150,8 +192,8 @@ function readHttpRequest(r: Reader, end: number, d: Draft): void {
   r.pos = end;
 }
 
-/** map<string,string> entry: key(1), value(2). `headers` entries are already joined by Envoy. */
-function readMapEntry(r: Reader, end: number, into: Map<string, string>, lowerKey: boolean): void {
+/** map<string,string> entry: key(1), value(2). */
+function readMapEntry(r: Reader, end: number, into: Map<string, string>): void {
   let key = '';
   let value = '';
   const entry = new Reader(r.buf, r.pos, end);
@@ -162,13 +204,36 @@ function readMapEntry(r: Reader, end: number, into: Map<string, string>, lowerKe
     else entry.skip(tag & 7);
   }
   r.pos = end;
-  if (lowerKey) key = lower(key);
   into.set(key, value);
 }
 
+/** A `headers` map entry (already joined by Envoy): key(1) decoded, value(2) kept as a span. */
+function readHeaderEntry(r: Reader, end: number, into: LazyHeaders): void {
+  const buf = r.buf;
+  let key = '';
+  let valueStart = 0;
+  let valueEnd = 0;
+  const entry = new Reader(buf, r.pos, end);
+  while (!entry.done()) {
+    const tag = entry.tag();
+    if (tag === T1) {
+      const e = entry.lenEnd();
+      key = latin1Of(buf, entry.pos, e);
+      entry.pos = e;
+    } else if (tag === T2) {
+      valueEnd = entry.lenEnd();
+      valueStart = entry.pos;
+      entry.pos = valueEnd;
+    } else entry.skip(tag & 7);
+  }
+  r.pos = end;
+  into.setSpan(lower(key), valueStart, valueEnd);
+}
+
 /** HeaderMap.headers(1) → HeaderValue: key(1), value(2), raw_value(3). Duplicates are joined. */
-function readHeaderMap(r: Reader, end: number, into: Map<string, string>): void {
-  const map = new Reader(r.buf, r.pos, end);
+function readHeaderMap(r: Reader, end: number, into: LazyHeaders): void {
+  const buf = r.buf;
+  const map = new Reader(buf, r.pos, end);
   while (!map.done()) {
     const tag = map.tag();
     if (tag !== T1) {
@@ -176,22 +241,30 @@ function readHeaderMap(r: Reader, end: number, into: Map<string, string>): void 
       continue;
     }
     const hvEnd = map.lenEnd();
-    const hv = new Reader(r.buf, map.pos, hvEnd);
+    const hv = new Reader(buf, map.pos, hvEnd);
     let key = '';
-    let value = '';
-    let raw: string | undefined;
+    let valueStart = 0;
+    let valueEnd = 0;
+    let sawRaw = false;
     while (!hv.done()) {
       const t = hv.tag();
-      if (t === T1) key = hv.latin1();
-      else if (t === T2) value = hv.latin1();
-      else if (t === T3) raw = hv.latin1();
-      else hv.skip(t & 7);
+      if (t === T1) {
+        const e = hv.lenEnd();
+        key = latin1Of(buf, hv.pos, e);
+        hv.pos = e;
+      } else if (t === T2 || t === T3) {
+        const e = hv.lenEnd();
+        // raw_value (3) wins over value (2) whatever their order.
+        if (t === T3 || !sawRaw) {
+          valueStart = hv.pos;
+          valueEnd = e;
+          sawRaw ||= t === T3;
+        }
+        hv.pos = e;
+      } else hv.skip(t & 7);
     }
     map.pos = hvEnd;
-    key = lower(key);
-    const v = raw ?? value;
-    const existing = into.get(key);
-    into.set(key, existing === undefined ? v : existing + (key === 'cookie' ? '; ' : ',') + v);
+    into.addSpan(lower(key), valueStart, valueEnd);
   }
   r.pos = end;
 }

@@ -1,5 +1,10 @@
-// Decision → CheckResponse bytes. Sizes are computed first, then one buffer is written once.
-// Field numbers are Envoy's (proto/envoy/service/auth/v3/external_auth.proto).
+// Decision → CheckResponse bytes. Field numbers are Envoy's
+// (proto/envoy/service/auth/v3/external_auth.proto).
+//
+// The parts of a response that repeat from request to request (identity headers of a cached
+// caller, headers to remove, the fixed dynamic-metadata entries, a denial's headers) are encoded
+// once into the decision's EncodeCache; per request only the request id, the denial body and any
+// rate-limit headers are written.
 
 import { STATUS_LABELS, type HttpDenyStatus } from '../../reasons.js';
 import type { AllowDecision, Decision, DenyDecision, HeaderPair } from '../../types.js';
@@ -8,17 +13,26 @@ import { lenFieldSize, varintSize, WIRE_LEN, WIRE_VARINT, Writer } from './wire.
 /** HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD */
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 
-const byteLength = (s: string): number => Buffer.byteLength(s, 'utf8');
+// CheckResponse { status = 1; denied_response = 2; ok_response = 3; dynamic_metadata = 4 }
+const TAG_STATUS = (1 << 3) | WIRE_LEN;
+const TAG_DENIED = (2 << 3) | WIRE_LEN;
+const TAG_OK = (3 << 3) | WIRE_LEN;
+const TAG_METADATA = (4 << 3) | WIRE_LEN;
 
-// ---- sizes ---------------------------------------------------------------------------------
-
-function headerValueSize(h: HeaderPair): number {
-  return lenFieldSize(byteLength(h.name)) + lenFieldSize(byteLength(h.value));
+/** UTF-8 length without a native call for the short ASCII strings that dominate here. */
+function utf8Length(s: string): number {
+  const n = s.length;
+  if (n > 64) return Buffer.byteLength(s, 'utf8');
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s, 'utf8');
+  return n;
 }
 
-/** HeaderValueOption { header = 1; append_action = 3 } */
+// ---- building blocks ---------------------------------------------------------------------------
+
+/** HeaderValueOption { header = 1 (HeaderValue { key = 1; value = 2 }); append_action = 3 } */
 function headerOptionSize(h: HeaderPair): number {
-  return lenFieldSize(headerValueSize(h)) + 2;
+  const hv = lenFieldSize(utf8Length(h.name)) + lenFieldSize(utf8Length(h.value));
+  return lenFieldSize(hv) + 2;
 }
 
 function headerOptionsSize(headers: readonly HeaderPair[]): number {
@@ -27,10 +41,42 @@ function headerOptionsSize(headers: readonly HeaderPair[]): number {
   return n;
 }
 
-function metadataEntries(decision: Decision): [string, string][] {
+function writeHeaderOptions(w: Writer, field: number, headers: readonly HeaderPair[]): void {
+  for (const h of headers) {
+    const nameLen = utf8Length(h.name);
+    const valueLen = utf8Length(h.value);
+    const hv = lenFieldSize(nameLen) + lenFieldSize(valueLen);
+    w.tag(field, WIRE_LEN);
+    w.varint(lenFieldSize(hv) + 2);
+    w.tag(1, WIRE_LEN);
+    w.varint(hv);
+    w.string(1, h.name, nameLen);
+    w.string(2, h.value, valueLen);
+    w.tag(3, WIRE_VARINT);
+    w.varint(OVERWRITE_IF_EXISTS_OR_ADD);
+  }
+}
+
+/** One google.protobuf.Struct field entry { key = 1; value = 2 (Value { string_value = 3 }) }. */
+function structEntrySize(key: string, value: string): number {
+  return lenFieldSize(utf8Length(key)) + lenFieldSize(lenFieldSize(utf8Length(value)));
+}
+
+function writeStructEntry(w: Writer, key: string, value: string): void {
+  const keyLen = utf8Length(key);
+  const valueLen = utf8Length(value);
+  w.tag(1, WIRE_LEN);
+  w.varint(lenFieldSize(keyLen) + lenFieldSize(lenFieldSize(valueLen)));
+  w.string(1, key, keyLen);
+  w.tag(2, WIRE_LEN);
+  w.varint(lenFieldSize(valueLen));
+  w.string(3, value, valueLen);
+}
+
+/** The dynamic-metadata entries that do not change between requests of the same kind. */
+function fixedMetadata(decision: Decision): Uint8Array {
   const entries: [string, string][] = [
     ['decision', decision.allowed ? 'allow' : 'deny'],
-    ['decision_id', decision.requestId],
     ['route', decision.route],
   ];
   const p = decision.principal;
@@ -42,103 +88,99 @@ function metadataEntries(decision: Decision): [string, string][] {
     if (p.issuer !== undefined) entries.push(['issuer', p.issuer]);
   }
   if (!decision.allowed) entries.push(['reason', decision.reason]);
-  return entries;
+  let size = 0;
+  for (const [k, v] of entries) size += lenFieldSize(structEntrySize(k, v));
+  const w = new Writer(size);
+  for (const [k, v] of entries) writeStructEntry(w, k, v);
+  return w.finish();
 }
 
-/** Struct { map<string, Value> fields = 1 }, Value { string_value = 3 } */
-function structEntrySize(key: string, value: string): number {
-  return lenFieldSize(byteLength(key)) + lenFieldSize(lenFieldSize(byteLength(value)));
+function metadataFor(decision: Decision): Uint8Array {
+  const cache = decision.encodeCache;
+  if (!cache) return fixedMetadata(decision);
+  return (cache.meta ??= fixedMetadata(decision));
 }
 
-// ---- writers -------------------------------------------------------------------------------
-
-function writeHeaderOption(w: Writer, field: number, h: HeaderPair): void {
-  const nameLen = byteLength(h.name);
-  const valueLen = byteLength(h.value);
-  const hv = lenFieldSize(nameLen) + lenFieldSize(valueLen);
-  w.tag(field, WIRE_LEN);
-  w.varint(lenFieldSize(hv) + 2);
-  w.tag(1, WIRE_LEN);
-  w.varint(hv);
-  w.string(1, h.name, nameLen);
-  w.string(2, h.value, valueLen);
-  w.tag(3, WIRE_VARINT);
-  w.varint(OVERWRITE_IF_EXISTS_OR_ADD);
-}
-
-function writeStruct(w: Writer, field: number, entries: [string, string][], size: number): void {
-  w.tag(field, WIRE_LEN);
-  w.varint(size);
-  for (const [key, value] of entries) {
-    const keyLen = byteLength(key);
-    const valueLen = byteLength(value);
-    w.tag(1, WIRE_LEN);
-    w.varint(structEntrySize(key, value));
-    w.string(1, key, keyLen);
-    w.tag(2, WIRE_LEN);
-    w.varint(lenFieldSize(valueLen));
-    w.string(3, value, valueLen);
-  }
-}
-
-function structSize(entries: [string, string][]): number {
-  let n = 0;
-  for (const [k, v] of entries) n += lenFieldSize(structEntrySize(k, v));
-  return n;
-}
-
-// ---- CheckResponse -------------------------------------------------------------------------
+// ---- CheckResponse -----------------------------------------------------------------------------
 
 export function encodeCheckResponse(decision: Decision): Buffer {
   return decision.allowed ? encodeAllow(decision) : encodeDeny(decision);
 }
 
-function encodeAllow(d: AllowDecision): Buffer {
-  // OkHttpResponse { headers = 2; headers_to_remove = 5; response_headers_to_add = 6 }
-  let ok = headerOptionsSize(d.upstreamHeaders) + headerOptionsSize(d.responseHeaders);
-  for (const name of d.removeHeaders) ok += lenFieldSize(byteLength(name));
-  const meta = metadataEntries(d);
-  const metaSize = structSize(meta);
-  // status = 1 (empty google.rpc.Status: code 0), ok_response = 3, dynamic_metadata = 4
-  const total = 2 + lenFieldSize(ok) + lenFieldSize(metaSize);
-  const w = new Writer(total);
-  w.tag(1, WIRE_LEN);
-  w.varint(0);
-  w.tag(3, WIRE_LEN);
-  w.varint(ok);
-  for (const h of d.upstreamHeaders) writeHeaderOption(w, 2, h);
-  for (const name of d.removeHeaders) w.string(5, name, byteLength(name));
-  for (const h of d.responseHeaders) writeHeaderOption(w, 6, h);
-  writeStruct(w, 4, meta, metaSize);
+/** OkHttpResponse { headers = 2; headers_to_remove = 5 } — the part fixed per caller and route. */
+function fixedOk(d: AllowDecision): Uint8Array {
+  let size = headerOptionsSize(d.upstreamHeaders);
+  for (const name of d.removeHeaders) size += lenFieldSize(utf8Length(name));
+  const w = new Writer(size);
+  writeHeaderOptions(w, 2, d.upstreamHeaders);
+  for (const name of d.removeHeaders) w.string(5, name, utf8Length(name));
   return w.finish();
 }
 
-function encodeDeny(d: DenyDecision): Buffer {
+function encodeAllow(d: AllowDecision): Buffer {
+  const cache = d.encodeCache;
+  const fixed = cache ? (cache.fixed ??= fixedOk(d)) : fixedOk(d);
+  const meta = metadataFor(d);
+  const idEntry = structEntrySize('decision_id', d.requestId);
+  const okSize = fixed.length + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
+  const metaSize = meta.length + lenFieldSize(idEntry);
+  // status = 1: an empty google.rpc.Status (code 0, OK)
+  const w = new Writer(2 + lenFieldSize(okSize) + lenFieldSize(metaSize));
+  w.varint(TAG_STATUS);
+  w.varint(0);
+  w.varint(TAG_OK);
+  w.varint(okSize);
+  w.raw(fixed);
+  writeHeaderOptions(w, 6, d.responseHeaders);
+  w.varint(TAG_METADATA);
+  w.varint(metaSize);
+  w.raw(meta);
+  writeStructEntry(w, 'decision_id', d.requestId);
+  return w.finish();
+}
+
+/** status (google.rpc.Status { code = 1; message = 2 }) and DeniedHttpResponse's status + headers. */
+function fixedDeny(d: DenyDecision): Uint8Array {
   const grpcCode = STATUS_LABELS[d.status as HttpDenyStatus].grpc;
-  const messageLen = byteLength(d.reason);
-  // google.rpc.Status { code = 1; message = 2 }
+  const messageLen = utf8Length(d.reason);
   const status = 1 + varintSize(grpcCode) + lenFieldSize(messageLen);
-  // DeniedHttpResponse { status = 1 (HttpStatus { code = 1 }); headers = 2; body = 3 }
-  const httpStatus = 1 + varintSize(d.status);
-  const bodyLen = byteLength(d.body);
-  const denied = lenFieldSize(httpStatus) + headerOptionsSize(d.headers) + lenFieldSize(bodyLen);
-  const meta = metadataEntries(d);
-  const metaSize = structSize(meta);
-  const total = lenFieldSize(status) + lenFieldSize(denied) + lenFieldSize(metaSize);
-  const w = new Writer(total);
-  w.tag(1, WIRE_LEN);
+  const httpStatus = 1 + varintSize(d.status); // HttpStatus { code = 1 }
+  const size = lenFieldSize(status) + lenFieldSize(httpStatus) + headerOptionsSize(d.headers);
+  const w = new Writer(size);
+  w.varint(TAG_STATUS);
   w.varint(status);
   w.tag(1, WIRE_VARINT);
   w.varint(grpcCode);
   w.string(2, d.reason, messageLen);
-  w.tag(2, WIRE_LEN);
-  w.varint(denied);
+  // What follows is the start of DeniedHttpResponse's payload; encodeDeny frames it.
   w.tag(1, WIRE_LEN);
   w.varint(httpStatus);
   w.tag(1, WIRE_VARINT);
   w.varint(d.status);
-  for (const h of d.headers) writeHeaderOption(w, 2, h);
+  writeHeaderOptions(w, 2, d.headers);
+  return w.finish();
+}
+
+function encodeDeny(d: DenyDecision): Buffer {
+  const cache = d.encodeCache;
+  const fixed = cache ? (cache.fixed ??= fixedDeny(d)) : fixedDeny(d);
+  // fixed = [status field][denied payload prefix]; split point = size of the status field.
+  const statusFieldSize = 1 + 1 + fixed[1]!; // tag, one-byte length (status is always < 128 bytes), payload
+  const deniedPrefix = fixed.length - statusFieldSize;
+  const meta = metadataFor(d);
+  const idEntry = structEntrySize('decision_id', d.requestId);
+  const bodyLen = utf8Length(d.body);
+  const deniedSize = deniedPrefix + lenFieldSize(bodyLen); // body = 3
+  const metaSize = meta.length + lenFieldSize(idEntry);
+  const w = new Writer(statusFieldSize + lenFieldSize(deniedSize) + lenFieldSize(metaSize));
+  w.raw(fixed.subarray(0, statusFieldSize));
+  w.varint(TAG_DENIED);
+  w.varint(deniedSize);
+  w.raw(fixed.subarray(statusFieldSize));
   w.string(3, d.body, bodyLen);
-  writeStruct(w, 4, meta, metaSize);
+  w.varint(TAG_METADATA);
+  w.varint(metaSize);
+  w.raw(meta);
+  writeStructEntry(w, 'decision_id', d.requestId);
   return w.finish();
 }
