@@ -79,8 +79,10 @@ export interface Denial {
  * one, so a cached caller costs a copy instead of an encoding.
  */
 export interface EncodeCache {
-  fixed?: Uint8Array;
-  meta?: Uint8Array;
+  /** The fixed response part followed by the fixed metadata entries, in one allocation. */
+  bytes?: Uint8Array;
+  /** Where the metadata entries start in `bytes`. */
+  split?: number;
 }
 
 export interface AllowDecision {

@@ -98,17 +98,21 @@ function challengeFor(
 }
 
 interface AllowParts {
+  readonly routeRemoveHeaders: readonly string[];
+  readonly credentialHeaders: readonly string[] | undefined;
   readonly upstreamHeaders: readonly HeaderPair[];
   readonly removeHeaders: readonly string[];
   readonly cache: EncodeCache;
 }
 
 /**
- * Principal (or, on public routes, policy) → route's removeHeaders array → credential headers →
- * parts. Principals of cached tokens and keys are stable objects, so a repeated caller reuses its
- * headers and their encoding. Weak keys: nothing outlives the policy or the cached principal.
+ * Principal (or, on public routes, the policy) → the parts of its allow decisions, one per route
+ * and credential carrier it was seen with (usually one). Principals of cached tokens and keys are
+ * stable objects, so a repeated caller reuses its headers and their encoding. Weak keys: nothing
+ * outlives the policy or the cached principal.
  */
-const allowPartsCache = new WeakMap<object, WeakMap<readonly string[], Map<readonly string[] | undefined, AllowParts>>>();
+const allowPartsCache = new WeakMap<object, AllowParts | AllowParts[]>();
+const MAX_PARTS_PER_OWNER = 64;
 
 export function allowDecision(
   policy: CompiledPolicy,
@@ -121,14 +125,25 @@ export function allowDecision(
   note?: string,
 ): AllowDecision {
   const owner: object = principal ?? policy;
-  let byRoute = allowPartsCache.get(owner);
-  if (!byRoute) allowPartsCache.set(owner, (byRoute = new WeakMap()));
-  let byCredential = byRoute.get(routeRemoveHeaders);
-  if (!byCredential) byRoute.set(routeRemoveHeaders, (byCredential = new Map()));
-  let parts = byCredential.get(credentialHeaders);
+  const known = allowPartsCache.get(owner);
+  let parts: AllowParts | undefined;
+  if (known !== undefined) {
+    if (!Array.isArray(known)) {
+      if (known.routeRemoveHeaders === routeRemoveHeaders && known.credentialHeaders === credentialHeaders) parts = known;
+    } else {
+      for (const p of known) {
+        if (p.routeRemoveHeaders === routeRemoveHeaders && p.credentialHeaders === credentialHeaders) {
+          parts = p;
+          break;
+        }
+      }
+    }
+  }
   if (!parts) {
     parts = allowParts(policy, principal, credentialHeaders, routeRemoveHeaders);
-    byCredential.set(credentialHeaders, parts);
+    if (known === undefined) allowPartsCache.set(owner, parts);
+    else if (!Array.isArray(known)) allowPartsCache.set(owner, [known, parts]);
+    else if (known.length < MAX_PARTS_PER_OWNER) known.push(parts);
   }
   return {
     allowed: true,
@@ -169,7 +184,13 @@ function allowParts(
   for (const h of upstreamHeaders) remove.delete(h.name);
   if (credentialHeaders) for (const h of credentialHeaders) remove.add(h);
   for (const h of routeRemoveHeaders) remove.add(h);
-  return { upstreamHeaders: Object.freeze(upstreamHeaders), removeHeaders: Object.freeze([...remove]), cache: {} };
+  return {
+    routeRemoveHeaders,
+    credentialHeaders,
+    upstreamHeaders: Object.freeze(upstreamHeaders),
+    removeHeaders: Object.freeze([...remove]),
+    cache: {},
+  };
 }
 
 function addIfPresent(into: HeaderPair[], name: string, value: string | undefined): void {

@@ -74,7 +74,7 @@ function writeStructEntry(w: Writer, key: string, value: string): void {
 }
 
 /** The dynamic-metadata entries that do not change between requests of the same kind. */
-function fixedMetadata(decision: Decision): Uint8Array {
+function fixedMetadata(decision: Decision): Buffer {
   const entries: [string, string][] = [
     ['decision', decision.allowed ? 'allow' : 'deny'],
     ['route', decision.route],
@@ -95,10 +95,24 @@ function fixedMetadata(decision: Decision): Uint8Array {
   return w.finish();
 }
 
-function metadataFor(decision: Decision): Uint8Array {
+/**
+ * [fixed part, fixed metadata] of a decision: from its EncodeCache (filled on first use, one
+ * allocation for both) or encoded now when the decision has none.
+ */
+function fixedParts(decision: Decision, fixedPart: () => Buffer): [Uint8Array, Uint8Array] {
   const cache = decision.encodeCache;
-  if (!cache) return fixedMetadata(decision);
-  return (cache.meta ??= fixedMetadata(decision));
+  if (cache?.bytes !== undefined) return [cache.bytes.subarray(0, cache.split), cache.bytes.subarray(cache.split)];
+  const fixed = fixedPart();
+  const meta = fixedMetadata(decision);
+  if (!cache) return [fixed, meta];
+  // Its own allocation: a small pooled Buffer is a slice of a shared 8 KiB slab, and one cached
+  // slice would keep the whole slab alive.
+  const bytes = Buffer.allocUnsafeSlow(fixed.length + meta.length);
+  bytes.set(fixed, 0);
+  bytes.set(meta, fixed.length);
+  cache.bytes = bytes;
+  cache.split = fixed.length;
+  return [bytes.subarray(0, fixed.length), bytes.subarray(fixed.length)];
 }
 
 // ---- CheckResponse -----------------------------------------------------------------------------
@@ -108,7 +122,7 @@ export function encodeCheckResponse(decision: Decision): Buffer {
 }
 
 /** OkHttpResponse { headers = 2; headers_to_remove = 5 } — the part fixed per caller and route. */
-function fixedOk(d: AllowDecision): Uint8Array {
+function fixedOk(d: AllowDecision): Buffer {
   let size = headerOptionsSize(d.upstreamHeaders);
   for (const name of d.removeHeaders) size += lenFieldSize(utf8Length(name));
   const w = new Writer(size);
@@ -118,9 +132,7 @@ function fixedOk(d: AllowDecision): Uint8Array {
 }
 
 function encodeAllow(d: AllowDecision): Buffer {
-  const cache = d.encodeCache;
-  const fixed = cache ? (cache.fixed ??= fixedOk(d)) : fixedOk(d);
-  const meta = metadataFor(d);
+  const [fixed, meta] = fixedParts(d, () => fixedOk(d));
   const idEntry = structEntrySize('decision_id', d.requestId);
   const okSize = fixed.length + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
   const metaSize = meta.length + lenFieldSize(idEntry);
@@ -140,7 +152,7 @@ function encodeAllow(d: AllowDecision): Buffer {
 }
 
 /** status (google.rpc.Status { code = 1; message = 2 }) and DeniedHttpResponse's status + headers. */
-function fixedDeny(d: DenyDecision): Uint8Array {
+function fixedDeny(d: DenyDecision): Buffer {
   const grpcCode = STATUS_LABELS[d.status as HttpDenyStatus].grpc;
   const messageLen = utf8Length(d.reason);
   const status = 1 + varintSize(grpcCode) + lenFieldSize(messageLen);
@@ -162,12 +174,10 @@ function fixedDeny(d: DenyDecision): Uint8Array {
 }
 
 function encodeDeny(d: DenyDecision): Buffer {
-  const cache = d.encodeCache;
-  const fixed = cache ? (cache.fixed ??= fixedDeny(d)) : fixedDeny(d);
+  const [fixed, meta] = fixedParts(d, () => fixedDeny(d));
   // fixed = [status field][denied payload prefix]; split point = size of the status field.
   const statusFieldSize = 1 + 1 + fixed[1]!; // tag, one-byte length (status is always < 128 bytes), payload
   const deniedPrefix = fixed.length - statusFieldSize;
-  const meta = metadataFor(d);
   const idEntry = structEntrySize('decision_id', d.requestId);
   const bodyLen = utf8Length(d.body);
   const deniedSize = deniedPrefix + lenFieldSize(bodyLen); // body = 3
