@@ -3,6 +3,7 @@
 // key → signature → claims → claim mapping. Nothing from the token is trusted, followed or
 // fetched before the signature verifies; jku/x5u/jwk/x5c are refused outright.
 
+import { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { ReasonCode } from '../reasons.js';
 import { isPromise, type Denial, type MaybePromise, type Principal } from '../types.js';
@@ -12,6 +13,9 @@ import type { CompiledIssuer } from './issuer.js';
 import { clip, type KeyLookup } from './jwks.js';
 import type { KeyRecord } from './keys.js';
 import { signatureVerifies } from './signature.js';
+
+/** Key records → their node:crypto KeyObject per algorithm (weak: retired key sets go away). */
+const importedKeys = new WeakMap<KeyRecord, Map<string, KeyObject>>();
 
 /** A token between parsing and signature check. */
 interface SignedToken {
@@ -95,14 +99,24 @@ export class JwtVerifier {
     return this.verifySignature(signed, lookup.record);
   }
 
-  private async verifySignature(signed: SignedToken, key: KeyRecord): Promise<Verification> {
-    let cryptoKey: CryptoKey;
-    try {
-      cryptoKey = await key.cryptoKey(signed.alg);
-    } catch (err) {
-      return deny('unknown_key', `the ${signed.alg} key cannot be imported: ${(err as Error).message}`);
-    }
-    if (!(await signatureVerifies(signed.alg, cryptoKey, signed.token, signed.signedLength))) return deny('invalid_signature');
+  /** Synchronous once the key is imported for the algorithm (every token after the first). */
+  private verifySignature(signed: SignedToken, key: KeyRecord): MaybePromise<Verification> {
+    const ready = importedKeys.get(key)?.get(signed.alg);
+    if (ready) return this.verifyImported(signed, key, ready);
+    return key.cryptoKey(signed.alg).then(
+      (cryptoKey) => {
+        const keyObject = KeyObject.from(cryptoKey);
+        let byAlg = importedKeys.get(key);
+        if (!byAlg) importedKeys.set(key, (byAlg = new Map()));
+        byAlg.set(signed.alg, keyObject);
+        return this.verifyImported(signed, key, keyObject);
+      },
+      (err: unknown) => deny('unknown_key', `the ${signed.alg} key cannot be imported: ${(err as Error).message}`),
+    );
+  }
+
+  private verifyImported(signed: SignedToken, key: KeyRecord, keyObject: KeyObject): Verification {
+    if (!signatureVerifies(signed.alg, keyObject, signed.token, signed.signedLength)) return deny('invalid_signature');
     // The payload was decoded from the very segment the signature covers.
     return this.checkClaims(signed.payload, signed.issuer, key);
   }

@@ -46,10 +46,10 @@ describe('verified-token cache', () => {
     expect(source.identify(bearer(t))).toMatchObject({ kind: 'principal' });
     runtime.clock.advance(1_000);
     expect(source.identify(bearer(t))).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired', credentialPresented: true } });
-    // The entry is gone: the next attempt verifies in full and is refused again.
-    const next = source.identify(bearer(t));
-    expect(isPromise(next)).toBe(true);
-    expect(await next).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired' } });
+    // The entry is gone: the next attempt is a cache miss, verifies in full and is refused again.
+    const misses = (await counts()).miss;
+    expect(await identify(source, bearer(t))).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired' } });
+    expect((await counts()).miss).toBe(misses + 1);
   });
 
   it('applies maxTokenAge on hits', async () => {
@@ -67,20 +67,28 @@ describe('verified-token cache', () => {
     const source = compile({ cacheSize: 2 });
     const [a, b, c] = await Promise.all([token({ jti: 'a' }), token({ jti: 'b' }), token({ jti: 'c' })]);
     for (const t of [a, b, c]) await identify(source, bearer(t));
-    expect(isPromise(source.identify(bearer(c)))).toBe(false);
-    expect(isPromise(source.identify(bearer(b)))).toBe(false);
-    expect(isPromise(source.identify(bearer(a)))).toBe(true); // evicted
+    const before = await counts();
+    await identify(source, bearer(c));
+    await identify(source, bearer(b));
+    expect(await counts()).toEqual({ hit: before.hit + 2, miss: before.miss });
+    await identify(source, bearer(a)); // evicted
+    expect(await counts()).toEqual({ hit: before.hit + 2, miss: before.miss + 1 });
 
+    // Without a cache every presentation is verified anew: a fresh result each time.
     const uncached = compile({ cacheSize: 0 });
-    await identify(uncached, bearer(a));
-    expect(isPromise(uncached.identify(bearer(a)))).toBe(true);
+    const once = await identify(uncached, bearer(a));
+    const twice = await identify(uncached, bearer(a));
+    expect(twice).toMatchObject({ kind: 'principal' });
+    expect(twice).not.toBe(once);
   });
 
   it('does not cache refusals or leak a principal across tokens', async () => {
     const source = compile();
     const forged = `${(await token()).slice(0, -4)}AAAA`;
     expect(await identify(source, bearer(forged))).toMatchObject({ kind: 'deny', denial: { reason: 'invalid_signature' } });
-    expect(isPromise(source.identify(bearer(forged)))).toBe(true);
+    const misses = (await counts()).miss;
+    expect(await identify(source, bearer(forged))).toMatchObject({ kind: 'deny', denial: { reason: 'invalid_signature' } });
+    expect((await counts()).miss).toBe(misses + 1); // refusals are never cached
     const [alice, bob] = await Promise.all([token({ sub: 'alice' }), token({ sub: 'bob' })]);
     await identify(source, bearer(alice));
     expect(await identify(source, bearer(bob))).toMatchObject({ principal: { subject: 'bob' } });
