@@ -17,11 +17,11 @@ import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { clientIp } from './client-ip.js';
+import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 const NO_REMOVE: readonly string[] = Object.freeze([]);
-import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
 
 export function authorize(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
   try {
@@ -88,13 +88,12 @@ function afterIdentify(
   preHeaders: readonly HeaderPair[],
   preNote: string | undefined,
 ): MaybePromise<Decision> {
-  if (result === undefined) {
+  if (result === undefined || result.kind === 'none') {
     return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
   }
   if (result.kind === 'deny') {
     return denyDecision(policy, request.requestId, route.name, result.denial);
   }
-  if (result.kind !== 'principal') return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
   const principal = result.principal;
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
