@@ -29,7 +29,7 @@ Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
                    [--drain-delay 0s] [--drain-timeout 10s]
   portcullis validate --config FILE
-  portcullis keys <create|list|revoke|rotate> ...   (API keys; see portcullis keys --help)
+  portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
   portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
   portcullis bans <add|list|remove> ...             (rate-limit bans; see portcullis bans --help)
   portcullis version
