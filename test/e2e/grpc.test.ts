@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/observability/logger.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { CheckClient, headerOf, httpStatusNumber, type CheckResponse } from '../support/grpc-client.js';
+import { startTestServer, type TestServer } from '../support/server.js';
 
 const SECRET = 'whsec_0123456789abcdef0123456789';
 
@@ -31,6 +31,7 @@ routes:
 default: deny
 `;
 
+let running: TestServer;
 let server: RunningServer;
 let client: CheckClient;
 
@@ -38,23 +39,13 @@ beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'portcullis-e2e-'));
   const file = path.join(dir, 'policy.yaml');
   writeFileSync(file, POLICY);
-  server = await startServer({
-    configFile: file,
-    grpcPort: 0,
-    httpPort: 0,
-    bind: '127.0.0.1',
-    watch: false,
-    logger: silentLogger(),
-    env: { CHECKOUT_SECRET: SECRET },
-    defaultMetrics: false,
-  });
-  await server.ready;
-  client = new CheckClient(server.grpcPort);
+  running = await startTestServer(file, { CHECKOUT_SECRET: SECRET });
+  server = running.server;
+  client = running.client;
 });
 
 afterAll(async () => {
-  client?.close();
-  await server?.shutdown();
+  await running?.close();
 });
 
 function denied(response: CheckResponse) {

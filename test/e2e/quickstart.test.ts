@@ -6,34 +6,25 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/observability/logger.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { CheckClient, headerOf, httpStatusNumber } from '../support/grpc-client.js';
+import { startTestServer, type TestServer } from '../support/server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DEMO_KEY = /#\s+(pc_demo_\w+)/.exec(readFileSync(path.join(ROOT, 'examples/keys/quickstart.yaml'), 'utf8'))![1]!;
 
+let running: TestServer;
 let server: RunningServer;
 let client: CheckClient;
 
 beforeAll(async () => {
-  server = await startServer({
-    configFile: path.join(ROOT, 'examples/portcullis.yaml'),
-    grpcPort: 0,
-    httpPort: 0,
-    bind: '127.0.0.1',
-    watch: false,
-    logger: silentLogger(),
-    env: {},
-    defaultMetrics: false,
-  });
-  await server.ready;
-  client = new CheckClient(server.grpcPort);
+  running = await startTestServer(path.join(ROOT, 'examples/portcullis.yaml'), {});
+  server = running.server;
+  client = running.client;
 });
 
 afterAll(async () => {
-  client?.close();
-  await server?.shutdown();
+  await running?.close();
 });
 
 describe('quickstart (examples/portcullis.yaml)', () => {
