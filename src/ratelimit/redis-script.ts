@@ -1,158 +1,172 @@
-// The one Lua script a Redis check runs (EVALSHA, EVAL on NOSCRIPT). It applies every limit of
-// one request in one round trip and mirrors MemoryStore.check step for step.
+// The one Lua script a Redis check runs (EVALSHA, EVAL on NOSCRIPT). It applies a batch of
+// requests — every check RedisStore received in one event-loop turn, for one Cluster slot — one
+// after another, and each request's limits exactly as MemoryStore.check does, step for step: a
+// batch of N requests answers as N scripts run back to back would.
 //
 // KEYS: four per limit, all sharing the limit's hash tag so they live in one Cluster slot:
 //   state (GCRA TAT string / sliding-window sorted set), sequence (unique window members),
-//   violations (hash: count, until), lock (string: locked until).
-// Every time is compared against the script's `now`, never against Redis TTLs: key expiry only
+//   violations (hash: count, until), lock (string: locked until). Requests' keys follow each other.
+// Every time is compared against the request's `now`, never against Redis TTLs: key expiry only
 // collects garbage, so "local" time (a controlled clock) and "server" time behave the same.
-// ARGV[1]: now in ms, or "" to use Redis TIME (one clock for every instance).
-// ARGV[2]: number of limits; then 8 per limit:
+// ARGV[1]: "" to use Redis TIME (one clock for every instance, read once per batch), or "L" when
+//   each request brings its own now.
+// ARGV[2]: number of requests; then per request: now in ms ("" with Redis TIME), number of
+//   limits, and 8 per limit:
 //   algorithm ("b" bucket | "w" window), enforce ("1" | "0"), cost,
 //   p1 (bucket: interval ms; window: limit), p2 (bucket: tolerance ms; window: window ms),
 //   lockout after (0 = none), lockout within ms, lockout for ms.
-// Returns 4 integers per limit: status (0 allowed, 1 limited, 2 locked), remaining, reset ms, retry ms.
-// A limit that would admit the request while another enforced limit refuses it is not charged and
-// reports its uncharged remaining and reset.
+// Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked),
+// remaining, reset ms, retry ms.
+// Within a request, a limit that would admit it while another enforced limit refuses it is not
+// charged and reports its uncharged remaining and reset.
 //
 // Lua numbers are doubles, as in JavaScript; numbers written to Redis use %.17g so a stored TAT
 // reads back exactly. Replies are integers (Redis truncates Lua numbers), so times are ceiled.
 
 export const CHECK_SCRIPT = `
-local now
+local serverNow
 if ARGV[1] == '' then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-else
-  now = tonumber(ARGV[1])
+  serverNow = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local n = tonumber(ARGV[2])
 local out = {}
-local commit = {}
-local enforcedAllowed = true
 
 local function fmt(x) return string.format('%.17g', x) end
 local function ms(x) return math.ceil(x) end
 
-for i = 1, n do
-  local a = 2 + (i - 1) * 8
-  local algo = ARGV[a + 1]
-  local enforce = ARGV[a + 2] == '1'
-  local cost = tonumber(ARGV[a + 3])
-  local p1 = tonumber(ARGV[a + 4])
-  local p2 = tonumber(ARGV[a + 5])
-  local lockAfter = tonumber(ARGV[a + 6])
-  local k = (i - 1) * 4
-  local state, seq, viol, lock = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local status, remaining, reset, retry = 0, 0, 0, 0
-  local allowed = false
-  local newTat = 0
-  local unchargedReset = 0
+-- One request: n limits, the first one's keys at KEYS[kb + 1..], its arguments at ARGV[ab + 1..].
+local function apply(kb, ab, n, now)
+  local commit = {}
+  local enforcedAllowed = true
 
-  local locked = 0
-  if lockAfter > 0 then
-    local untilText = redis.call('GET', lock)
-    if untilText then locked = tonumber(untilText) - now end
-  end
-  if locked > 0 then
-    status, remaining, reset, retry = 2, 0, locked, locked
-  elseif algo == 'b' then
-    local stored = redis.call('GET', state)
-    local tat = now
-    if stored then
-      local t = tonumber(stored)
-      if t > now then tat = t end
+  for i = 1, n do
+    local a = ab + (i - 1) * 8
+    local algo = ARGV[a + 1]
+    local enforce = ARGV[a + 2] == '1'
+    local cost = tonumber(ARGV[a + 3])
+    local p1 = tonumber(ARGV[a + 4])
+    local p2 = tonumber(ARGV[a + 5])
+    local lockAfter = tonumber(ARGV[a + 6])
+    local k = kb + (i - 1) * 4
+    local state, seq, viol, lock = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+    local status, remaining, reset, retry = 0, 0, 0, 0
+    local allowed = false
+    local newTat = 0
+    local unchargedReset = 0
+
+    local locked = 0
+    if lockAfter > 0 then
+      local untilText = redis.call('GET', lock)
+      if untilText then locked = tonumber(untilText) - now end
     end
-    newTat = tat + cost * p1
-    local allowAt = newTat - p2
-    if now < allowAt then
-      status = 1
-      remaining = math.max(0, math.floor((p2 - (tat - now)) / p1))
-      reset, retry = tat - now, allowAt - now
-    else
-      allowed = true
-      remaining = math.floor((p2 - (newTat - now)) / p1)
-      reset = newTat - now
-      unchargedReset = tat - now
-    end
-  else
-    redis.call('ZREMRANGEBYSCORE', state, '-inf', fmt(now - p2))
-    local count = redis.call('ZCARD', state)
-    if count + cost <= p1 then
-      allowed = true
-      remaining, reset = p1 - count - cost, p2
-      if count > 0 then
-        local newest = redis.call('ZRANGE', state, -1, -1, 'WITHSCORES')
-        unchargedReset = tonumber(newest[2]) + p2 - now
+    if locked > 0 then
+      status, remaining, reset, retry = 2, 0, locked, locked
+    elseif algo == 'b' then
+      local stored = redis.call('GET', state)
+      local tat = now
+      if stored then
+        local t = tonumber(stored)
+        if t > now then tat = t end
       end
-    else
-      status = 1
-      remaining = math.max(0, p1 - count)
-      local needed = count + cost - p1
-      if needed <= count then
-        local oldest = redis.call('ZRANGE', state, needed - 1, needed - 1, 'WITHSCORES')
-        retry = tonumber(oldest[2]) + p2 - now
+      newTat = tat + cost * p1
+      local allowAt = newTat - p2
+      if now < allowAt then
+        status = 1
+        remaining = math.max(0, math.floor((p2 - (tat - now)) / p1))
+        reset, retry = tat - now, allowAt - now
       else
-        retry = p2
+        allowed = true
+        remaining = math.floor((p2 - (newTat - now)) / p1)
+        reset = newTat - now
+        unchargedReset = tat - now
       end
-      if count > 0 then
-        local newest = redis.call('ZRANGE', state, -1, -1, 'WITHSCORES')
-        reset = tonumber(newest[2]) + p2 - now
-      end
-    end
-  end
-
-  if status == 1 and lockAfter > 0 then
-    local v = redis.call('HMGET', viol, 'count', 'until')
-    local count, untilTime = 0, now + tonumber(ARGV[a + 7])
-    if v[2] and tonumber(v[2]) > now then
-      count, untilTime = tonumber(v[1]), tonumber(v[2])
-    end
-    count = count + 1
-    if count >= lockAfter then
-      local lockFor = tonumber(ARGV[a + 8])
-      redis.call('DEL', viol)
-      redis.call('SET', lock, fmt(now + lockFor), 'PX', ms(lockFor))
-      status, remaining, reset, retry = 2, 0, lockFor, lockFor
     else
-      redis.call('HSET', viol, 'count', count, 'until', fmt(untilTime))
-      redis.call('PEXPIRE', viol, math.max(1, ms(untilTime - now)))
-    end
-  end
-
-  if enforce and status ~= 0 then enforcedAllowed = false end
-  if allowed then commit[#commit + 1] = { algo, enforce, cost, p2, state, seq, newTat, #out + 1, unchargedReset } end
-  out[#out + 1] = status
-  out[#out + 1] = remaining
-  out[#out + 1] = ms(reset)
-  out[#out + 1] = ms(retry)
-end
-
-for _, c in ipairs(commit) do
-  local algo, enforce, cost, p2, state, seq, newTat = c[1], c[2], c[3], c[4], c[5], c[6], c[7]
-  if enforce and not enforcedAllowed then
-    -- Refused by another limit: this one is not charged, so report it as it stands.
-    out[c[8] + 1] = out[c[8] + 1] + cost
-    out[c[8] + 2] = ms(c[9])
-  else
-    if algo == 'b' then
-      redis.call('SET', state, fmt(newTat), 'PX', math.max(1, ms(newTat - now)))
-    else
-      local last = redis.call('INCRBY', seq, cost)
-      local members = {}
-      for m = last - cost + 1, last do
-        members[#members + 1] = fmt(now)
-        members[#members + 1] = m
-        if #members >= 200 then
-          redis.call('ZADD', state, unpack(members))
-          members = {}
+      redis.call('ZREMRANGEBYSCORE', state, '-inf', fmt(now - p2))
+      local count = redis.call('ZCARD', state)
+      if count + cost <= p1 then
+        allowed = true
+        remaining, reset = p1 - count - cost, p2
+        if count > 0 then
+          local newest = redis.call('ZRANGE', state, -1, -1, 'WITHSCORES')
+          unchargedReset = tonumber(newest[2]) + p2 - now
+        end
+      else
+        status = 1
+        remaining = math.max(0, p1 - count)
+        local needed = count + cost - p1
+        if needed <= count then
+          local oldest = redis.call('ZRANGE', state, needed - 1, needed - 1, 'WITHSCORES')
+          retry = tonumber(oldest[2]) + p2 - now
+        else
+          retry = p2
+        end
+        if count > 0 then
+          local newest = redis.call('ZRANGE', state, -1, -1, 'WITHSCORES')
+          reset = tonumber(newest[2]) + p2 - now
         end
       end
-      if #members > 0 then redis.call('ZADD', state, unpack(members)) end
-      redis.call('PEXPIRE', state, ms(p2))
-      redis.call('PEXPIRE', seq, ms(p2))
+    end
+
+    if status == 1 and lockAfter > 0 then
+      local v = redis.call('HMGET', viol, 'count', 'until')
+      local count, untilTime = 0, now + tonumber(ARGV[a + 7])
+      if v[2] and tonumber(v[2]) > now then
+        count, untilTime = tonumber(v[1]), tonumber(v[2])
+      end
+      count = count + 1
+      if count >= lockAfter then
+        local lockFor = tonumber(ARGV[a + 8])
+        redis.call('DEL', viol)
+        redis.call('SET', lock, fmt(now + lockFor), 'PX', ms(lockFor))
+        status, remaining, reset, retry = 2, 0, lockFor, lockFor
+      else
+        redis.call('HSET', viol, 'count', count, 'until', fmt(untilTime))
+        redis.call('PEXPIRE', viol, math.max(1, ms(untilTime - now)))
+      end
+    end
+
+    if enforce and status ~= 0 then enforcedAllowed = false end
+    if allowed then commit[#commit + 1] = { algo, enforce, cost, p2, state, seq, newTat, #out + 1, unchargedReset } end
+    out[#out + 1] = status
+    out[#out + 1] = remaining
+    out[#out + 1] = ms(reset)
+    out[#out + 1] = ms(retry)
+  end
+
+  for _, c in ipairs(commit) do
+    local algo, enforce, cost, p2, state, seq, newTat = c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    if enforce and not enforcedAllowed then
+      -- Refused by another limit: this one is not charged, so report it as it stands.
+      out[c[8] + 1] = out[c[8] + 1] + cost
+      out[c[8] + 2] = ms(c[9])
+    else
+      if algo == 'b' then
+        redis.call('SET', state, fmt(newTat), 'PX', math.max(1, ms(newTat - now)))
+      else
+        local last = redis.call('INCRBY', seq, cost)
+        local members = {}
+        for m = last - cost + 1, last do
+          members[#members + 1] = fmt(now)
+          members[#members + 1] = m
+          if #members >= 200 then
+            redis.call('ZADD', state, unpack(members))
+            members = {}
+          end
+        end
+        if #members > 0 then redis.call('ZADD', state, unpack(members)) end
+        redis.call('PEXPIRE', state, ms(p2))
+        redis.call('PEXPIRE', seq, ms(p2))
+      end
     end
   end
+end
+
+local a, k = 3, 0
+for _ = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a + 1])
+  apply(k, a + 1, n, serverNow or tonumber(ARGV[a]))
+  a = a + 2 + n * 8
+  k = k + n * 4
 end
 return out
 `;

@@ -1,6 +1,7 @@
-// The Redis backend: one EVALSHA per check (ioredis sends EVAL on a connection's first use and
-// after NOSCRIPT), a per-check deadline, and a circuit breaker. The client lives in the runtime's
-// resource pool, so counters' connection and breaker state survive policy reloads.
+// The Redis backend: checks asked in the same event-loop turn are coalesced into one EVALSHA of
+// the batch script per Cluster slot (ioredis sends EVAL on a connection's first use and after
+// NOSCRIPT), with one deadline and one circuit-breaker verdict per batch. The client lives in the
+// runtime's resource pool, so counters' connection and breaker state survive policy reloads.
 
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
 import type { Clock } from '../clock.js';
@@ -25,6 +26,39 @@ export class BackendUnavailableError extends Error {
     super(message, options);
     this.name = 'BackendUnavailableError';
   }
+}
+
+/** Bounds of one script call, so a batch never keeps Redis busy for long. */
+export const MAX_BATCH_REQUESTS = 128;
+export const MAX_BATCH_LIMITS = 256;
+
+/** A queued or in-flight check. */
+interface Pending {
+  readonly checks: readonly LimitCheck[];
+  /** The local clock when the check was asked (time: local). */
+  readonly now: number;
+  readonly outcomes: LimitOutcome[];
+  /** Script calls (one per Cluster slot its limits span) still to answer. */
+  partsLeft: number;
+  settled: boolean;
+  readonly resolve: (outcomes: readonly LimitOutcome[]) => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** A check's limits that go into one script call: all of them (indexes undefined) or one slot's. */
+interface Part {
+  readonly request: Pending;
+  readonly indexes: readonly number[] | undefined;
+}
+
+/** One flush: its script calls, deadline and single circuit-breaker verdict. */
+interface Flight {
+  readonly requests: readonly Pending[];
+  callsLeft: number;
+  readonly started: number;
+  timer: NodeJS.Timeout | undefined;
+  finished: boolean;
+  failed: boolean;
 }
 
 type ScriptClient = (Redis | Cluster) & {
@@ -52,13 +86,15 @@ export class RedisStore implements LimitStore {
   private readonly errors;
   private lastErrorLog = 0;
   private suppressedErrors = 0;
+  /** Checks waiting for the next flush. */
+  private queue: Pending[] = [];
 
   constructor(private readonly options: RedisStoreOptions) {
     const { config, clock, metrics } = options;
     this.clock = clock;
     this.timeoutMs = config.timeout;
     this.serverTime = config.time === 'server';
-    this.latency = metrics.histogram('portcullis_ratelimit_backend_seconds', 'Round trip of one rate-limit check to Redis.', [], [
+    this.latency = metrics.histogram('portcullis_ratelimit_backend_seconds', 'Round trip of one batch of rate-limit checks to Redis (all its script calls).', [], [
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     ]);
     this.errors = metrics.counter('portcullis_ratelimit_backend_errors_total', 'Rate-limit checks the backend could not answer, by kind (timeout, error, circuit_open).', ['kind']);
@@ -84,124 +120,197 @@ export class RedisStore implements LimitStore {
     });
   }
 
+  /**
+   * Queues the check; every check queued in the same event-loop turn goes to Redis together (see
+   * flush). Throws at once, without queueing, while the circuit breaker is open.
+   */
   check(checks: readonly LimitCheck[]): Promise<readonly LimitOutcome[]> {
     if (!this.breaker.tryAcquire()) {
       this.errors.inc({ kind: 'circuit_open' });
       throw new BackendUnavailableError('circuit_open', 'rate-limit backend circuit breaker is open', this.breaker.retryAfterMs());
     }
-    const started = performance.now();
     return new Promise<readonly LimitOutcome[]>((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(() => {
-        if (settled) return;
-        settled = true;
-        this.fail('timeout', new Error(`no answer within ${this.timeoutMs}ms`), reject);
-      }, this.timeoutMs);
-      this.run(checks).then(
-        (outcomes) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.latency.observe((performance.now() - started) / 1000);
-          this.breaker.success();
-          resolve(outcomes);
-        },
-        (err: unknown) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.fail('error', err, reject);
-        },
-      );
+      const now = this.serverTime ? 0 : this.clock.now();
+      this.queue.push({ checks, now, outcomes: new Array<LimitOutcome>(checks.length), partsLeft: 0, settled: false, resolve, reject });
+      // setImmediate, not a microtask: it runs after every I/O callback of this loop iteration (and
+      // the promise chains they started), so all requests that arrived together share one batch.
+      if (this.queue.length === 1) setImmediate(this.flush);
     });
   }
 
   /**
-   * One script for all limits; on a Cluster one script per hash slot, sent together (the same
-   * single round trip, but each slot's limits are atomic only among themselves).
+   * The one place queued checks go to Redis. Everything queued since the last flush becomes one
+   * flight: the checks are grouped by Cluster slot (a standalone server is one group; on a
+   * Cluster a check whose limits span slots is split into one part per slot, as before batching)
+   * and each group is cut into calls of at most MAX_BATCH_REQUESTS parts / MAX_BATCH_LIMITS limits,
+   * each one EVALSHA of the batch script, all sent at once. A check resolves when all its parts
+   * are answered; it fails when any of them fails or when the flight's deadline (`timeout`, from
+   * the flush) passes first. The flight counts once towards the circuit breaker: success when
+   * every call answered in time, one failure otherwise.
    */
-  private async run(checks: readonly LimitCheck[]): Promise<readonly LimitOutcome[]> {
-    if (!this.isCluster || checks.length === 1) return this.runScript(checks);
-    const groups = new Map<number, number[]>();
-    checks.forEach((check, i) => {
-      const slot = clusterSlot(check.key);
-      const group = groups.get(slot);
-      if (group) group.push(i);
-      else groups.set(slot, [i]);
-    });
-    if (groups.size === 1) return this.runScript(checks);
-    const outcomes: LimitOutcome[] = new Array(checks.length);
-    await Promise.all(
-      [...groups.values()].map(async (indexes) => {
-        const partial = await this.runScript(indexes.map((i) => checks[i]!));
-        indexes.forEach((checkIndex, n) => (outcomes[checkIndex] = partial[n]!));
-      }),
-    );
-    return outcomes;
+  private readonly flush = (): void => {
+    const requests = this.queue;
+    this.queue = [];
+    const calls = this.plan(requests);
+    const flight: Flight = { requests, callsLeft: calls.length, started: performance.now(), timer: undefined, finished: false, failed: false };
+    flight.timer = setTimeout(() => {
+      flight.timer = undefined;
+      this.failFlight(flight, 'timeout', new Error(`no answer within ${this.timeoutMs}ms`), requests);
+      this.finishFlight(flight);
+    }, this.timeoutMs);
+    for (const parts of calls) {
+      this.runScript(parts).then(
+        (reply) => {
+          if (!flight.finished) this.deliver(flight, parts, reply);
+          this.callDone(flight);
+        },
+        (err: unknown) => {
+          if (!flight.finished) this.failFlight(flight, 'error', err, parts.map((p) => p.request));
+          this.callDone(flight);
+        },
+      );
+    }
+  };
+
+  /** The script calls of one flush: parts grouped by slot, each group cut to the batch bounds. */
+  private plan(requests: readonly Pending[]): Part[][] {
+    let groups: Iterable<Part[]>;
+    if (!this.isCluster) {
+      groups = [requests.map((request) => ((request.partsLeft = 1), { request, indexes: undefined }))];
+    } else {
+      const bySlot = new Map<number, Part[]>();
+      const add = (slot: number, part: Part) => {
+        const group = bySlot.get(slot);
+        if (group) group.push(part);
+        else bySlot.set(slot, [part]);
+      };
+      for (const request of requests) {
+        const slots = request.checks.map((check) => clusterSlot(check.key));
+        const distinct = [...new Set(slots)];
+        request.partsLeft = distinct.length;
+        if (distinct.length === 1) add(distinct[0]!, { request, indexes: undefined });
+        else for (const slot of distinct) add(slot, { request, indexes: slots.flatMap((s, i) => (s === slot ? [i] : [])) });
+      }
+      groups = bySlot.values();
+    }
+    const calls: Part[][] = [];
+    for (const group of groups) {
+      let call: Part[] = [];
+      let limits = 0;
+      for (const part of group) {
+        const size = part.indexes?.length ?? part.request.checks.length;
+        if (call.length > 0 && (call.length >= MAX_BATCH_REQUESTS || limits + size > MAX_BATCH_LIMITS)) {
+          calls.push(call);
+          call = [];
+          limits = 0;
+        }
+        call.push(part);
+        limits += size;
+      }
+      if (call.length > 0) calls.push(call);
+    }
+    return calls;
   }
 
-  private async runScript(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
-    const keys: string[] = new Array(checks.length * 4);
-    const args: (string | number)[] = new Array(2 + checks.length * 8);
-    args[0] = this.serverTime ? '' : this.clock.now();
-    args[1] = checks.length;
-    for (let i = 0; i < checks.length; i++) {
-      const check = checks[i]!;
-      const k = i * 4;
-      keys[k] = check.key + ':s';
-      keys[k + 1] = check.key + ':q';
-      keys[k + 2] = check.key + ':v';
-      keys[k + 3] = check.key + ':l';
-      const a = 2 + i * 8;
-      const shape = check.shape;
-      args[a] = shape.algorithm === 'bucket' ? 'b' : 'w';
-      args[a + 1] = check.enforce ? '1' : '0';
-      args[a + 2] = check.cost;
-      args[a + 3] = shape.algorithm === 'bucket' ? shape.intervalMs : shape.limit;
-      args[a + 4] = shape.algorithm === 'bucket' ? shape.toleranceMs : shape.windowMs;
-      args[a + 5] = check.lockout?.after ?? 0;
-      args[a + 6] = check.lockout?.withinMs ?? 0;
-      args[a + 7] = check.lockout?.forMs ?? 0;
+  /** One EVALSHA of the batch script for these parts (all in one slot); resolves to the raw reply. */
+  private async runScript(parts: readonly Part[]): Promise<unknown> {
+    const keys: string[] = [];
+    const args: (string | number)[] = [this.serverTime ? '' : 'L', parts.length];
+    for (const { request, indexes } of parts) {
+      const count = indexes?.length ?? request.checks.length;
+      args.push(this.serverTime ? '' : request.now, count);
+      for (let n = 0; n < count; n++) {
+        const check = request.checks[indexes === undefined ? n : indexes[n]!]!;
+        keys.push(check.key + ':s', check.key + ':q', check.key + ':v', check.key + ':l');
+        const shape = check.shape;
+        const bucket = shape.algorithm === 'bucket';
+        args.push(
+          bucket ? 'b' : 'w',
+          check.enforce ? '1' : '0',
+          check.cost,
+          bucket ? shape.intervalMs : shape.limit,
+          bucket ? shape.toleranceMs : shape.windowMs,
+          check.lockout?.after ?? 0,
+          check.lockout?.withinMs ?? 0,
+          check.lockout?.forMs ?? 0,
+        );
+      }
     }
-    return parseReply(await this.client.portcullisCheck(keys.length, ...keys, ...args), checks.length);
+    return this.client.portcullisCheck(keys.length, ...keys, ...args);
+  }
+
+  /** Hands each part its outcomes; a request whose every part is in resolves. */
+  private deliver(flight: Flight, parts: readonly Part[], reply: unknown): void {
+    let limits = 0;
+    for (const part of parts) limits += part.indexes?.length ?? part.request.checks.length;
+    if (!Array.isArray(reply) || reply.length !== limits * 4) {
+      this.failFlight(flight, 'error', new Error('unexpected reply from the rate-limit script'), parts.map((p) => p.request));
+      return;
+    }
+    let r = 0;
+    for (const { request, indexes } of parts) {
+      const count = indexes?.length ?? request.checks.length;
+      for (let n = 0; n < count; n++, r += 4) {
+        request.outcomes[indexes === undefined ? n : indexes[n]!] = {
+          status: Number(reply[r]) as LimitStatus,
+          remaining: Number(reply[r + 1]),
+          resetMs: Number(reply[r + 2]),
+          retryMs: Number(reply[r + 3]),
+        };
+      }
+      if (--request.partsLeft === 0 && !request.settled) {
+        request.settled = true;
+        request.resolve(request.outcomes);
+      }
+    }
+  }
+
+  private callDone(flight: Flight): void {
+    if (--flight.callsLeft === 0) this.finishFlight(flight);
+  }
+
+  /** Ends a flight once (all calls answered, or the deadline passed): its one breaker verdict. */
+  private finishFlight(flight: Flight): void {
+    if (flight.finished) return;
+    flight.finished = true;
+    if (flight.timer !== undefined) clearTimeout(flight.timer);
+    if (flight.failed) return;
+    this.latency.observe((performance.now() - flight.started) / 1000);
+    this.breaker.success();
+  }
+
+  /**
+   * Fails these requests (those not settled yet). The flight's first failure counts once towards
+   * the breaker and is logged (one line per 10 s at most: a dead Redis must not flood the log).
+   */
+  private failFlight(flight: Flight, kind: BackendFailureKind, cause: unknown, requests: readonly Pending[]): void {
+    const message = cause instanceof Error ? cause.message : String(cause);
+    if (!flight.failed) {
+      flight.failed = true;
+      this.breaker.failure();
+      const now = this.clock.now();
+      if (now - this.lastErrorLog >= 10_000) {
+        this.options.logger.warn({ kind, err: message, checks: flight.requests.length, suppressed: this.suppressedErrors }, 'rate-limit backend check failed');
+        this.lastErrorLog = now;
+        this.suppressedErrors = 0;
+      } else {
+        this.suppressedErrors++;
+      }
+    }
+    const error = new BackendUnavailableError(kind, `rate-limit backend ${kind}: ${message}`, this.breaker.retryAfterMs(), { cause });
+    let failed = 0;
+    for (const request of requests) {
+      if (request.settled) continue;
+      request.settled = true;
+      failed++;
+      request.reject(error);
+    }
+    if (failed > 0) this.errors.inc({ kind }, failed);
   }
 
   async close(): Promise<void> {
     this.client.disconnect();
   }
-
-  private fail(kind: BackendFailureKind, cause: unknown, reject: (err: Error) => void): void {
-    this.errors.inc({ kind });
-    this.breaker.failure();
-    const message = cause instanceof Error ? cause.message : String(cause);
-    // One line per 10 s at most: a dead Redis must not flood the log.
-    const now = this.clock.now();
-    if (now - this.lastErrorLog >= 10_000) {
-      this.options.logger.warn({ kind, err: message, suppressed: this.suppressedErrors }, 'rate-limit backend check failed');
-      this.lastErrorLog = now;
-      this.suppressedErrors = 0;
-    } else {
-      this.suppressedErrors++;
-    }
-    reject(new BackendUnavailableError(kind, `rate-limit backend ${kind}: ${message}`, this.breaker.retryAfterMs(), { cause }));
-  }
-}
-
-function parseReply(reply: unknown, count: number): LimitOutcome[] {
-  if (!Array.isArray(reply) || reply.length !== count * 4) {
-    throw new BackendUnavailableError('error', 'unexpected reply from the rate-limit script', 0);
-  }
-  const outcomes: LimitOutcome[] = new Array(count);
-  for (let i = 0; i < count; i++) {
-    const r = i * 4;
-    outcomes[i] = {
-      status: Number(reply[r]) as LimitStatus,
-      remaining: Number(reply[r + 1]),
-      resetMs: Number(reply[r + 2]),
-      retryMs: Number(reply[r + 3]),
-    };
-  }
-  return outcomes;
 }
 
 function createClient(config: RedisBackendConfig): ScriptClient {

@@ -76,6 +76,40 @@ describe.skipIf(!redisServerInstalled())('redis failure and recovery', () => {
     admin.disconnect();
   });
 
+  it('a paused Redis and a batch of concurrent checks: each fails, the breaker counts the batch once', async () => {
+    const runtime = newRuntime();
+    const policy = compile(policyFor(server.url, 'closed', '    - { name: per-ip, key: [ip], window: 1m, limit: 100 }'), runtime);
+    await policy.ready;
+    const limiter = limiterAt(policy, '/api/x');
+    expect(outcome(await limiter.evaluate(input()))).toBe('allow');
+    const admin = server.admin();
+    await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+    const verdicts = await Promise.all(Array.from({ length: 10 }, (_, i) => limiter.evaluate(input({ ip: `192.0.2.${i}` }))));
+    for (const verdict of verdicts) expect(verdict.denial?.reason).toBe('ratelimit_unavailable');
+    expect(await metricValue(runtime, 'portcullis_ratelimit_backend_errors_total', { kind: 'timeout' })).toBe(10);
+    expect(await metricValue(runtime, 'portcullis_ratelimit_circuit_state', {})).toBe(0); // 1 failure of 3
+    await sleep(400); // the pause ends
+    expect(outcome(await limiter.evaluate(input()))).toBe('allow');
+    admin.disconnect();
+  });
+
+  it('coalesces concurrent checks into one EVALSHA per at most 128 requests, exactly', async () => {
+    const runtime = newRuntime();
+    const policy = compile(policyFor(server.url, 'closed', '    - { name: per-ip, key: [ip], window: 1m, limit: 100 }'), runtime);
+    await policy.ready;
+    const limiter = limiterAt(policy, '/api/x');
+    expect(outcome(await limiter.evaluate(input({ ip: '198.51.100.1' })))).toBe('allow'); // EVAL on first use
+    const admin = server.admin();
+    await admin.config('RESETSTAT');
+    const results = (await Promise.all(Array.from({ length: 300 }, () => limiter.evaluate(input({ ip: '198.51.100.2' }))))).map(outcome);
+    expect(results.filter((o) => o === 'allow')).toHaveLength(100);
+    expect(results.filter((o) => o === 'rate_limited')).toHaveLength(200);
+    const stats = String(await admin.info('commandstats'));
+    expect(Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1])).toBe(3); // 128 + 128 + 44
+    expect(/cmdstat_eval:/.test(stats)).toBe(false);
+    admin.disconnect();
+  });
+
   it('a killed Redis: fail open allows (noted and counted); after a restart counting resumes', async () => {
     const runtime = newRuntime();
     const policy = compile(policyFor(server.url, 'open', '    - { name: per-ip, key: [ip], window: 1m, limit: 2 }'), runtime);

@@ -104,6 +104,50 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
     expect([...statuses].sort()).toEqual([0, 1, 2]);
   });
 
+  it('a batch (checks asked in the same turn) answers exactly like the memory backend applied in order', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const memory = new MemoryStore(clock, 10_000);
+    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
+    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+    await redis.ready;
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 200, burst: 6, toleranceMs: 1200 };
+    const window: LimitShape = { algorithm: 'window', limit: 8, windowMs: 4000 };
+    const lockout: LockoutShape = { after: 4, withinMs: 10_000, forMs: 6000 };
+    const shadow: LimitShape = { algorithm: 'window', limit: 5, windowMs: 3000 };
+    const tag = randomBytes(3).toString('hex');
+    const random = prng(20260202);
+    const statuses = new Set<number>();
+    let batched = 0;
+    try {
+      for (let round = 0; round < 60; round++) {
+        clock.advance(Math.floor(random() * 700));
+        // Up to 300 requests in one turn: more than one script call's worth (MAX_BATCH_REQUESTS).
+        const size = round % 10 === 9 ? 300 : 1 + Math.floor(random() * 40);
+        const batch: LimitCheck[][] = [];
+        for (let r = 0; r < size; r++) {
+          const who = Math.floor(random() * 4);
+          const cost = random() < 0.2 ? 2 : 1;
+          const all: LimitCheck[] = [
+            { key: `${PREFIX}{bb:${tag}:${who}}`, shape: bucket, lockout: undefined, cost, enforce: true },
+            { key: `${PREFIX}{bw:${tag}:${who % 2}}`, shape: window, lockout, cost, enforce: true },
+            { key: `${PREFIX}{bs:${tag}}`, shape: shadow, lockout: undefined, cost, enforce: false },
+          ];
+          const checks = all.filter(() => random() < 0.6);
+          if (checks.length > 0) batch.push(checks);
+        }
+        const expected = batch.map((checks) => memory.check(checks));
+        const actual = await Promise.all(batch.map((checks) => redis.check(checks)));
+        expect(actual, `round ${round}`).toEqual(expected);
+        batched += batch.length;
+        for (const outcomes of expected) for (const o of outcomes) statuses.add(o.status);
+      }
+    } finally {
+      await redis.close();
+    }
+    expect(batched).toBeGreaterThan(1000);
+    expect([...statuses].sort()).toEqual([0, 1, 2]);
+  });
+
   it('two instances sharing Redis, 64 concurrent callers: a sliding window admits exactly its limit', async () => {
     const yaml = redisPolicy('    - { name: per-tenant, key: [tenant], window: 1h, limit: 100 }');
     const a = limiterAt(await compileReady(yaml, newRuntime()), '/x');
