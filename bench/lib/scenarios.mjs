@@ -1,0 +1,132 @@
+// The bench scenarios. Each one names its policy (bench/policies/), the generator that can drive
+// it, the CheckRequest(s) it sends, the answer every request must get, and the target from
+// issue 7 (throughput ratio to the null server at 8x16, p99 one at a time).
+// prepare() throws NotAvailable when a prerequisite is missing; the harness then prints
+// "not available: <why>" and goes on.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { ROOT, checkRequest } from './proto.mjs';
+
+export class NotAvailable extends Error {}
+
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** Distinct tokens of scenario (b): twice the policy's cacheSize, so a cyclic walk never hits an LRU. */
+export const DISTINCT_TOKENS = 20_000;
+const JWT_CACHE_SIZE = 10_000;
+
+const ITEM_PATH = '/v1/items/42';
+const REQUEST_ID = 'bench-0123456789abcdef';
+
+const request = (requestPath, headers = {}) => checkRequest({ path: requestPath, headers, requestId: REQUEST_ID });
+const bearer = (token) => ({ authorization: `Bearer ${token}` });
+
+/** Scenario (f)'s request; the null server is driven with it too. */
+export const publicRouteRequest = () => request('/health');
+
+function requireModule(relative, what) {
+  const source = path.join(ROOT, 'src', relative);
+  if (!fs.existsSync(source)) throw new NotAvailable(`${what} is not in the tree yet (${path.relative(ROOT, source)} missing)`);
+  if (/PLACEHOLDER/.test(fs.readFileSync(source, 'utf8').slice(0, 200))) throw new NotAvailable(`${what} is not in the tree yet (${path.relative(ROOT, source)} is a placeholder)`);
+}
+
+function reachable(url) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: hostname, port: Number(port || 6379) });
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+async function jwtEnv(ctx) {
+  requireModule('jwt/config.ts', 'the JWT issuer syntax');
+  const issuer = await ctx.issuer();
+  return { BENCH_ISSUER: issuer.issuer, BENCH_JWKS_URI: issuer.jwksUri };
+}
+
+export const SCENARIOS = [
+  {
+    id: 'a',
+    title: 'JWT RS256, cached',
+    policy: 'jwt.yaml',
+    generator: 'h2load',
+    target: { ratio: 1.0, p99Ms: 0.5 },
+    async prepare(ctx) {
+      const env = await jwtEnv(ctx);
+      const token = await ctx.token();
+      return { env, requests: [request(ITEM_PATH, bearer(token))], expect: { kind: 'ok' } };
+    },
+  },
+  {
+    id: 'b',
+    title: 'JWT RS256, every token distinct',
+    policy: 'jwt.yaml',
+    generator: 'raw',
+    target: { ratio: 0.5 },
+    async prepare(ctx) {
+      const env = await jwtEnv(ctx);
+      const tokens = await ctx.tokenPool(DISTINCT_TOKENS);
+      if (tokens.length <= JWT_CACHE_SIZE) throw new Error(`scenario b needs more distinct tokens (${tokens.length}) than the cache holds (${JWT_CACHE_SIZE})`);
+      return {
+        env,
+        requests: tokens.map((token) => request(ITEM_PATH, bearer(token))),
+        expect: { kind: 'ok' },
+        note: `${tokens.length} tokens cycled, cacheSize ${JWT_CACHE_SIZE}`,
+      };
+    },
+  },
+  {
+    id: 'c',
+    title: 'API key, cached',
+    policy: 'api-key.yaml',
+    generator: 'h2load',
+    target: { ratio: 1.0, p99Ms: 0.5 },
+    async prepare(ctx) {
+      requireModule('keys/cli.ts', 'the keys CLI');
+      const { env, key } = await ctx.apiKey();
+      return { env, requests: [request(ITEM_PATH, { 'x-api-key': key })], expect: { kind: 'ok' } };
+    },
+  },
+  {
+    id: 'd',
+    title: 'JWT cached + Redis rate limit',
+    policy: 'jwt-ratelimit.yaml',
+    generator: 'h2load',
+    target: { ratio: 0.85 },
+    async prepare(ctx) {
+      requireModule('ratelimit/redis-store.ts', 'the Redis rate-limit backend');
+      if (!(await reachable(REDIS_URL))) throw new NotAvailable(`Redis is not reachable at ${REDIS_URL} (set BENCH_REDIS_URL)`);
+      const env = { ...(await jwtEnv(ctx)), BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_PREFIX: `bench:${process.pid}:${Date.now()}:` };
+      const token = await ctx.token();
+      return { env, requests: [request(ITEM_PATH, bearer(token))], expect: { kind: 'ok' } };
+    },
+  },
+  {
+    id: 'e',
+    title: 'deny path (401, no credential)',
+    policy: 'minimal.yaml',
+    generator: 'h2load',
+    target: { ratio: 1.0, p99Ms: 0.5 },
+    async prepare() {
+      return { env: {}, requests: [request(ITEM_PATH)], expect: { kind: 'deny', httpStatus: 401 } };
+    },
+  },
+  {
+    id: 'f',
+    title: 'public route',
+    policy: 'minimal.yaml',
+    generator: 'h2load',
+    target: { ratio: 1.0, p99Ms: 0.5 },
+    async prepare() {
+      return { env: {}, requests: [publicRouteRequest()], expect: { kind: 'ok' } };
+    },
+  },
+];
+
