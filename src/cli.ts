@@ -210,6 +210,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // A worker whose primary is gone (even SIGKILLed) drains and exits rather than linger.
+    if (isWorker()) process.once('disconnect', () => stop('primary gone'));
   });
   destination.flushSync();
   return 0;
