@@ -126,10 +126,6 @@ export function headerOf(options: HeaderOption[] | undefined, name: string): str
   return hit.header.value ?? hit.header.raw_value?.toString();
 }
 
-export function encodeCheckRequest(message: Record<string, unknown>): Buffer {
-  return Buffer.from(checkRequestType.encode(checkRequestType.fromObject(message)).finish());
-}
-
 // protobufjs types for building and reading raw bytes in decoder/encoder tests.
 const root = new protobuf.Root();
 root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));

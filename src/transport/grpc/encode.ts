@@ -99,10 +99,10 @@ function fixedMetadata(decision: Decision): Buffer {
  * [fixed part, fixed metadata] of a decision: from its EncodeCache (filled on first use, one
  * allocation for both) or encoded now when the decision has none.
  */
-function fixedParts(decision: Decision, fixedPart: () => Buffer): [Uint8Array, Uint8Array] {
+function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer): [Uint8Array, Uint8Array] {
   const cache = decision.encodeCache;
   if (cache?.bytes !== undefined) return [cache.bytes.subarray(0, cache.split), cache.bytes.subarray(cache.split)];
-  const fixed = fixedPart();
+  const fixed = fixedPart(decision);
   const meta = fixedMetadata(decision);
   if (!cache) return [fixed, meta];
   // Its own allocation: a small pooled Buffer is a slice of a shared 8 KiB slab, and one cached
@@ -132,7 +132,7 @@ function fixedOk(d: AllowDecision): Buffer {
 }
 
 function encodeAllow(d: AllowDecision): Buffer {
-  const [fixed, meta] = fixedParts(d, () => fixedOk(d));
+  const [fixed, meta] = fixedParts(d, fixedOk);
   const idEntry = structEntrySize('decision_id', d.requestId);
   const okSize = fixed.length + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
   const metaSize = meta.length + lenFieldSize(idEntry);
@@ -174,7 +174,7 @@ function fixedDeny(d: DenyDecision): Buffer {
 }
 
 function encodeDeny(d: DenyDecision): Buffer {
-  const [fixed, meta] = fixedParts(d, () => fixedDeny(d));
+  const [fixed, meta] = fixedParts(d, fixedDeny);
   // fixed = [status field][denied payload prefix]; split point = size of the status field.
   const statusFieldSize = 1 + 1 + fixed[1]!; // tag, one-byte length (status is always < 128 bytes), payload
   const deniedPrefix = fixed.length - statusFieldSize;
