@@ -76,13 +76,19 @@ export interface Denial {
 /**
  * Memo a transport may fill with the encoded form of the parts of a decision that do not change
  * from request to request. Decisions built from the same principal, route and credential share
- * one, so a cached caller costs a copy instead of an encoding.
+ * one, so a repeated caller costs a copy instead of an encoding. Create with newEncodeCache().
  */
 export interface EncodeCache {
   /** The fixed response part followed by the fixed metadata entries, in one allocation. */
-  bytes?: Uint8Array;
+  bytes: Uint8Array | undefined;
   /** Where the metadata entries start in `bytes`. */
-  split?: number;
+  split: number;
+  /** Set on first use; `bytes` is filled on the second (a caller seen once is not worth a copy). */
+  seen: boolean;
+}
+
+export function newEncodeCache(): EncodeCache {
+  return { bytes: undefined, split: 0, seen: false };
 }
 
 export interface AllowDecision {

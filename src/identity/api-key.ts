@@ -13,10 +13,9 @@ import { effectiveKeyStoreConfig, storeLocation } from '../keys/settings.js';
 import type { ApiKeySourceConfig } from '../keys/config.js';
 import { isPlausibleKey, type ShapeRules } from '../keys/format.js';
 import { acquireVerifier } from '../keys/open.js';
-import type { KeyRecord } from '../keys/record.js';
 import type { KeyCheck, KeyVerifier } from '../keys/verifier.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
-import { isPromise, type Principal, type RequestAttributes } from '../types.js';
+import { isPromise, type RequestAttributes } from '../types.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
 
 const MALFORMED = rejected({ reason: 'malformed_credential', credentialPresented: true, detail: 'more than one API key, or an empty one' });
@@ -55,28 +54,11 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     ? []
     : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
   const bearerSlot = headers.length;
-  const principals = new WeakMap<KeyRecord, Principal>();
-  const useId = config.subject === 'id';
-
-  function principalOf(record: KeyRecord): Principal {
-    let principal = principals.get(record);
-    if (principal === undefined) {
-      principal = Object.freeze({
-        method: 'api-key',
-        tenant: record.tenant,
-        subject: useId ? record.id : record.name,
-        scopes: record.scopes,
-        keyId: record.id,
-        expiresAt: Math.floor(record.expiresAt / 1000),
-      });
-      principals.set(record, principal);
-    }
-    return principal;
-  }
+  const subject = config.subject;
 
   function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
     if (check.ok) {
-      const identified: Identified = { kind: 'principal', principal: principalOf(check.record), removeHeaders };
+      const identified: Identified = { kind: 'principal', principal: check.record.principal(subject), removeHeaders };
       return identified;
     }
     switch (check.reason) {

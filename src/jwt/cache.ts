@@ -3,7 +3,7 @@
 // their time claims: every hit re-applies the time rules, so an entry never outlives exp (nor
 // maxTokenAge), and one whose key was rotated out is dropped.
 
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../observability/metrics.js';
 import type { VerifiedToken } from './verifier.js';
@@ -22,7 +22,7 @@ export class VerifiedTokenCache<Entry extends VerifiedToken> {
 
   /** Cache key of a token: its SHA-256, as a 32-character binary string. */
   keyOf(token: string): string {
-    return createHash('sha256').update(token).digest('binary');
+    return hash('sha256', token, 'binary');
   }
 
   get(key: string): Entry | undefined {

@@ -5,6 +5,7 @@
 
 import { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.js';
+import { Interner } from '../intern.js';
 import type { ReasonCode } from '../reasons.js';
 import { isPromise, type Denial, type MaybePromise, type Principal } from '../types.js';
 import { ClaimError, type JsonObject } from './claims.js';
@@ -52,6 +53,8 @@ export function deny(reason: ReasonCode, detail?: string): Denial {
 
 export class JwtVerifier {
   private readonly byIss = new Map<string, CompiledIssuer>();
+  /** Tenants and scope lists repeat across tokens: cached principals share one copy. */
+  private readonly interner = new Interner();
   private readonly withoutIss: CompiledIssuer | undefined;
 
   constructor(
@@ -148,9 +151,9 @@ export class JwtVerifier {
     if (mapped instanceof ClaimError) return deny('missing_claim', mapped.detail);
     const principal: Principal = Object.freeze({
       method: 'jwt',
-      tenant: mapped.tenant,
+      tenant: this.interner.string(mapped.tenant),
       subject: mapped.subject,
-      scopes: mapped.scopes,
+      scopes: this.interner.scopes(mapped.scopes),
       email: mapped.email,
       issuer: issuer.name,
       expiresAt: exp,

@@ -3,12 +3,17 @@
 // slow hash adds nothing there). Imported bcrypt hashes are verified on worker threads
 // (bcrypt-threads.ts), never on the event loop, with a concurrency cap because each costs ~50–100 ms.
 
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 import { BcryptThreadPool } from './bcrypt-threads.js';
 import type { HashAlgorithm, KeyRecord } from './record.js';
 
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex');
+  return hash('sha256', value, 'hex');
+}
+
+/** SHA-256 as a 32-character binary string: the most compact string key for a cache. */
+export function sha256Binary(value: string): string {
+  return hash('sha256', value, 'binary');
 }
 
 export class KeyHasher {

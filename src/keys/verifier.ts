@@ -17,14 +17,16 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
-import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Hex } from './hashing.js';
+import { Interner } from '../intern.js';
+import { CachedKey } from './cached-key.js';
+import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';
 
 export type KeyFailureReason = 'invalid_api_key' | 'key_revoked' | 'key_expired' | 'store_unavailable';
 
 export type KeyCheck =
-  | { readonly ok: true; readonly record: KeyRecord }
+  | { readonly ok: true; readonly record: CachedKey }
   | { readonly ok: false; readonly reason: KeyFailureReason; readonly detail?: string };
 
 const INVALID: KeyCheck = Object.freeze({ ok: false, reason: 'invalid_api_key' });
@@ -33,11 +35,14 @@ const EXPIRED: KeyCheck = Object.freeze({ ok: false, reason: 'key_expired' });
 const TIMED_OUT: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
 const OVERLOADED: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
 
-interface PositiveEntry {
-  readonly record: KeyRecord;
-  readonly ok: KeyCheck;
-  readonly freshUntil: number;
-  readonly generation: number;
+/** A known key. Also the KeyCheck handed out on every hit (hits allocate nothing). */
+class PositiveEntry {
+  readonly ok = true as const;
+  constructor(
+    readonly record: CachedKey,
+    readonly freshUntil: number,
+    readonly generation: number,
+  ) {}
 }
 
 interface NegativeEntry {
@@ -97,7 +102,9 @@ export class KeyVerifier {
   private readonly lookupTimeoutMs: number;
   private readonly bcryptTimeoutMs: number;
   private readonly maxInflight: number;
+  /** By the key's SHA-256 as a 32-character binary string (never the key). */
   private readonly entries: LRUCache<string, Entry>;
+  private readonly interner = new Interner();
   /** SHA-256 of a key → the bcrypt hash it was proven against (bcrypt costs ~50–100 ms: once per key). */
   private readonly bcryptProofs: LRUCache<string, string>;
   private readonly inflight = new Map<string, Pending>();
@@ -147,7 +154,7 @@ export class KeyVerifier {
 
   /** Check a presented key (already past the offline shape check). */
   check(key: string): MaybePromise<KeyCheck> {
-    const digest = sha256Hex(key);
+    const digest = sha256Binary(key);
     const now = this.clock.now();
     const entry = this.entries.get(digest);
     if (entry !== undefined) {
@@ -182,7 +189,7 @@ export class KeyVerifier {
     if (record.revokedAt !== undefined) return REVOKED;
     if (now >= record.expiresAt) return EXPIRED;
     this.store.markUsed(record.id, now);
-    return entry.ok;
+    return entry;
   }
 
   private outcome(resolution: Resolution): KeyCheck {
@@ -261,7 +268,7 @@ export class KeyVerifier {
   /** Ask the store, match digests, compare bcrypt candidates; cache the answer. Never rejects. */
   private resolve(key: string, digest: string, progress: Progress): MaybePromise<Resolution> {
     const since: Epoch = { changes: this.changeCount, generation: this.generation, negativeGeneration: this.negativeGeneration, progress };
-    const digests = this.hasher.lookupDigests(key, digest);
+    const digests = this.hasher.lookupDigests(key, Buffer.from(digest, 'latin1').toString('hex'));
     const query = { digests, bcryptPrefixes: this.store.mayHoldBcrypt ? lookupPrefixesOf(key) : [] };
     const started = performance.now();
     let records: MaybePromise<readonly KeyRecord[]>;
@@ -337,7 +344,7 @@ export class KeyVerifier {
     const entry: Entry =
       record === undefined
         ? { record: undefined, freshUntil: now + this.cacheConfig.negativeTtl, generation: since.negativeGeneration }
-        : { record, ok: Object.freeze({ ok: true, record }), freshUntil: now + this.cacheConfig.ttl, generation: since.generation };
+        : new PositiveEntry(new CachedKey(record, this.interner), now + this.cacheConfig.ttl, since.generation);
     // A key changed while this lookup ran, so its answer may predate the change: it answers the
     // requests that waited for it, but is not cached (the next request reads the store again).
     const overlapped = since.changes !== this.changeCount;

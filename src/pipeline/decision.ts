@@ -1,9 +1,10 @@
 // Building the two kinds of Decision from plain inputs. The JSON body and challenge headers follow
 // DESIGN.md's response contract exactly.
 
+import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
-import type { AllowDecision, Denial, DenyDecision, EncodeCache, HeaderPair, Principal } from '../types.js';
+import { newEncodeCache, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
 
 const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
@@ -72,7 +73,7 @@ function denyParts(realm: string, denial: Denial, requiredScopes: readonly strin
     code: label.code,
     headers,
     bodyPrefix: `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`,
-    cache: {},
+    cache: newEncodeCache(),
   };
 }
 
@@ -106,13 +107,17 @@ interface AllowParts {
 }
 
 /**
- * Principal (or, on public routes, the policy) → the parts of its allow decisions, one per route
- * and credential carrier it was seen with (usually one). Principals of cached tokens and keys are
- * stable objects, so a repeated caller reuses its headers and their encoding. Weak keys: nothing
- * outlives the policy or the cached principal.
+ * The parts of a caller's allow decisions, one per route and credential carrier it was seen with
+ * (usually one). Principals of cached tokens and keys are stable objects, so a repeated caller
+ * reuses its headers and their encoding. Bounded per policy (LRU): 100k cached tokens must not
+ * carry 100k encodings, and the callers that repeat within the last few thousand are the ones an
+ * encoding pays off for. Public routes (no principal) keep theirs on the policy.
  */
-const allowPartsCache = new WeakMap<object, AllowParts | AllowParts[]>();
+const MAX_CALLERS_PER_POLICY = 4096;
 const MAX_PARTS_PER_OWNER = 64;
+type OwnedParts = AllowParts | AllowParts[];
+const partsByCaller = new WeakMap<CompiledPolicy, LRUCache<Principal, OwnedParts>>();
+const publicParts = new WeakMap<CompiledPolicy, OwnedParts>();
 
 export function allowDecision(
   policy: CompiledPolicy,
@@ -124,8 +129,15 @@ export function allowDecision(
   responseHeaders: readonly HeaderPair[],
   note?: string,
 ): AllowDecision {
-  const owner: object = principal ?? policy;
-  const known = allowPartsCache.get(owner);
+  let callers: LRUCache<Principal, OwnedParts> | undefined;
+  let known: OwnedParts | undefined;
+  if (principal === undefined) {
+    known = publicParts.get(policy);
+  } else {
+    callers = partsByCaller.get(policy);
+    if (callers === undefined) partsByCaller.set(policy, (callers = new LRUCache({ max: MAX_CALLERS_PER_POLICY })));
+    known = callers.get(principal);
+  }
   let parts: AllowParts | undefined;
   if (known !== undefined) {
     if (!Array.isArray(known)) {
@@ -141,9 +153,16 @@ export function allowDecision(
   }
   if (!parts) {
     parts = allowParts(policy, principal, credentialHeaders, routeRemoveHeaders);
-    if (known === undefined) allowPartsCache.set(owner, parts);
-    else if (!Array.isArray(known)) allowPartsCache.set(owner, [known, parts]);
-    else if (known.length < MAX_PARTS_PER_OWNER) known.push(parts);
+    let owned: OwnedParts | undefined = parts;
+    if (known !== undefined) {
+      if (!Array.isArray(known)) owned = [known, parts];
+      else if (known.length < MAX_PARTS_PER_OWNER) known.push(parts);
+      else owned = undefined;
+    }
+    if (owned !== undefined && owned !== known) {
+      if (callers !== undefined) callers.set(principal!, owned);
+      else publicParts.set(policy, owned);
+    }
   }
   return {
     allowed: true,
@@ -189,7 +208,7 @@ function allowParts(
     credentialHeaders,
     upstreamHeaders: Object.freeze(upstreamHeaders),
     removeHeaders: Object.freeze([...remove]),
-    cache: {},
+    cache: newEncodeCache(),
   };
 }
 

@@ -147,6 +147,40 @@ routes:
     expect(decoded.ok_response).toBeUndefined();
   });
 
+  /** A route's removeHeaders: one array per compiled route, which is what identifies the route. */
+  const ROUTE_REMOVES: readonly string[] = [];
+
+  it('encodes a repeated caller from its cached parts: same bytes, filled on the second use', () => {
+    const principal = { method: 'host' as const, tenant: 'acme', subject: 'shop', scopes: ['storefront'] };
+    const encodeFor = (requestId: string) => {
+      const decision = allowDecision(policy, requestId, 'r1', principal, undefined, ROUTE_REMOVES, []);
+      return { decision, bytes: encodeCheckResponse(decision) };
+    };
+    const first = encodeFor('rid-1');
+    expect(first.decision.encodeCache?.bytes).toBeUndefined(); // a caller seen once is not copied
+    const second = encodeFor('rid-1');
+    expect(second.decision.encodeCache).toBe(first.decision.encodeCache);
+    expect(second.decision.encodeCache?.bytes).toBeDefined();
+    expect(Buffer.compare(second.bytes, first.bytes)).toBe(0);
+    const third = encodeFor('rid-3');
+    const decoded = checkResponseType.toObject(checkResponseType.decode(third.bytes), { enums: String, defaults: false }) as any;
+    expect(decoded.dynamic_metadata.fields.decision_id.stringValue).toBe('rid-3');
+    expect(decoded.ok_response.headers.map((h: any) => h.header.value)).toEqual(['acme', 'shop', 'storefront', 'host']);
+  });
+
+  it('keeps the parts of a bounded number of callers per policy', () => {
+    const callers = Array.from({ length: 5000 }, (_, i) => ({ method: 'host' as const, tenant: 'acme', subject: `s${i}`, scopes: ['storefront'] }));
+    const partsOf = (p: (typeof callers)[number]) => allowDecision(policy, 'rid', 'r1', p, undefined, ROUTE_REMOVES, []).upstreamHeaders;
+    const firstParts = partsOf(callers[0]!);
+    expect(partsOf(callers[0]!)).toBe(firstParts); // a repeated caller reuses its parts
+    for (const caller of callers) partsOf(caller);
+    // 5000 callers later the first one was evicted: its parts are built again, and equal.
+    const rebuilt = partsOf(callers[0]!);
+    expect(rebuilt).not.toBe(firstParts);
+    expect(rebuilt).toEqual(firstParts);
+    expect(partsOf(callers[4999]!)).toBe(partsOf(callers[4999]!));
+  });
+
   it('escapes a hostile request id in the JSON body', () => {
     const decision = denyDecision(policy, 'a"b\\c\n', 'r', { reason: 'missing_credential' });
     expect(JSON.parse(decision.body).requestId).toBe('a"b\\c\n');

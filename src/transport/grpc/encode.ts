@@ -96,8 +96,8 @@ function fixedMetadata(decision: Decision): Buffer {
 }
 
 /**
- * [fixed part, fixed metadata] of a decision: from its EncodeCache (filled on first use, one
- * allocation for both) or encoded now when the decision has none.
+ * [fixed part, fixed metadata] of a decision: from its EncodeCache (filled on second use, one
+ * allocation for both) or encoded now.
  */
 function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer): [Uint8Array, Uint8Array] {
   const cache = decision.encodeCache;
@@ -105,6 +105,10 @@ function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer
   const fixed = fixedPart(decision);
   const meta = fixedMetadata(decision);
   if (!cache) return [fixed, meta];
+  if (!cache.seen) {
+    cache.seen = true;
+    return [fixed, meta];
+  }
   // Its own allocation: a small pooled Buffer is a slice of a shared 8 KiB slab, and one cached
   // slice would keep the whole slab alive.
   const bytes = Buffer.allocUnsafeSlow(fixed.length + meta.length);
