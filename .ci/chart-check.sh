@@ -43,4 +43,19 @@ refused "a grace period shorter than the drain" "must cover shutdown.drainDelay"
 refused "both a Secret and a ConfigMap for the API keys" "not both" \
   --set apiKeysFile.existingSecret=a --set apiKeysFile.existingConfigMap=b
 
+refused "a heap ceiling too small to run" "maxHeapMb: Must be greater than or equal to 64" --set maxHeapMb=32
+
+# The heap ceiling reaches the container, and an explicit NODE_OPTIONS replaces it (never both).
+rendered=$("$tool" --render "$chart")
+if [[ $rendered != *'value: "--max-old-space-size=160"'* ]]; then
+  echo "chart-check: the default values do not pass --max-old-space-size=160 to Node" >&2
+  exit 1
+fi
+rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml")
+if [[ $(grep -c 'name: NODE_OPTIONS' <<<"$rendered") != 1 || $rendered == *'max-old-space-size=160'* ]]; then
+  echo "chart-check: env NODE_OPTIONS must replace the chart's heap ceiling" >&2
+  exit 1
+fi
+echo "== chart-check: heap ceiling rendered (default, and replaced by env NODE_OPTIONS)"
+
 echo "chart-check: ok"
