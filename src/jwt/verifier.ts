@@ -44,6 +44,9 @@ export function isDenial(outcome: Verification): outcome is Denial {
   return (outcome as Denial).reason !== undefined;
 }
 
+const MAX_CACHED_HEADERS = 64;
+const MAX_CACHED_HEADER = 512;
+
 /** Header parameters that point at keys or certificates: never honoured, always refused. */
 const FORBIDDEN_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
 
@@ -55,6 +58,8 @@ export class JwtVerifier {
   private readonly byIss = new Map<string, CompiledIssuer>();
   /** Tenants and scope lists repeat across tokens: cached principals share one copy. */
   private readonly interner = new Interner();
+  /** Decoded headers by their base64url segment (see decodeHeader). */
+  private readonly headers = new Map<string, JsonObject>();
   private readonly withoutIss: CompiledIssuer | undefined;
 
   constructor(
@@ -71,7 +76,7 @@ export class JwtVerifier {
   verify(token: string): MaybePromise<Verification> {
     const firstDot = token.indexOf('.');
     const secondDot = token.indexOf('.', firstDot + 1);
-    const header = decodeSegment(token.slice(0, firstDot));
+    const header = this.decodeHeader(token.slice(0, firstDot));
     if (!header) return deny('invalid_token', 'the header is not a base64url JSON object');
     const alg = header.alg;
     if (typeof alg !== 'string' || alg === '') return deny('invalid_token', 'the header has no alg');
@@ -95,6 +100,21 @@ export class JwtVerifier {
     const lookup = issuer.keyFor(kid, alg);
     if (isPromise(lookup)) return lookup.then((resolved) => this.verifyWith(signed, resolved));
     return this.verifyWith(signed, lookup);
+  }
+
+  /**
+   * The header segment is the same for every token an issuer signs with one key (alg, kid, typ):
+   * decoded once. Bounded; the stored key is a copy, so the cache never keeps the rest of a token.
+   */
+  private decodeHeader(segment: string): JsonObject | undefined {
+    const known = this.headers.get(segment);
+    if (known !== undefined) return known;
+    const header = decodeSegment(segment);
+    if (header === undefined || segment.length > MAX_CACHED_HEADER) return header;
+    if (this.headers.size >= MAX_CACHED_HEADERS) this.headers.clear();
+    Object.freeze(header);
+    this.headers.set(Buffer.from(segment, 'latin1').toString('latin1'), header);
+    return header;
   }
 
   private verifyWith(signed: SignedToken, lookup: KeyLookup): MaybePromise<Verification> {

@@ -114,6 +114,21 @@ describe('hostile tokens', () => {
     await expectDenied(`${header}.${token.split('.')[1]}.`, 'invalid_signature');
   });
 
+  it('a header seen before is decoded once, but every token is still checked in full', async () => {
+    // Same header segment for all of these (decoded headers are memoised by segment).
+    const jku = { alg: 'RS256', kid: rsa.kid, jku: `${trap.url}/jwks.json` };
+    for (let i = 0; i < 3; i++) await expectDenied(signRs256Raw(rsa, jku, claims()), 'forbidden_header');
+    const plain = { alg: 'RS256', kid: rsa.kid };
+    expect(await reason(signRs256Raw(rsa, plain, { ...claims(), sub: 'first' }))).toBe('principal');
+    expect(await reason(signRs256Raw(rsa, plain, { ...claims(), sub: 'second' }))).toBe('principal');
+    const good = signRs256Raw(rsa, plain, { ...claims(), sub: 'third' });
+    const [header, payload] = good.split('.');
+    await expectDenied(`${header}.${payload}.${good.split('.')[2]!.replace(/^./, (c) => (c === 'A' ? 'B' : 'A'))}`, 'invalid_signature');
+    // A flood of distinct headers (bounded memo) changes no answer.
+    for (let i = 0; i < 100; i++) await expectDenied(signRs256Raw(rsa, { alg: 'RS256', kid: rsa.kid, x5u: `https://x.test/${i}` }, claims()), 'forbidden_header');
+    expect(await reason(signRs256Raw(rsa, plain, { ...claims(), sub: 'fourth' }))).toBe('principal');
+  });
+
   it('a token signed by another key under a known kid fails', async () => {
     await expectDenied(await sign(attacker, claims()), 'invalid_signature');
   });
