@@ -3,7 +3,8 @@
 // NOSCRIPT), with one deadline and one circuit-breaker verdict per batch. The client lives in the
 // runtime's resource pool, so counters' connection and breaker state survive policy reloads.
 
-import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Cluster as ClusterClient, Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -61,7 +62,7 @@ interface Flight {
   failed: boolean;
 }
 
-type ScriptClient = (Redis | Cluster) & {
+type ScriptClient = (RedisClient | ClusterClient) & {
   portcullisCheck(numKeys: number, ...args: (string | number)[]): Promise<number[]>;
 };
 
@@ -313,7 +314,17 @@ export class RedisStore implements LimitStore {
   }
 }
 
+/**
+ * ioredis is loaded when a policy first uses Redis, not at start: it costs ~8 MB of memory that a
+ * deployment with the memory backend (the quickstart, most single-replica setups) never uses.
+ */
+let ioredis: typeof import('ioredis') | undefined;
+function loadIoredis(): typeof import('ioredis') {
+  return (ioredis ??= createRequire(import.meta.url)('ioredis') as typeof import('ioredis'));
+}
+
 function createClient(config: RedisBackendConfig): ScriptClient {
+  const { Redis, Cluster } = loadIoredis();
   // Fail fast rather than queue: a check waits for Redis at most `timeout`, never for a reconnect.
   const common: RedisOptions = {
     enableOfflineQueue: false,
