@@ -185,35 +185,72 @@ function allowParts(
 ): AllowParts {
   const names = policy.headerNames;
   const upstreamHeaders: HeaderPair[] = [];
+  // Which identity headers are set: bit i for the i-th addIfPresent below (the method is always).
+  let setMask = 0;
   if (principal) {
     // Empty values are never sent (Envoy drops empty headers, which would leave a smuggled value
-    // in place); an owned header that is not set is removed below instead.
-    addIfPresent(upstreamHeaders, names.tenant, principal.tenant);
-    addIfPresent(upstreamHeaders, names.subject, principal.subject);
-    addIfPresent(upstreamHeaders, names.scopes, principal.scopes.join(' '));
+    // in place); an owned header that is not set is removed instead (removeHeadersFor).
+    setMask |= addIfPresent(upstreamHeaders, names.tenant, principal.tenant) ? 1 : 0;
+    setMask |= addIfPresent(upstreamHeaders, names.subject, principal.subject) ? 2 : 0;
+    setMask |= addIfPresent(upstreamHeaders, names.scopes, principal.scopes.join(' ')) ? 4 : 0;
     upstreamHeaders.push({ name: names.method, value: principal.method });
-    addIfPresent(upstreamHeaders, names.keyId, principal.keyId);
-    addIfPresent(upstreamHeaders, names.email, principal.email);
+    setMask |= addIfPresent(upstreamHeaders, names.keyId, principal.keyId) ? 8 : 0;
+    setMask |= addIfPresent(upstreamHeaders, names.email, principal.email) ? 16 : 0;
+    setMask |= 32;
   }
-  // Every owned header not set above is removed, so nothing a client sent under those names
-  // reaches the upstream. Headers that are set use OVERWRITE_IF_EXISTS_OR_ADD, which replaces any
-  // smuggled value; listing them for removal too would make the outcome depend on the order in
-  // which Envoy applies the two lists.
-  const remove = new Set<string>(policy.ownedHeaders);
-  for (const h of upstreamHeaders) remove.delete(h.name);
-  if (credentialHeaders) for (const h of credentialHeaders) remove.add(h);
-  for (const h of routeRemoveHeaders) remove.add(h);
   return {
     routeRemoveHeaders,
     credentialHeaders,
     upstreamHeaders: Object.freeze(upstreamHeaders),
-    removeHeaders: Object.freeze([...remove]),
+    removeHeaders: removeHeadersFor(policy, setMask, upstreamHeaders, credentialHeaders, routeRemoveHeaders),
     cache: newEncodeCache(),
   };
 }
 
-function addIfPresent(into: HeaderPair[], name: string, value: string | undefined): void {
-  if (value !== undefined && value !== '') into.push({ name, value });
+/**
+ * Every owned header not set upstream is removed, so nothing a client sent under those names
+ * reaches the upstream. Headers that are set use OVERWRITE_IF_EXISTS_OR_ADD, which replaces any
+ * smuggled value; listing them for removal too would make the outcome depend on the order in
+ * which Envoy applies the two lists. The list depends only on which identity headers are set, the
+ * credential and the route: built once per combination and policy, shared by every caller.
+ */
+const MAX_CREDENTIAL_LISTS = 64;
+const removeListsCache = new WeakMap<CompiledPolicy, Map<readonly string[], Map<readonly string[] | undefined, (readonly string[])[]>>>();
+
+function removeHeadersFor(
+  policy: CompiledPolicy,
+  setMask: number,
+  upstreamHeaders: readonly HeaderPair[],
+  credentialHeaders: readonly string[] | undefined,
+  routeRemoveHeaders: readonly string[],
+): readonly string[] {
+  let byRoute = removeListsCache.get(policy);
+  if (byRoute === undefined) removeListsCache.set(policy, (byRoute = new Map()));
+  // Keyed by the route's and the credential's own lists (one object each per compiled policy).
+  let byCredential = byRoute.get(routeRemoveHeaders);
+  if (byCredential === undefined) byRoute.set(routeRemoveHeaders, (byCredential = new Map()));
+  let byMask = byCredential.get(credentialHeaders);
+  if (byMask === undefined) {
+    byMask = [];
+    // Sources hand out one list per place a credential can be; a list made per request (a key
+    // found in several headers) must not grow the map.
+    if (byCredential.size < MAX_CREDENTIAL_LISTS) byCredential.set(credentialHeaders, byMask);
+  }
+  let list = byMask[setMask];
+  if (list === undefined) {
+    const remove = new Set<string>(policy.ownedHeaders);
+    for (const h of upstreamHeaders) remove.delete(h.name);
+    if (credentialHeaders) for (const h of credentialHeaders) remove.add(h);
+    for (const h of routeRemoveHeaders) remove.add(h);
+    list = byMask[setMask] = Object.freeze([...remove]);
+  }
+  return list;
+}
+
+function addIfPresent(into: HeaderPair[], name: string, value: string | undefined): boolean {
+  if (value === undefined || value === '') return false;
+  into.push({ name, value });
+  return true;
 }
 
 /**

@@ -181,6 +181,21 @@ routes:
     expect(partsOf(callers[4999]!)).toBe(partsOf(callers[4999]!));
   });
 
+  it('removes exactly the owned headers a caller does not set, per credential and route', () => {
+    const withKey = { method: 'api-key' as const, tenant: 'acme', subject: 'svc', scopes: ['storefront'], keyId: 'k1' };
+    const withoutKey = { method: 'host' as const, tenant: 'acme', subject: 'shop', scopes: ['storefront'] };
+    const sameShape = { method: 'host' as const, tenant: 'other', subject: 'shop-2', scopes: ['cart:write'] };
+    const credential = ['x-api-key'];
+    const route = ['x-debug'];
+    const removes = (p: typeof withKey | typeof withoutKey, cred?: readonly string[]) => allowDecision(policy, 'rid', 'r1', p, cred, route, []).removeHeaders;
+    expect(removes(withKey, credential)).toEqual(['x-auth-email', 'x-api-key', 'x-debug']);
+    expect(removes(withoutKey)).toEqual(['x-auth-key-id', 'x-auth-email', 'x-debug']);
+    expect(removes(sameShape)).toBe(removes(withoutKey)); // one list per combination, shared
+    expect(removes({ ...withoutKey, tenant: '' })).toEqual(['x-tenant-id', 'x-auth-key-id', 'x-auth-email', 'x-debug']);
+    // A list made per request (not one of the source's own) still gives the right answer.
+    for (let i = 0; i < 100; i++) expect(removes(withoutKey, [`x-key-${i}`])).toEqual(['x-auth-key-id', 'x-auth-email', `x-key-${i}`, 'x-debug']);
+  });
+
   it('escapes a hostile request id in the JSON body', () => {
     const decision = denyDecision(policy, 'a"b\\c\n', 'r', { reason: 'missing_credential' });
     expect(JSON.parse(decision.body).requestId).toBe('a"b\\c\n');

@@ -7,7 +7,7 @@
 // rate-limit headers are written.
 
 import { STATUS_LABELS, type HttpDenyStatus } from '../../reasons.js';
-import type { AllowDecision, Decision, DenyDecision, HeaderPair } from '../../types.js';
+import type { AllowDecision, Decision, DenyDecision, EncodeCache, HeaderPair } from '../../types.js';
 import { lenFieldSize, varintSize, WIRE_LEN, WIRE_VARINT, Writer } from './wire.js';
 
 /** HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD */
@@ -73,50 +73,70 @@ function writeStructEntry(w: Writer, key: string, value: string): void {
   w.string(3, value, valueLen);
 }
 
-/** The dynamic-metadata entries that do not change between requests of the same kind. */
-function fixedMetadata(decision: Decision): Buffer {
-  const entries: [string, string][] = [
-    ['decision', decision.allowed ? 'allow' : 'deny'],
-    ['route', decision.route],
-  ];
+// The dynamic-metadata entries that do not change between requests of the same kind: decision,
+// route, the principal's method/tenant/subject/key_id/issuer, a denial's reason. Sized and
+// written field by field (no intermediate list: this runs for every caller not seen recently).
+
+function fixedMetadataSize(decision: Decision): number {
+  let size = lenFieldSize(structEntrySize('decision', decision.allowed ? 'allow' : 'deny'));
+  size += lenFieldSize(structEntrySize('route', decision.route));
   const p = decision.principal;
   if (p) {
-    entries.push(['method', p.method]);
-    if (p.tenant !== undefined) entries.push(['tenant', p.tenant]);
-    if (p.subject !== undefined) entries.push(['subject', p.subject]);
-    if (p.keyId !== undefined) entries.push(['key_id', p.keyId]);
-    if (p.issuer !== undefined) entries.push(['issuer', p.issuer]);
+    size += lenFieldSize(structEntrySize('method', p.method));
+    if (p.tenant !== undefined) size += lenFieldSize(structEntrySize('tenant', p.tenant));
+    if (p.subject !== undefined) size += lenFieldSize(structEntrySize('subject', p.subject));
+    if (p.keyId !== undefined) size += lenFieldSize(structEntrySize('key_id', p.keyId));
+    if (p.issuer !== undefined) size += lenFieldSize(structEntrySize('issuer', p.issuer));
   }
-  if (!decision.allowed) entries.push(['reason', decision.reason]);
-  let size = 0;
-  for (const [k, v] of entries) size += lenFieldSize(structEntrySize(k, v));
-  const w = new Writer(size);
-  for (const [k, v] of entries) writeStructEntry(w, k, v);
+  if (!decision.allowed) size += lenFieldSize(structEntrySize('reason', decision.reason));
+  return size;
+}
+
+function writeFixedMetadata(w: Writer, decision: Decision): void {
+  writeStructEntry(w, 'decision', decision.allowed ? 'allow' : 'deny');
+  writeStructEntry(w, 'route', decision.route);
+  const p = decision.principal;
+  if (p) {
+    writeStructEntry(w, 'method', p.method);
+    if (p.tenant !== undefined) writeStructEntry(w, 'tenant', p.tenant);
+    if (p.subject !== undefined) writeStructEntry(w, 'subject', p.subject);
+    if (p.keyId !== undefined) writeStructEntry(w, 'key_id', p.keyId);
+    if (p.issuer !== undefined) writeStructEntry(w, 'issuer', p.issuer);
+  }
+  if (!decision.allowed) writeStructEntry(w, 'reason', decision.reason);
+}
+
+function fixedMetadata(decision: Decision): Buffer {
+  const w = new Writer(fixedMetadataSize(decision));
+  writeFixedMetadata(w, decision);
   return w.finish();
 }
 
 /**
- * [fixed part, fixed metadata] of a decision: from its EncodeCache (filled on second use, one
- * allocation for both) or encoded now.
+ * Keep the fixed parts of a response in its EncodeCache: on the cache's second use (a caller
+ * seen once is not worth a copy), in an allocation of its own — a small pooled Buffer is a slice
+ * of a shared 8 KiB slab, and one cached slice would keep the whole slab alive.
  */
-function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer): [Uint8Array, Uint8Array] {
-  const cache = decision.encodeCache;
-  if (cache?.bytes !== undefined) return [cache.bytes.subarray(0, cache.split), cache.bytes.subarray(cache.split)];
-  const fixed = fixedPart(decision);
-  const meta = fixedMetadata(decision);
-  if (!cache) return [fixed, meta];
+function remember(cache: EncodeCache, fixed: Uint8Array, meta: Uint8Array): void {
   if (!cache.seen) {
     cache.seen = true;
-    return [fixed, meta];
+    return;
   }
-  // Its own allocation: a small pooled Buffer is a slice of a shared 8 KiB slab, and one cached
-  // slice would keep the whole slab alive.
   const bytes = Buffer.allocUnsafeSlow(fixed.length + meta.length);
   bytes.set(fixed, 0);
   bytes.set(meta, fixed.length);
   cache.bytes = bytes;
   cache.split = fixed.length;
-  return [bytes.subarray(0, fixed.length), bytes.subarray(fixed.length)];
+}
+
+/** [fixed part, fixed metadata] of a denial: from its EncodeCache, or encoded now. */
+function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer): [Uint8Array, Uint8Array] {
+  const cache = decision.encodeCache;
+  if (cache?.bytes !== undefined) return [cache.bytes.subarray(0, cache.split), cache.bytes.subarray(cache.split)];
+  const fixed = fixedPart(decision);
+  const meta = fixedMetadata(decision);
+  if (cache) remember(cache, fixed, meta);
+  return [fixed, meta];
 }
 
 // ---- CheckResponse -----------------------------------------------------------------------------
@@ -126,33 +146,47 @@ export function encodeCheckResponse(decision: Decision): Buffer {
 }
 
 /** OkHttpResponse { headers = 2; headers_to_remove = 5 } — the part fixed per caller and route. */
-function fixedOk(d: AllowDecision): Buffer {
+function fixedOkSize(d: AllowDecision): number {
   let size = headerOptionsSize(d.upstreamHeaders);
   for (const name of d.removeHeaders) size += lenFieldSize(utf8Length(name));
-  const w = new Writer(size);
+  return size;
+}
+
+function writeFixedOk(w: Writer, d: AllowDecision): void {
   writeHeaderOptions(w, 2, d.upstreamHeaders);
   for (const name of d.removeHeaders) w.string(5, name, utf8Length(name));
-  return w.finish();
 }
 
 function encodeAllow(d: AllowDecision): Buffer {
-  const [fixed, meta] = fixedParts(d, fixedOk);
+  const cache = d.encodeCache;
+  const cached = cache?.bytes;
+  const fixedSize = cached !== undefined ? cache!.split : fixedOkSize(d);
+  const metaFixedSize = cached !== undefined ? cached.length - cache!.split : fixedMetadataSize(d);
   const idEntry = structEntrySize('decision_id', d.requestId);
-  const okSize = fixed.length + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
-  const metaSize = meta.length + lenFieldSize(idEntry);
+  const okSize = fixedSize + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
+  const metaSize = metaFixedSize + lenFieldSize(idEntry);
   // status = 1: an empty google.rpc.Status (code 0, OK)
   const w = new Writer(2 + lenFieldSize(okSize) + lenFieldSize(metaSize));
   w.varint(TAG_STATUS);
   w.varint(0);
   w.varint(TAG_OK);
   w.varint(okSize);
-  w.raw(fixed);
+  const fixedStart = w.pos;
+  if (cached !== undefined) w.raw(cached.subarray(0, fixedSize));
+  else writeFixedOk(w, d);
+  const fixedEnd = w.pos;
   writeHeaderOptions(w, 6, d.responseHeaders);
   w.varint(TAG_METADATA);
   w.varint(metaSize);
-  w.raw(meta);
+  const metaStart = w.pos;
+  if (cached !== undefined) w.raw(cached.subarray(fixedSize));
+  else writeFixedMetadata(w, d);
+  const metaEnd = w.pos;
   writeStructEntry(w, 'decision_id', d.requestId);
-  return w.finish();
+  const out = w.finish();
+  // Encoded in place this time (no intermediate buffers); the cache copies the fixed parts out.
+  if (cache !== undefined && cached === undefined) remember(cache, out.subarray(fixedStart, fixedEnd), out.subarray(metaStart, metaEnd));
+  return out;
 }
 
 /** status (google.rpc.Status { code = 1; message = 2 }) and DeniedHttpResponse's status + headers. */
