@@ -69,7 +69,7 @@ async function main() {
     results.null = await measureNull(plan, workDir);
     for (const scenario of SCENARIOS) {
       if (only && !only.has(scenario.id)) continue;
-      results.scenarios.push(await runScenario(scenario, plan, workDir, fixtures, results.null));
+      results.scenarios.push(await runScenario(scenario, plan, workDir, fixtures));
     }
     if (!only || only.has('workers')) results.workers = await measureWorkers(plan, workDir, fixtures, results.scenarios);
   } finally {
@@ -137,37 +137,50 @@ async function createApiKey(workDir) {
   return { env: { BENCH_KEYS_FILE: file }, key };
 }
 
-/** The yardstick, measured with both generators so every scenario compares like with like. */
+/**
+ * The yardstick on the public-route request, with both generators: the table's first rows, and
+ * the check that the bench's own generator drives a server as hard as h2load does.
+ */
 async function measureNull(plan, workDir) {
   console.log('null server (grpc-js + proto-loader, fixed OK)');
+  const request = publicRouteRequest();
+  const out = await measureNullWith(plan, workDir, 'null', [request], ['h2load', 'raw'], { checkRawClient: true });
+  // The bench's own generator must be able to drive the null server as hard as h2load does;
+  // otherwise scenario (b) would measure the generator.
+  out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
+  out.rawGeneratorCpuCores = out.raw['8x16'].generatorCpuCores;
+  return out;
+}
+
+/**
+ * The null server driven with `requests` (a scenario's own CheckRequests: the reference decodes
+ * every field, so a request carrying a JWT costs it more than a bare one) by each generator.
+ */
+async function measureNullWith(plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
   const port = await freePort();
   const server = startProcess({
     cpu: plan.serverCpu,
     command: process.execPath,
     args: [path.join(ROOT, 'bench', 'null-server.mjs'), '--port', String(port)],
     env: process.env,
-    logFile: path.join(workDir, 'null-server.log'),
+    logFile: path.join(workDir, `null-server-${name}.log`),
     cwd: ROOT,
   });
-  const request = publicRouteRequest();
   const expect = { kind: 'ok' };
   try {
-    const { frameBytes } = await waitForAnswer(port, server, request, expect);
-    await checkRawClientSeesGrpcErrors(port, request);
-    const frameFile = writeFrames(workDir, 'null', [request]);
-    const out = { h2load: {}, raw: {}, responseBytes: frameBytes };
-    for (const generator of ['h2load', 'raw']) {
+    const { frameBytes } = await waitForAnswer(port, server, requests[0], expect);
+    if (checkRawClient) await checkRawClientSeesGrpcErrors(port, requests[0]);
+    const frameFile = writeFrames(workDir, `null-${name}`, requests);
+    const out = { responseBytes: frameBytes };
+    for (const generator of generators) {
+      out[generator] = {};
       for (const shape of SHAPES) {
         const result = await measureBest({ generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect, expectedResponseBytes: frameBytes, workDir });
         out[generator][shape.id] = result;
-        logMeasurement(`null`, generator, shape, result);
+        logMeasurement(name === 'null' ? 'null' : `null(${name})`, generator, shape, result);
       }
     }
     out.peakRssMb = kbToMb(readVmHwmKb(server.pid));
-    // The bench's own generator must be able to drive the null server as hard as h2load does;
-    // otherwise scenario (b) would measure the generator.
-    out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
-    out.rawGeneratorCpuCores = out.raw['8x16'].generatorCpuCores;
     return out;
   } finally {
     await server.stop();
@@ -185,7 +198,7 @@ async function checkRawClientSeesGrpcErrors(port, request) {
   }
 }
 
-async function runScenario(scenario, plan, workDir, fixtures, nullResults) {
+async function runScenario(scenario, plan, workDir, fixtures) {
   const row = { id: scenario.id, title: scenario.title, policy: `bench/policies/${scenario.policy}`, generator: scenario.generator, target: scenario.target };
   console.log(`\n(${scenario.id}) ${scenario.title}`);
   if (!fs.existsSync(CLI)) return notAvailable(row, 'dist/cli.js is missing: run `npm run build`');
@@ -197,6 +210,9 @@ async function runScenario(scenario, plan, workDir, fixtures, nullResults) {
     throw error;
   }
   if (prepared.note) row.note = prepared.note;
+  // The reference for this scenario: the null server sent the very same requests, just before.
+  const reference = await measureNullWith(plan, workDir, scenario.id, prepared.requests, [scenario.generator]);
+  row.null = reference[scenario.generator];
   const { port, httpPort, server } = await startPortcullis(scenario.policy, prepared.env, { cpu: plan.serverCpu, workDir, name: scenario.id });
   try {
     let frameBytes;
@@ -216,8 +232,7 @@ async function runScenario(scenario, plan, workDir, fixtures, nullResults) {
     const cursor = { next: 1 };
     for (const shape of SHAPES) {
       const result = await measureBest({ generator: scenario.generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir, cursor });
-      const reference = nullResults[scenario.generator][shape.id].checksPerSec;
-      result.ratioToNull = round2(result.checksPerSec / reference);
+      result.ratioToNull = round2(result.checksPerSec / row.null[shape.id].checksPerSec);
       row.results[shape.id] = result;
       logMeasurement(scenario.id, scenario.generator, shape, result);
       if (result.problems.length > 0) row.status = 'failed';

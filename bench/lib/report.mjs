@@ -1,4 +1,4 @@
-// The one table `npm run bench` prints (and doc-fragments/bench.md shows).
+// The one table `npm run bench` prints (and README's Benchmarks section shows).
 
 import { SHAPES } from './measure.mjs';
 
@@ -10,6 +10,7 @@ const COLUMNS = [
   ['p50 ms', 'right'],
   ['p99 ms', 'right'],
   ['peak RSS', 'right'],
+  ['null, same req', 'right'],
   ['x null', 'right'],
   ['target', 'left'],
 ];
@@ -31,7 +32,7 @@ export function tableRows(results) {
   for (const generator of ['h2load', 'raw']) {
     for (const shape of SHAPES) {
       const r = results.null[generator][shape.id];
-      rows.push([`null server`, shape.label, generator, `${r.checksPerSec}${noisy(r)}`, ms(r.p50Ms), ms(r.p99Ms), mb(results.null.peakRssMb), '1.00', '']);
+      rows.push([`null server`, shape.label, generator, `${r.checksPerSec}${noisy(r)}`, ms(r.p50Ms), ms(r.p99Ms), mb(results.null.peakRssMb), '', '1.00', '']);
     }
   }
   for (const s of results.scenarios) {
@@ -47,7 +48,9 @@ export function tableRows(results) {
     for (const shape of SHAPES) {
       const r = s.results[shape.id];
       const failed = r.problems.length > 0 ? ' FAILED' : '';
-      rows.push([name, shape.label, s.generator, `${r.checksPerSec}${noisy(r)}${failed}`, ms(r.p50Ms), ms(r.p99Ms), mb(s.peakRssMb), r.ratioToNull.toFixed(2), targetCell(s.target, shape.id, r)]);
+      const reference = s.null?.[shape.id];
+      const referenceCell = reference ? `${reference.checksPerSec}${noisy(reference)}` : '-';
+      rows.push([name, shape.label, s.generator, `${r.checksPerSec}${noisy(r)}${failed}`, ms(r.p50Ms), ms(r.p99Ms), mb(s.peakRssMb), referenceCell, r.ratioToNull.toFixed(2), targetCell(s.target, shape.id, r)]);
     }
   }
   return rows;
@@ -64,11 +67,11 @@ export function formatTable(results) {
     out.push(row.length === COLUMNS.length ? line(row) : `| ${row[0]} | ${row[1]} |${' |'.repeat(COLUMNS.length - 2)}`);
   }
   const notes = [];
-  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). x null: checks/s over the null server's with the same generator and load.`);
+  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). null, same req: the null server sent the scenario's own requests with the same generator and load, measured just before it. x null: checks/s over that.`);
   notes.push(`The raw generator drives the null server to ${results.null.rawVsH2load.toFixed(2)}x of h2load's throughput (8x16), using ${Math.round((results.null.rawGeneratorCpuCores ?? NaN) * 100)}% of its core.`);
   for (const s of results.scenarios) if (s.note) notes.push(`(${s.id}) ${s.note}.`);
   for (const s of results.scenarios) for (const problem of [...(s.problems ?? []), ...Object.values(s.results ?? {}).flatMap((r) => r.problems)]) notes.push(`(${s.id}) PROBLEM: ${problem}`);
-  if (rows.some((row) => String(row[3]).includes('*'))) notes.push('* other processes used more than 10% of a core during this measurement: treat it as noisy.');
+  if (rows.some((row) => String(row[3]).includes('*') || String(row[7] ?? '').includes('*'))) notes.push('* other processes used more than 10% of a core during this measurement: treat it as noisy.');
   const w = results.workers;
   if (w?.status === 'measured') {
     notes.push(`serve --workers (scenario a, 8x16, unpinned, h2load on the same 2 cores): 1 worker ${w.results[1].checksPerSec}/s (${w.results[1].peakRssMb} MB), 2 workers ${w.results[2].checksPerSec}/s (${w.results[2].peakRssMb} MB): ${w.scaling.toFixed(2)}x.`);
