@@ -152,8 +152,11 @@ async function measureNull(plan, workDir) {
   return out;
 }
 
-/** A null server on the server core, answering `requests` (checked once) from a frames file. */
-async function startNull(plan, workDir, name, requests) {
+/**
+ * The null server driven with `requests` (a scenario's own CheckRequests: the reference decodes
+ * every field, so a request carrying a JWT costs it more than a bare one) by each generator.
+ */
+async function measureNullWith(plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
   const port = await freePort();
   const server = startProcess({
     cpu: plan.serverCpu,
@@ -163,38 +166,24 @@ async function startNull(plan, workDir, name, requests) {
     logFile: path.join(workDir, `null-server-${name}.log`),
     cwd: ROOT,
   });
+  const expect = { kind: 'ok' };
   try {
-    const { frameBytes } = await waitForAnswer(port, server, requests[0], { kind: 'ok' });
-    return { port, server, frameBytes, frameFile: writeFrames(workDir, `null-${name}`, requests) };
-  } catch (error) {
-    await server.stop();
-    throw error;
-  }
-}
-
-/** Options of measure() for the null server started by startNull(). */
-function nullOptions(reference, generator, shape, plan, workDir) {
-  return { generator, port: reference.port, frameFile: reference.frameFile, shape, seconds, warmupSeconds, plan, serverPid: reference.server.pid, expect: { kind: 'ok' }, expectedResponseBytes: reference.frameBytes, workDir };
-}
-
-/** The null server driven with `requests` by each generator, both load shapes. */
-async function measureNullWith(plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
-  const reference = await startNull(plan, workDir, name, requests);
-  try {
-    if (checkRawClient) await checkRawClientSeesGrpcErrors(reference.port, requests[0]);
-    const out = { responseBytes: reference.frameBytes };
+    const { frameBytes } = await waitForAnswer(port, server, requests[0], expect);
+    if (checkRawClient) await checkRawClientSeesGrpcErrors(port, requests[0]);
+    const frameFile = writeFrames(workDir, `null-${name}`, requests);
+    const out = { responseBytes: frameBytes };
     for (const generator of generators) {
       out[generator] = {};
       for (const shape of SHAPES) {
-        const result = await measureBest(nullOptions(reference, generator, shape, plan, workDir));
+        const result = await measureBest({ generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect, expectedResponseBytes: frameBytes, workDir });
         out[generator][shape.id] = result;
-        logMeasurement('null', generator, shape, result);
+        logMeasurement(name === 'null' ? 'null' : `null(${name})`, generator, shape, result);
       }
     }
-    out.peakRssMb = kbToMb(readVmHwmKb(reference.server.pid));
+    out.peakRssMb = kbToMb(readVmHwmKb(server.pid));
     return out;
   } finally {
-    await reference.server.stop();
+    await server.stop();
   }
 }
 
@@ -221,9 +210,9 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     throw error;
   }
   if (prepared.note) row.note = prepared.note;
-  // The reference for this scenario: a null server sent the very same requests, running beside
-  // Portcullis (both idle until driven) so the two are measured alternately, run after run.
-  const reference = await startNull(plan, workDir, scenario.id, prepared.requests);
+  // The reference for this scenario: the null server sent the very same requests, just before.
+  const reference = await measureNullWith(plan, workDir, scenario.id, prepared.requests, [scenario.generator]);
+  row.null = reference[scenario.generator];
   const { port, httpPort, server } = await startPortcullis(scenario.policy, prepared.env, { cpu: plan.serverCpu, workDir, name: scenario.id });
   try {
     let frameBytes;
@@ -241,18 +230,12 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     // Consecutive runs continue the walk through the frames (frame 0 was the sanity call), so in
     // (b) no token comes back before the whole list has gone by.
     const cursor = { next: 1 };
-    row.null = {};
     for (const shape of SHAPES) {
-      const { reference: nullResult, measured: result } = await measureAlternately(
-        nullOptions(reference, scenario.generator, shape, plan, workDir),
-        { generator: scenario.generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir, cursor },
-      );
-      result.ratioToNull = round2(result.checksPerSec / nullResult.checksPerSec);
-      row.null[shape.id] = nullResult;
+      const result = await measureBest({ generator: scenario.generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir, cursor });
+      result.ratioToNull = round2(result.checksPerSec / row.null[shape.id].checksPerSec);
       row.results[shape.id] = result;
-      logMeasurement(`null(${scenario.id})`, scenario.generator, shape, nullResult);
       logMeasurement(scenario.id, scenario.generator, shape, result);
-      if (result.problems.length > 0 || nullResult.problems.length > 0) row.status = 'failed';
+      if (result.problems.length > 0) row.status = 'failed';
     }
     row.peakRssMb = peakRssMb(server.pid);
     row.metrics = await scrapeMetrics(httpPort);
@@ -273,7 +256,6 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     return row;
   } finally {
     await server.stop();
-    await reference.server.stop();
   }
 }
 
@@ -325,27 +307,6 @@ serve --workers: scenario (a) at 8x16, 1 vs 2 workers (unpinned)`);
   }
   out.scaling = round2(out.results[2].checksPerSec / out.results[1].checksPerSec);
   return out;
-}
-
-/**
- * The reference and the measured server, one run each in turn, `repeat` times: drift on a shared
- * machine then affects both alike. The best run of each wins (noise only slows things down).
- */
-async function measureAlternately(referenceOptions, measuredOptions) {
-  let reference;
-  let measured;
-  const referenceRuns = [];
-  const measuredRuns = [];
-  for (let i = 0; i < repeat; i++) {
-    const r = await measure(referenceOptions);
-    referenceRuns.push(r.checksPerSec);
-    if (!reference || r.problems.length > 0 || (reference.problems.length === 0 && r.checksPerSec > reference.checksPerSec)) reference = r;
-    const m = await measure(measuredOptions);
-    measuredRuns.push(m.checksPerSec);
-    if (!measured || m.problems.length > 0 || (measured.problems.length === 0 && m.checksPerSec > measured.checksPerSec)) measured = m;
-    if (reference.problems.length > 0 || measured.problems.length > 0) break;
-  }
-  return repeat > 1 ? { reference: { ...reference, runs: referenceRuns }, measured: { ...measured, runs: measuredRuns } } : { reference, measured };
 }
 
 /** measure() `repeat` times; the run with the highest throughput wins (noise only slows things down). */

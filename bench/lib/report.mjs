@@ -67,7 +67,7 @@ export function formatTable(results) {
     out.push(row.length === COLUMNS.length ? line(row) : `| ${row[0]} | ${row[1]} |${' |'.repeat(COLUMNS.length - 2)}`);
   }
   const notes = [];
-  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). null, same req: the null server sent the scenario's own requests with the same generator and load, measured in turn with Portcullis. x null: checks/s over that.`);
+  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). null, same req: the null server sent the scenario's own requests with the same generator and load, measured just before it. x null: checks/s over that.`);
   notes.push(`The raw generator drives the null server to ${results.null.rawVsH2load.toFixed(2)}x of h2load's throughput (8x16), using ${Math.round((results.null.rawGeneratorCpuCores ?? NaN) * 100)}% of its core.`);
   for (const s of results.scenarios) if (s.note) notes.push(`(${s.id}) ${s.note}.`);
   for (const s of results.scenarios) for (const problem of [...(s.problems ?? []), ...Object.values(s.results ?? {}).flatMap((r) => r.problems)]) notes.push(`(${s.id}) PROBLEM: ${problem}`);
