@@ -185,7 +185,7 @@ function allowParts(
 ): AllowParts {
   const names = policy.headerNames;
   const upstreamHeaders: HeaderPair[] = [];
-  // Which identity headers are set: bit i for the i-th addIfPresent below (the method is always).
+  // Which identity headers are set, one bit each; 32 marks a caller (x-auth-method is then set).
   let setMask = 0;
   if (principal) {
     // Empty values are never sent (Envoy drops empty headers, which would leave a smuggled value
