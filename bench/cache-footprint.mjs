@@ -30,7 +30,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
-import pg from 'pg';
+import { DATABASE_URL, dropSchema, fillPostgres, mintKeys } from './lib/key-records.mjs';
 import { ROOT, checkRequest, encodeCheckRequest } from './lib/proto.mjs';
 
 if (typeof globalThis.gc !== 'function') {
@@ -49,7 +49,6 @@ const { values: args } = parseArgs({
 });
 const N = Number(args.entries);
 const USE_KEYS = args.keys !== '0';
-const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 const SECRET = 'x'.repeat(48);
 const ITEM_PATH = '/v1/items/42';
@@ -67,50 +66,6 @@ function token(n, now) {
   const payload = b64({ iss: 'https://issuer.test/', aud: 'https://api.example.com', sub: `user-${n}`, tenant_id: 'acme', scope: 'items:read', iat: now, exp: now + 7200 });
   const signature = crypto.createHmac('sha256', SECRET).update(`${header}.${payload}`).digest('base64url');
   return `${header}.${payload}.${signature}`;
-}
-
-/** `count` fresh keys, stored (hashed) in `schema`, made with `portcullis migrate`. Returns the keys. */
-async function storeKeys(schema, count) {
-  const migrate = spawnSync(process.execPath, [CLI, 'migrate', '--store', DATABASE_URL, '--schema', schema], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-  if (migrate.status !== 0) throw new Error(`portcullis migrate failed: ${(migrate.stderr || migrate.stdout || String(migrate.error)).trim().split('\n')[0]}`);
-  const { mintKey, displayPrefixOf } = await dist('keys/format.js');
-  const { KeyHasher } = await dist('keys/hashing.js');
-  const hasher = new KeyHasher();
-  const keys = [];
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  await client.connect();
-  try {
-    for (let i = 0; i < count; i += 5000) {
-      const rows = [];
-      for (let j = i; j < Math.min(count, i + 5000); j++) {
-        const key = mintKey('portcullis_');
-        keys.push(key);
-        rows.push({ id: crypto.randomUUID(), name: `footprint-${j}`, displayPrefix: displayPrefixOf(key, 'portcullis_'), ...hasher.forStorage(key) });
-      }
-      const column = (pick) => rows.map(pick);
-      await client.query(
-        `INSERT INTO "${schema}".api_keys (id, tenant, name, scopes, key_prefix, display_prefix, hash_algorithm, key_hash, created_at, expires_at)
-         SELECT id, 'acme', name, ARRAY['items:read'], 'portcullis_', display_prefix, hash_algorithm, key_hash, now(), now() + interval '1 day'
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(id, name, display_prefix, hash_algorithm, key_hash)`,
-        [column((r) => r.id), column((r) => r.name), column((r) => r.displayPrefix), column((r) => r.hashAlgorithm), column((r) => r.hash)],
-      );
-    }
-  } finally {
-    await client.end();
-  }
-  return keys;
-}
-
-async function dropSchema(schema) {
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  try {
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  } catch (error) {
-    console.error(`could not drop schema ${schema}: ${error.message}`);
-  } finally {
-    await client.end().catch(() => {});
-  }
 }
 
 /** HS256 issuer, JWT cache of N; with keys, the PostgreSQL store and a key cache of 2N. */
@@ -182,7 +137,12 @@ async function main() {
   let server;
   try {
     const started = Date.now();
-    const keys = USE_KEYS ? await storeKeys(schema, N) : [];
+    let keys = [];
+    if (USE_KEYS) {
+      const minted = await mintKeys(N, { tenant: 'acme', scope: 'items:read', name: 'footprint' });
+      await fillPostgres(schema, minted.records);
+      keys = minted.keys;
+    }
     if (USE_KEYS) console.log(`stored ${N} API keys in PostgreSQL schema ${schema} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const policyFile = path.join(workDir, 'policy.yaml');
     writePolicy(policyFile, schema);

@@ -15,12 +15,11 @@
 // Saves bench/results/memory-<timestamp>.json and memory-latest.json. Load goes to 127.0.0.1 only;
 // every phase is bounded by its request count and a time limit.
 
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
+import { DATABASE_URL, dropSchema, fillPostgres, mintKeys } from './lib/key-records.mjs';
 import { unexpectedOutcomes } from './lib/measure.mjs';
 import { cpuPlan, freePort, runToCompletion, startProcess } from './lib/processes.mjs';
 import { ROOT, checkRequest, describeResponse, encodeCheckRequest, grpcFrame, sanityCheck } from './lib/proto.mjs';
@@ -41,7 +40,6 @@ const TOKENS = Number(args.tokens);
 const KEYS = Number(args.keys);
 const SPRAY = Number(args.spray);
 const STORE = args.store;
-const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 /** Issue 7 target for 100k cached tokens and keys. */
 const PEAK_RSS_TARGET_MB = 150;
@@ -52,75 +50,15 @@ const ITEM_PATH = '/v1/items/42';
 const mb = (kb) => Math.round((kb / 1024) * 10) / 10;
 const request = (headers) => checkRequest({ path: ITEM_PATH, headers, requestId: 'bench-memory-0123456789' });
 
-/**
- * `count` keys and their store records. `portcullis keys create` mints one key per process start,
- * far too slow for 100k, so this builds the same records with the built key modules (dist/keys).
- */
-async function mintKeys(count) {
-  const { mintKey, displayPrefixOf } = await import(path.join(ROOT, 'dist', 'keys', 'format.js'));
-  const { KeyHasher } = await import(path.join(ROOT, 'dist', 'keys', 'hashing.js'));
-  const hasher = new KeyHasher();
-  const now = Date.now();
-  const keys = [];
-  const records = [];
-  for (let i = 0; i < count; i++) {
-    const key = mintKey('portcullis_');
-    keys.push(key);
-    records.push({
-      id: crypto.randomUUID(),
-      tenant: TENANT,
-      name: `bench-${i}`,
-      scopes: [SCOPE],
-      prefix: 'portcullis_',
-      displayPrefix: displayPrefixOf(key, 'portcullis_'),
-      ...hasher.forStorage(key),
-      createdAt: now,
-      expiresAt: now + 86_400_000,
-    });
-  }
-  return { keys, records };
-}
-
 async function writeKeyFile(file, records) {
   const { serializeKeyFile } = await import(path.join(ROOT, 'dist', 'keys', 'file-format.js'));
   fs.writeFileSync(file, serializeKeyFile(records));
   return { BENCH_KEYS_FILE: file };
 }
 
-/** A schema of its own: created with `portcullis migrate`, filled in batches, dropped afterwards. */
-async function fillPostgres(schema, records) {
-  const migrate = await runToCompletion({ command: process.execPath, args: [CLI, 'migrate', '--store', DATABASE_URL, '--schema', schema], env: process.env, timeoutMs: 60_000, cwd: ROOT });
-  if (migrate.code !== 0) throw new Error(`portcullis migrate failed: ${(migrate.stderr || migrate.stdout).trim().split('\n')[0]}`);
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  await client.connect();
-  try {
-    for (let i = 0; i < records.length; i += 2000) {
-      const batch = records.slice(i, i + 2000);
-      const column = (pick) => batch.map(pick);
-      await client.query(
-        `INSERT INTO "${schema}".api_keys (id, tenant, name, scopes, key_prefix, display_prefix, hash_algorithm, key_hash, created_at, expires_at)
-         SELECT id, tenant, name, ARRAY[scope], key_prefix, display_prefix, hash_algorithm, key_hash, to_timestamp(created_at / 1000.0), to_timestamp(expires_at / 1000.0)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::float8[], $10::float8[])
-           AS t(id, tenant, name, scope, key_prefix, display_prefix, hash_algorithm, key_hash, created_at, expires_at)`,
-        [column((r) => r.id), column((r) => r.tenant), column((r) => r.name), column((r) => r.scopes[0]), column((r) => r.prefix), column((r) => r.displayPrefix), column((r) => r.hashAlgorithm), column((r) => r.hash), column((r) => r.createdAt), column((r) => r.expiresAt)],
-      );
-    }
-  } finally {
-    await client.end();
-  }
+async function fillPostgresEnv(schema, records) {
+  await fillPostgres(schema, records);
   return { BENCH_DATABASE_URL: DATABASE_URL, BENCH_PG_SCHEMA: schema };
-}
-
-async function dropSchema(schema) {
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  try {
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  } catch (error) {
-    console.error(`could not drop schema ${schema}: ${error.message}`);
-  } finally {
-    await client.end().catch(() => {});
-  }
 }
 
 function writeFrames(file, requests) {
@@ -157,8 +95,8 @@ async function main() {
     const tokens = await signTokenPool(issuer, TOKENS);
     console.log(`signed ${TOKENS} RS256 tokens in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     started = Date.now();
-    const { keys, records } = await mintKeys(KEYS);
-    const storeEnv = STORE === 'file' ? await writeKeyFile(path.join(workDir, 'keys.yaml'), records) : await fillPostgres((schema = `bench_memory_${process.pid}`), records);
+    const { keys, records } = await mintKeys(KEYS, { tenant: TENANT, scope: SCOPE });
+    const storeEnv = STORE === 'file' ? await writeKeyFile(path.join(workDir, 'keys.yaml'), records) : await fillPostgresEnv((schema = `bench_memory_${process.pid}`), records);
     console.log(`stored ${KEYS} API keys (${STORE} store) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
     const port = await freePort();
