@@ -6,13 +6,12 @@ import { VerifiedTokenCache } from '../jwt/cache.js';
 import type { JwtSourceConfig } from '../jwt/config.js';
 import { compileIssuer, type CompiledIssuer } from '../jwt/issuer.js';
 import { compileTokenPlace, hasJwsShape, isCompactJws, MALFORMED, type TokenPlace } from '../jwt/token-places.js';
-import type { KeyRecord } from '../jwt/keys.js';
 import { deny, isDenial, JwtVerifier, timeViolation, type Verification, type VerifiedToken } from '../jwt/verifier.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
-import { isPromise, type Denial, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
-import { NOT_PRESENT, rejected, type CredentialSource, type Identified, type IdentifyResult } from './source.js';
+import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
+import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   const issuers = resolveIssuers(config, path, ctx);
@@ -54,29 +53,6 @@ function chainHasApiKeySource(path: PolicyPath, ctx: CompileContext): boolean {
   return Array.isArray(node) && node.some((entry) => (entry as { apiKey?: unknown } | undefined)?.apiKey !== undefined);
 }
 
-/**
- * A verified token as the cache keeps it: one object with a fixed shape that is also the
- * `Identified` result handed out on hits (hits allocate nothing when the token is forwarded).
- */
-class CachedToken implements VerifiedToken, Identified {
-  readonly kind = 'principal' as const;
-  readonly principal: Principal;
-  readonly issuer: CompiledIssuer;
-  readonly key: KeyRecord;
-  readonly exp: number;
-  readonly nbf: number | undefined;
-  readonly iat: number | undefined;
-
-  constructor(verified: VerifiedToken) {
-    this.principal = verified.principal;
-    this.issuer = verified.issuer;
-    this.key = verified.key;
-    this.exp = verified.exp;
-    this.nbf = verified.nbf;
-    this.iat = verified.iat;
-  }
-}
-
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
 const NOT_A_JWT = rejected(deny('invalid_token', 'not a compact JWS'));
 
@@ -86,7 +62,7 @@ class JwtSource implements CredentialSource {
   private readonly places: readonly TokenPlace[];
   private readonly removeByPlace: ReadonlyMap<TokenPlace, readonly string[]> | undefined;
   private readonly verifier: JwtVerifier;
-  private readonly cache: VerifiedTokenCache<CachedToken> | undefined;
+  private readonly cache: VerifiedTokenCache | undefined;
   private readonly maxTokenSize: number;
   private readonly tooLarge: IdentifyResult;
   private readonly clock: Clock;
@@ -159,12 +135,11 @@ class JwtSource implements CredentialSource {
 
   private settle(outcome: Verification, cacheKey: string | undefined, place: TokenPlace): IdentifyResult {
     if (isDenial(outcome)) return rejected(outcome);
-    const entry = new CachedToken(outcome);
-    if (cacheKey !== undefined) this.cache!.set(cacheKey, entry);
-    return this.resultFor(entry, place);
+    if (cacheKey !== undefined) this.cache!.set(cacheKey, outcome);
+    return this.resultFor(outcome, place);
   }
 
-  private resultFor(entry: CachedToken, place: TokenPlace): IdentifyResult {
+  private resultFor(entry: VerifiedToken, place: TokenPlace): IdentifyResult {
     if (this.removeByPlace === undefined) return entry;
     return { kind: 'principal', principal: entry.principal, removeHeaders: this.removeByPlace.get(place) };
   }

@@ -8,8 +8,8 @@ import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../observability/metrics.js';
 import type { VerifiedToken } from './verifier.js';
 
-export class VerifiedTokenCache<Entry extends VerifiedToken> {
-  private readonly entries: LRUCache<string, Entry>;
+export class VerifiedTokenCache {
+  private readonly entries: LRUCache<string, VerifiedToken>;
   private readonly hits: { inc(): void };
   private readonly misses: { inc(): void };
 
@@ -25,14 +25,14 @@ export class VerifiedTokenCache<Entry extends VerifiedToken> {
     return hash('sha256', token, 'binary');
   }
 
-  get(key: string): Entry | undefined {
+  get(key: string): VerifiedToken | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) this.misses.inc();
     else this.hits.inc();
     return entry;
   }
 
-  set(key: string, entry: Entry): void {
+  set(key: string, entry: VerifiedToken): void {
     this.entries.set(key, entry);
   }
 
