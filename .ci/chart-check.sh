@@ -45,10 +45,15 @@ refused "both a Secret and a ConfigMap for the API keys" "not both" \
 
 refused "a heap ceiling too small to run" "maxHeapMb: Must be greater than or equal to 64" --set maxHeapMb=32
 
-# The heap ceiling reaches the container, and an explicit NODE_OPTIONS replaces it (never both).
+# The V8 heap settings reach the container, and an explicit NODE_OPTIONS replaces them (never both).
 rendered=$("$tool" --render "$chart")
+if [[ $rendered != *'value: "--max-old-space-size=160 --max-semi-space-size=2"'* ]]; then
+  echo "chart-check: the default values do not pass --max-old-space-size=160 --max-semi-space-size=2 to Node" >&2
+  exit 1
+fi
+rendered=$("$tool" --render "$chart" --set maxSemiSpaceMb=null)
 if [[ $rendered != *'value: "--max-old-space-size=160"'* ]]; then
-  echo "chart-check: the default values do not pass --max-old-space-size=160 to Node" >&2
+  echo "chart-check: maxSemiSpaceMb=null must leave only the heap ceiling" >&2
   exit 1
 fi
 rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml")
@@ -56,6 +61,6 @@ if [[ $(grep -c 'name: NODE_OPTIONS' <<<"$rendered") != 1 || $rendered == *'max-
   echo "chart-check: env NODE_OPTIONS must replace the chart's heap ceiling" >&2
   exit 1
 fi
-echo "== chart-check: heap ceiling rendered (default, and replaced by env NODE_OPTIONS)"
+echo "== chart-check: V8 heap settings rendered (default, semi-space off, and replaced by env NODE_OPTIONS)"
 
 echo "chart-check: ok"

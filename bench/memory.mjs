@@ -8,8 +8,10 @@
 // --store postgres (default): keys in PostgreSQL (BENCH_DATABASE_URL, default
 // postgres://postgres@127.0.0.1:5432/test), in a schema made for the run and dropped after it.
 // --store file: keys in the file store, which holds every record in memory as well.
-// --server-node-options: NODE_OPTIONS for the server, e.g. '--max-old-space-size=96' to tell
-// retained memory (the server dies of heap exhaustion) from garbage V8 has not collected yet.
+// --server-node-options: NODE_OPTIONS for the server. Default: the V8 settings the Helm chart's
+// default values give a pod (maxHeapMb, maxSemiSpaceMb), so the figure is the one a deployment
+// sees; --server-node-options= (empty) leaves sizing to Node (on a large host, a heap that may
+// grow to gigabytes of uncollected garbage).
 // --spray 0 skips the sprays.
 //
 // Saves bench/results/memory-<timestamp>.json and memory-latest.json. Load goes to 127.0.0.1 only;
@@ -19,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { DATABASE_URL, dropSchema, fillPostgres, mintKeys } from './lib/key-records.mjs';
 import { unexpectedOutcomes } from './lib/measure.mjs';
 import { cpuPlan, freePort, runToCompletion, startProcess } from './lib/processes.mjs';
@@ -40,6 +43,7 @@ const TOKENS = Number(args.tokens);
 const KEYS = Number(args.keys);
 const SPRAY = Number(args.spray);
 const STORE = args.store;
+const SERVER_NODE_OPTIONS = args['server-node-options'] ?? chartNodeOptions();
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 /** Issue 7 target for 100k cached tokens and keys. */
 const PEAK_RSS_TARGET_MB = 150;
@@ -66,13 +70,34 @@ function writeFrames(file, requests) {
   return file;
 }
 
+/** NODE_OPTIONS as charts/portcullis renders them with its default values. */
+function chartNodeOptions() {
+  const values = parseYaml(fs.readFileSync(path.join(ROOT, 'charts', 'portcullis', 'values.yaml'), 'utf8'));
+  const flags = [];
+  if (values.maxHeapMb) flags.push(`--max-old-space-size=${values.maxHeapMb}`);
+  if (values.maxSemiSpaceMb) flags.push(`--max-semi-space-size=${values.maxSemiSpaceMb}`);
+  return flags.join(' ');
+}
+
 /** Cache hit counters and the V8 heap in use (live objects plus garbage not yet collected). */
 async function counters(httpPort) {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
   const read = (name, result) => Number(new RegExp(`^${name}\\{result="${result}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
-  const heapUsed = /^\w*nodejs_heap_size_used_bytes(?:\{[^}]*\})? ([\d.e+]+)/m.exec(text);
+  const gauge = (name) => {
+    const m = new RegExp(`^\\w*${name}(?:\\{[^}]*\\})? ([\\d.e+]+)`, 'm').exec(text);
+    return m ? mb(Number(m[1]) / 1024) : undefined;
+  };
   const notFound = [...text.matchAll(/^portcullis_keystore_lookups_total\{[^}]*result="not_found"[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-  return { jwtHit: read('portcullis_jwt_cache_total', 'hit'), keyHit: read('portcullis_apikey_cache_total', 'hit'), keysNotFound: notFound, heapUsedMb: heapUsed ? mb(Number(heapUsed[1]) / 1024) : undefined };
+  return {
+    jwtHit: read('portcullis_jwt_cache_total', 'hit'),
+    keyHit: read('portcullis_apikey_cache_total', 'hit'),
+    keysNotFound: notFound,
+    heapUsedMb: gauge('nodejs_heap_size_used_bytes'),
+    heapTotalMb: gauge('nodejs_heap_size_total_bytes'),
+    // ArrayBuffers (the cache tables, allocated whole; RSS counts only the pages written) and other
+    // memory V8 was told about.
+    externalMb: gauge('nodejs_external_memory_bytes'),
+  };
 }
 
 async function main() {
@@ -82,7 +107,7 @@ async function main() {
   }
   const plan = cpuPlan();
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-memory-'));
-  const report = { version: 1, startedAt: new Date().toISOString(), pinning: plan.note, store: STORE, serverNodeOptions: args['server-node-options'], tokens: TOKENS, keys: KEYS, spray: SPRAY, phases: [], verdicts: {} };
+  const report = { version: 1, startedAt: new Date().toISOString(), pinning: plan.note, store: STORE, serverNodeOptions: SERVER_NODE_OPTIONS, tokens: TOKENS, keys: KEYS, spray: SPRAY, phases: [], verdicts: {} };
   if (STORE !== 'file' && STORE !== 'postgres') {
     console.error('--store is postgres or file');
     return 2;
@@ -105,13 +130,13 @@ async function main() {
       cpu: plan.serverCpu,
       command: process.execPath,
       args: [CLI, 'serve', '--config', path.join(ROOT, 'bench', 'policies', `memory-${STORE}.yaml`), '--grpc-port', String(port), '--http-port', String(httpPort), '--bind', '127.0.0.1'],
-      env: { ...process.env, BENCH_ISSUER: issuer.issuer, BENCH_JWKS_URI: issuer.jwksUri, ...storeEnv, ...(args['server-node-options'] && { NODE_OPTIONS: args['server-node-options'] }) },
+      env: { ...process.env, BENCH_ISSUER: issuer.issuer, BENCH_JWKS_URI: issuer.jwksUri, ...storeEnv, NODE_OPTIONS: SERVER_NODE_OPTIONS },
       logFile: path.join(workDir, 'server.log'),
       cwd: ROOT,
     });
     await waitUntilServing(port, server, request({ authorization: `Bearer ${tokens[0]}` }));
     report.rssAfterStartMb = mb(readVmRssKb(server.pid));
-    console.log(`server up: RSS ${report.rssAfterStartMb} MB (policy loaded, ${STORE} key store)`);
+    console.log(`server up: RSS ${report.rssAfterStartMb} MB (policy loaded, ${STORE} key store, NODE_OPTIONS "${SERVER_NODE_OPTIONS}")`);
 
     const tokenFrames = writeFrames(path.join(workDir, 'tokens.bin'), tokens.map((t) => request({ authorization: `Bearer ${t}` })));
     const keyFrames = writeFrames(path.join(workDir, 'keys.bin'), keys.map((k) => request({ 'x-api-key': k })));
@@ -121,10 +146,10 @@ async function main() {
         report.phases.push({ name, ...result, problem: `server exited: ${server.logReason()}` });
         throw new ServerDied(`${name}: server exited: ${server.logReason()}`);
       }
-      const { heapUsedMb } = await counters(httpPort).catch(() => ({}));
-      const entry = { name, ...result, rssMb: mb(readVmRssKb(server.pid)), peakRssMb: mb(readVmHwmKb(server.pid)), heapUsedMb };
+      const { heapUsedMb, heapTotalMb, externalMb } = await counters(httpPort).catch(() => ({}));
+      const entry = { name, ...result, rssMb: mb(readVmRssKb(server.pid)), peakRssMb: mb(readVmHwmKb(server.pid)), heapUsedMb, heapTotalMb, externalMb };
       report.phases.push(entry);
-      console.log(`${name.padEnd(52)} ${String(result.requests).padStart(8)} checks ${String(Math.round(result.checksPerSec)).padStart(6)}/s  RSS ${entry.rssMb} MB  peak ${entry.peakRssMb} MB  heap used ${heapUsedMb ?? '-'} MB${result.problem ? `  PROBLEM: ${result.problem}` : ''}`);
+      console.log(`${name.padEnd(52)} ${String(result.requests).padStart(8)} checks ${String(Math.round(result.checksPerSec)).padStart(6)}/s  RSS ${entry.rssMb} MB  peak ${entry.peakRssMb} MB  heap ${heapUsedMb ?? '-'}/${heapTotalMb ?? '-'} MB  external ${externalMb ?? '-'} MB${result.problem ? `  PROBLEM: ${result.problem}` : ''}`);
       return { entry, rssSamples };
     };
 

@@ -8,6 +8,7 @@ import { compileIssuer, type CompiledIssuer } from '../jwt/issuer.js';
 import { compileTokenPlace, hasJwsShape, isCompactJws, MALFORMED, type TokenPlace } from '../jwt/token-places.js';
 import { deny, isDenial, JwtVerifier, timeViolation, type Verification, type VerifiedToken } from '../jwt/verifier.js';
 import type { Clock } from '../clock.js';
+import { Interner } from '../intern.js';
 import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
@@ -79,8 +80,9 @@ class JwtSource implements CredentialSource {
     this.removeByPlace = config.forward ? undefined : new Map(this.places.map((place) => [place, Object.freeze([place.carrier])]));
     this.clock = ctx.runtime.clock;
     this.logger = ctx.runtime.logger.child({ source: this.name });
-    this.verifier = new JwtVerifier(issuers, this.clock);
-    this.cache = config.cacheSize > 0 ? new VerifiedTokenCache(config.cacheSize, ctx.runtime.metrics) : undefined;
+    const interner = new Interner();
+    this.verifier = new JwtVerifier(issuers, this.clock, interner);
+    this.cache = config.cacheSize > 0 ? new VerifiedTokenCache(config.cacheSize, issuers, interner, ctx.runtime.metrics) : undefined;
     this.maxTokenSize = config.maxTokenSize;
     this.tooLarge = rejected(deny('token_too_large', `longer than ${config.maxTokenSize} bytes`));
   }
@@ -133,7 +135,7 @@ class JwtSource implements CredentialSource {
     return this.settle(outcome, cacheKey, place);
   }
 
-  private settle(outcome: Verification, cacheKey: string | undefined, place: TokenPlace): IdentifyResult {
+  private settle(outcome: Verification, cacheKey: Buffer | undefined, place: TokenPlace): IdentifyResult {
     if (isDenial(outcome)) return rejected(outcome);
     if (cacheKey !== undefined) this.cache!.set(cacheKey, outcome);
     return this.resultFor(outcome, place);

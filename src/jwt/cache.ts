@@ -1,46 +1,120 @@
 // Verified tokens, so a repeated token skips signature verification. Keyed by the SHA-256 of the
-// token (the cache never holds a usable credential), bounded by entry count (LRU). Entries carry
-// their time claims: every hit re-applies the time rules, so an entry never outlives exp (nor
-// maxTokenAge), and one whose key was rotated out is dropped.
+// token (the cache never holds a usable credential), bounded by entry count (CLOCK, an LRU
+// approximation). Entries carry their time claims: every hit re-applies the time rules, so an
+// entry never outlives exp (nor maxTokenAge), and one whose key was rotated out is dropped.
+//
+// Entries live in a DigestTable (src/cache/digest-table.ts): times, issuer and key as numbers,
+// tenant, subject, scopes and email as text, ~180 bytes per token and nothing for the garbage
+// collector to walk. A hit on a token seen recently returns the very same VerifiedToken; older
+// ones are rebuilt from their slot.
 
 import { hash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { DigestTable } from '../cache/digest-table.js';
+import type { Interner } from '../intern.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { VerifiedToken } from './verifier.js';
+import type { CompiledIssuer } from './issuer.js';
+import type { KeyRecord } from './keys.js';
+import { jwtPrincipal, VerifiedToken } from './verifier.js';
+
+// Number fields of an entry.
+const EXP = 0;
+const NBF = 1;
+const IAT = 2;
+const ISSUER = 3;
+const KEY = 4;
+// Text fields.
+const TENANT = 0;
+const SUBJECT = 1;
+const SCOPES = 2;
+const EMAIL = 3;
+
+/** Bytes of text per entry: tenant, subject, scopes and email of most tokens fit. */
+const TEXT_BYTES = 80;
+/** Signing keys remembered by number. Past this (a JWKS that keeps rotating) the cache starts over. */
+const MAX_KEYS = 1024;
 
 export class VerifiedTokenCache {
-  private readonly entries: LRUCache<string, VerifiedToken>;
+  private readonly table: DigestTable<VerifiedToken>;
+  private readonly keyNumbers = new Map<KeyRecord, number>();
+  private keys: KeyRecord[] = [];
   private readonly hits: { inc(): void };
   private readonly misses: { inc(): void };
 
-  constructor(maxEntries: number, metrics: Metrics) {
-    this.entries = new LRUCache({ max: maxEntries });
+  constructor(
+    maxEntries: number,
+    private readonly issuers: readonly CompiledIssuer[],
+    private readonly interner: Interner,
+    metrics: Metrics,
+  ) {
+    this.table = new DigestTable(maxEntries, { numbers: 5, texts: 4, textBytes: TEXT_BYTES });
     const counter = metrics.counter('portcullis_jwt_cache_total', 'Verified-token cache lookups by result (hit, miss).', ['result']);
     this.hits = counter.labels({ result: 'hit' });
     this.misses = counter.labels({ result: 'miss' });
   }
 
-  /** Cache key of a token: its SHA-256, as a 32-character binary string. */
-  keyOf(token: string): string {
-    return hash('sha256', token, 'binary');
+  /** Cache key of a token: its SHA-256. */
+  keyOf(token: string): Buffer {
+    return hash('sha256', token, 'buffer');
   }
 
-  get(key: string): VerifiedToken | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined) this.misses.inc();
-    else this.hits.inc();
-    return entry;
+  get(digest: Buffer): VerifiedToken | undefined {
+    const slot = this.table.find(digest);
+    if (slot < 0) {
+      this.misses.inc();
+      return undefined;
+    }
+    this.hits.inc();
+    const kept = this.table.object(slot);
+    if (kept !== undefined) return kept;
+    const rebuilt = this.rebuild(slot);
+    this.table.keep(slot, rebuilt);
+    return rebuilt;
   }
 
-  set(key: string, entry: VerifiedToken): void {
-    this.entries.set(key, entry);
+  set(digest: Buffer, token: VerifiedToken): void {
+    let keyNumber = this.keyNumbers.get(token.key);
+    if (keyNumber === undefined) {
+      if (this.keys.length >= MAX_KEYS) this.clear();
+      keyNumber = this.keys.push(token.key) - 1;
+      this.keyNumbers.set(token.key, keyNumber);
+    }
+    const slot = this.table.claim(digest);
+    const t = this.table;
+    t.setNumber(slot, EXP, token.exp);
+    t.setNumber(slot, NBF, token.nbf ?? Number.NaN);
+    t.setNumber(slot, IAT, token.iat ?? Number.NaN);
+    t.setNumber(slot, ISSUER, this.issuers.indexOf(token.issuer));
+    t.setNumber(slot, KEY, keyNumber);
+    const { tenant, subject, scopes, email } = token.principal;
+    // Scopes travel space-joined; a list with a space inside a scope would not split back the same.
+    const joinable = !scopes.some((scope) => scope.includes(' '));
+    if (joinable && t.setTexts(slot, [tenant, subject, scopes.length === 0 ? undefined : scopes.join(' '), email])) t.keep(slot, token);
+    else t.pin(slot, token);
   }
 
-  delete(key: string): void {
-    this.entries.delete(key);
+  delete(digest: Buffer): void {
+    const slot = this.table.find(digest);
+    if (slot >= 0) this.table.remove(slot);
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.table.size;
+  }
+
+  private rebuild(slot: number): VerifiedToken {
+    const t = this.table;
+    const issuer = this.issuers[t.number(slot, ISSUER)]!;
+    const exp = t.number(slot, EXP);
+    const nbf = t.number(slot, NBF);
+    const iat = t.number(slot, IAT);
+    const scopes = t.text(slot, SCOPES);
+    const principal = jwtPrincipal(this.interner, t.text(slot, TENANT), t.text(slot, SUBJECT), scopes === undefined ? [] : scopes.split(' '), t.text(slot, EMAIL), issuer.name, exp);
+    return new VerifiedToken(principal, issuer, this.keys[t.number(slot, KEY)]!, exp, Number.isNaN(nbf) ? undefined : nbf, Number.isNaN(iat) ? undefined : iat);
+  }
+
+  private clear(): void {
+    this.table.clear();
+    this.keyNumbers.clear();
+    this.keys = [];
   }
 }

@@ -29,9 +29,9 @@ interface SignedToken {
 }
 
 /**
- * A token that verified: what the cache keeps to answer the next time without crypto. One object
- * with a fixed shape (100k cached tokens must not each get a hidden class of their own), and with
- * `kind` it is also the credential source's result, so a cache hit allocates nothing.
+ * A token that verified. With `kind` it is also the credential source's result; the token cache
+ * stores its fields in a table slot and hands the same object back while it keeps it (recent
+ * tokens: a hit allocates nothing), else one rebuilt from the slot.
  */
 export class VerifiedToken {
   readonly kind = 'principal' as const;
@@ -63,8 +63,6 @@ export function deny(reason: ReasonCode, detail?: string): Denial {
 
 export class JwtVerifier {
   private readonly byIss = new Map<string, CompiledIssuer>();
-  /** Tenants and scope lists repeat across tokens: cached principals share one copy. */
-  private readonly interner = new Interner();
   /** Decoded headers by their base64url segment (see decodeHeader). */
   private readonly headers = new Map<string, JsonObject>();
   private readonly withoutIss: CompiledIssuer | undefined;
@@ -72,6 +70,8 @@ export class JwtVerifier {
   constructor(
     issuers: readonly CompiledIssuer[],
     private readonly clock: Clock,
+    /** Tenants and scope lists repeat across tokens: principals share one copy. */
+    private readonly interner: Interner = new Interner(),
   ) {
     for (const issuer of issuers) {
       if (issuer.iss !== undefined) this.byIss.set(issuer.iss, issuer);
@@ -176,17 +176,25 @@ export class JwtVerifier {
 
     const mapped = issuer.mapClaims(payload);
     if (mapped instanceof ClaimError) return deny('missing_claim', mapped.detail);
-    const principal: Principal = Object.freeze({
-      method: 'jwt',
-      tenant: this.interner.string(mapped.tenant),
-      subject: mapped.subject,
-      scopes: this.interner.scopes(mapped.scopes),
-      email: mapped.email,
-      issuer: issuer.name,
-      expiresAt: exp,
-    });
+    const principal = jwtPrincipal(this.interner, mapped.tenant, mapped.subject, mapped.scopes, mapped.email, issuer.name, exp);
     return new VerifiedToken(principal, issuer, key, exp, nbf, iat);
   }
+}
+
+/**
+ * The principal a verified token proves. Also how the token cache rebuilds one, so both have one
+ * shape; tenant and scope list are the interner's shared copies.
+ */
+export function jwtPrincipal(
+  interner: Interner,
+  tenant: string | undefined,
+  subject: string | undefined,
+  scopes: readonly string[],
+  email: string | undefined,
+  issuerName: string,
+  exp: number,
+): Principal {
+  return Object.freeze({ method: 'jwt', tenant: interner.string(tenant), subject, scopes: interner.scopes(scopes), email, issuer: issuerName, expiresAt: exp });
 }
 
 /**

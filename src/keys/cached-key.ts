@@ -21,13 +21,17 @@ export class CachedKey {
   private byId: Principal | undefined = undefined;
   private byName: Principal | undefined = undefined;
 
-  constructor(record: KeyRecord, interner: Interner) {
-    this.id = record.id;
-    this.tenant = interner.string(record.tenant);
-    this.name = record.name;
-    this.scopes = interner.scopes(record.scopes);
-    this.expiresAt = record.expiresAt;
-    this.revokedAt = record.revokedAt;
+  constructor(id: string, tenant: string, name: string, scopes: readonly string[], expiresAt: number, revokedAt: number | undefined) {
+    this.id = id;
+    this.tenant = tenant;
+    this.name = name;
+    this.scopes = scopes;
+    this.expiresAt = expiresAt;
+    this.revokedAt = revokedAt;
+  }
+
+  static of(record: KeyRecord, interner: Interner): CachedKey {
+    return new CachedKey(record.id, interner.string(record.tenant), record.name, interner.scopes(record.scopes), record.expiresAt, record.revokedAt);
   }
 
   /** The principal this key proves, made once per subject mode and shared by every hit. */

@@ -11,9 +11,9 @@ export function sha256Hex(value: string): string {
   return hash('sha256', value, 'hex');
 }
 
-/** SHA-256 as a 32-character binary string: the most compact string key for a cache. */
-export function sha256Binary(value: string): string {
-  return hash('sha256', value, 'binary');
+/** SHA-256 as 32 bytes: a cache key. */
+export function sha256Digest(value: string): Buffer {
+  return hash('sha256', value, 'buffer');
 }
 
 export class KeyHasher {

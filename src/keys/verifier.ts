@@ -1,6 +1,7 @@
 // Presented key → KeyCheck, in front of a key store. The request path stays synchronous for every
 // key seen recently:
-//   - the cache is keyed by the key's SHA-256 (the plaintext is never kept);
+//   - the cache is keyed by the key's SHA-256 (the plaintext is never kept) and lives in a
+//     DigestTable (src/cache/digest-table.ts): ~190 bytes per key, none of it for the GC to walk;
 //   - positive entries are trusted for `ttl`, then served stale while one background refresh runs,
 //     and for up to `staleFor` past the ttl while the store cannot be reached;
 //   - unknown keys are remembered for `negativeTtl`, so a repeated bad key costs no lookup;
@@ -12,6 +13,7 @@
 //     itself continues and fills the cache, so a retry succeeds once the store has answered.
 
 import { LRUCache } from 'lru-cache';
+import { DigestTable } from '../cache/digest-table.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -19,7 +21,7 @@ import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
 import { Interner } from '../intern.js';
 import { CachedKey } from './cached-key.js';
-import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
+import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Digest } from './hashing.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';
 
@@ -29,13 +31,29 @@ export type KeyCheck =
   | { readonly ok: true; readonly record: CachedKey }
   | { readonly ok: false; readonly reason: KeyFailureReason; readonly detail?: string };
 
+// Fields of a cache entry: numbers...
+const KIND = 0;
+const FRESH_UNTIL = 1;
+const GENERATION = 2;
+const EXPIRES_AT = 3;
+const REVOKED_AT = 4;
+// ...and texts.
+const ID = 0;
+const NAME = 1;
+const TENANT = 2;
+const SCOPES = 3;
+const NEGATIVE = 0;
+const POSITIVE = 1;
+/** Bytes of text per entry: a UUID id, a name, tenant and scopes of most keys fit. */
+const TEXT_BYTES = 96;
+
 const INVALID: KeyCheck = Object.freeze({ ok: false, reason: 'invalid_api_key' });
 const REVOKED: KeyCheck = Object.freeze({ ok: false, reason: 'key_revoked' });
 const EXPIRED: KeyCheck = Object.freeze({ ok: false, reason: 'key_expired' });
 const TIMED_OUT: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
 const OVERLOADED: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
 
-/** A known key. Also the KeyCheck handed out on every hit (hits allocate nothing). */
+/** A known key. Also the KeyCheck handed out on hits (kept per slot: recent hits allocate nothing). */
 class PositiveEntry {
   readonly ok = true as const;
   constructor(
@@ -102,8 +120,8 @@ export class KeyVerifier {
   private readonly lookupTimeoutMs: number;
   private readonly bcryptTimeoutMs: number;
   private readonly maxInflight: number;
-  /** By the key's SHA-256 as a 32-character binary string (never the key). */
-  private readonly entries: LRUCache<string, Entry>;
+  /** By the key's SHA-256 (never the key). */
+  private readonly entries: DigestTable<PositiveEntry>;
   private readonly interner = new Interner();
   /** SHA-256 of a key → the bcrypt hash it was proven against (bcrypt costs ~50–100 ms: once per key). */
   private readonly bcryptProofs: LRUCache<string, string>;
@@ -134,7 +152,7 @@ export class KeyVerifier {
     this.lookupTimeoutMs = options.lookupTimeoutMs;
     this.bcryptTimeoutMs = options.bcryptTimeoutMs;
     this.maxInflight = options.maxInflight ?? 256;
-    this.entries = new LRUCache({ max: options.cache.maxEntries });
+    this.entries = new DigestTable(options.cache.maxEntries, { numbers: 5, texts: 4, textBytes: TEXT_BYTES });
     this.bcryptProofs = new LRUCache({ max: 10_000 });
 
     const cache = options.metrics.counter('portcullis_apikey_cache_total', 'API key cache lookups by result (hit, stale, miss, negative_hit).', ['result']);
@@ -154,34 +172,79 @@ export class KeyVerifier {
 
   /** Check a presented key (already past the offline shape check). */
   check(key: string): MaybePromise<KeyCheck> {
-    const digest = sha256Binary(key);
+    const digest = sha256Digest(key);
     const now = this.clock.now();
-    const entry = this.entries.get(digest);
-    if (entry !== undefined) {
-      if (entry.record === undefined) {
-        if (now < entry.freshUntil && entry.generation === this.negativeGeneration) {
+    const slot = this.entries.find(digest);
+    if (slot >= 0) {
+      const t = this.entries;
+      const freshUntil = t.number(slot, FRESH_UNTIL);
+      const generation = t.number(slot, GENERATION);
+      if (t.number(slot, KIND) === NEGATIVE) {
+        if (now < freshUntil && generation === this.negativeGeneration) {
           this.metric.negativeHit.inc();
           return INVALID;
         }
-      } else if (now < entry.freshUntil && entry.generation === this.generation) {
+      } else if (now < freshUntil && generation === this.generation) {
         this.metric.hit.inc();
-        return this.evaluate(entry, now);
-      } else if (now < entry.freshUntil + this.cacheConfig.staleFor) {
+        return this.evaluate(this.positiveAt(slot), now);
+      } else if (now < freshUntil + this.cacheConfig.staleFor) {
         this.metric.stale.inc();
-        const refreshed = this.refreshInBackground(key, digest);
+        const entry = this.positiveAt(slot);
+        const refreshed = this.refreshInBackground(key, digest.toString('latin1'));
         // A synchronous store (file) has already answered: use the fresh result.
         if (refreshed !== undefined && !('failure' in refreshed)) return refreshed.record === undefined ? INVALID : this.evaluate(refreshed, now);
         return this.evaluate(entry, now);
       }
     }
     this.metric.miss.inc();
-    return this.lookup(key, digest);
+    return this.lookup(key, digest.toString('latin1'));
   }
 
   /** Stop listening for changes. The store is closed by its owner. */
   close(): void {
     this.unsubscribe();
     void this.bcrypt.close();
+  }
+
+  /** The entry in a positive slot: the object kept for it, or one rebuilt from its fields. */
+  private positiveAt(slot: number): PositiveEntry {
+    const t = this.entries;
+    const kept = t.object(slot);
+    if (kept !== undefined) return kept;
+    const revokedAt = t.number(slot, REVOKED_AT);
+    const scopes = t.text(slot, SCOPES);
+    const record = new CachedKey(
+      t.text(slot, ID)!,
+      this.interner.string(t.text(slot, TENANT)!),
+      t.text(slot, NAME)!,
+      this.interner.scopes(scopes === undefined ? [] : scopes.split(' ')),
+      t.number(slot, EXPIRES_AT),
+      Number.isNaN(revokedAt) ? undefined : revokedAt,
+    );
+    const entry = new PositiveEntry(record, t.number(slot, FRESH_UNTIL), t.number(slot, GENERATION));
+    t.keep(slot, entry);
+    return entry;
+  }
+
+  /** Store an entry in the table (its slot is claimed afresh). */
+  private save(digest: string, entry: Entry): void {
+    const t = this.entries;
+    const slot = t.claim(Buffer.from(digest, 'latin1'));
+    t.setNumber(slot, FRESH_UNTIL, entry.freshUntil);
+    t.setNumber(slot, GENERATION, entry.generation);
+    const record = entry.record;
+    if (record === undefined) {
+      t.setNumber(slot, KIND, NEGATIVE);
+      return;
+    }
+    t.setNumber(slot, KIND, POSITIVE);
+    t.setNumber(slot, EXPIRES_AT, record.expiresAt);
+    t.setNumber(slot, REVOKED_AT, record.revokedAt ?? Number.NaN);
+    // Scopes travel space-joined; a list with a space inside a scope would not split back the same.
+    const joinable = !record.scopes.some((scope) => scope.includes(' '));
+    const texts = [record.id, record.name, record.tenant, record.scopes.length === 0 ? undefined : record.scopes.join(' ')];
+    if (joinable && t.setTexts(slot, texts)) t.keep(slot, entry as PositiveEntry);
+    else t.pin(slot, entry as PositiveEntry);
   }
 
   private evaluate(entry: PositiveEntry, now: number): KeyCheck {
@@ -344,12 +407,12 @@ export class KeyVerifier {
     const entry: Entry =
       record === undefined
         ? { record: undefined, freshUntil: now + this.cacheConfig.negativeTtl, generation: since.negativeGeneration }
-        : new PositiveEntry(new CachedKey(record, this.interner), now + this.cacheConfig.ttl, since.generation);
+        : new PositiveEntry(CachedKey.of(record, this.interner), now + this.cacheConfig.ttl, since.generation);
     // A key changed while this lookup ran, so its answer may predate the change: it answers the
     // requests that waited for it, but is not cached (the next request reads the store again).
     const overlapped = since.changes !== this.changeCount;
     if (overlapped) since.progress.overlapped = true;
-    else if (record !== undefined || this.cacheConfig.negativeTtl > 0) this.entries.set(digest, entry);
+    else if (record !== undefined || this.cacheConfig.negativeTtl > 0) this.save(digest, entry);
     return entry;
   }
 
@@ -362,8 +425,12 @@ export class KeyVerifier {
     // A new key only voids negative entries: no cached answer can predate its insertion.
     if (change.created) return;
     this.changeCount++;
-    const drop: string[] = [];
-    for (const [digest, entry] of this.entries.entries()) if (entry.record?.id === change.id) drop.push(digest);
-    for (const digest of drop) this.entries.delete(digest);
+    const t = this.entries;
+    const id = Buffer.from(change.id, 'utf8');
+    t.forEachSlot((slot) => {
+      if (t.number(slot, KIND) !== POSITIVE) return;
+      const kept = t.object(slot);
+      if (kept !== undefined ? kept.record.id === change.id : t.textIs(slot, ID, id)) t.remove(slot);
+    });
   }
 }

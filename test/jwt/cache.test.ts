@@ -1,5 +1,6 @@
 // The verified-token cache: synchronous hits, never past exp or maxTokenAge, bounded, counted.
 
+import { createHmac } from 'node:crypto';
 import { SignJWT, type JWTPayload } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { isPromise } from '../../src/types.js';
@@ -7,6 +8,12 @@ import { testRuntime } from '../support/runtime.js';
 import { bearer, identify, mustCompile } from './helpers.js';
 
 const SECRET = 'cache-test-secret-0123456789abcdef0123456789';
+const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+/** An HS256 token made with node:crypto: thousands of them in a few milliseconds. */
+const hs256 = (claims: JWTPayload) => {
+  const signed = `${b64({ alg: 'HS256' })}.${b64(claims)}`;
+  return `${signed}.${createHmac('sha256', SECRET).update(signed).digest('base64url')}`;
+};
 
 describe('verified-token cache', () => {
   let runtime: ReturnType<typeof testRuntime>;
@@ -80,6 +87,41 @@ describe('verified-token cache', () => {
     const twice = await identify(uncached, bearer(a));
     expect(twice).toMatchObject({ kind: 'principal' });
     expect(twice).not.toBe(once);
+  });
+
+  it('rebuilds tokens it no longer keeps as objects from the cache table, equal to the verified ones', async () => {
+    const source = compile({}, { claims: { tenant: 'tenant_id' } });
+    // Unusual claims first: non-ASCII, too long for a table slot (kept on the heap), several scopes,
+    // no scopes at all, an email. Then more tokens than the table keeps objects for (4096).
+    const odd = await Promise.all([
+      token({ sub: 'zoë ✓', tenant_id: 'ünï', scope: 'a b' }),
+      token({ sub: 's'.repeat(300) }),
+      token({ sub: 'many', permissions: ['x', 'y:read', 'z'] }),
+      token({ sub: 'none', email: 'none@example.com', nbf: now() - 10 }),
+    ]);
+    const all = [...odd, ...Array.from({ length: 4200 }, (_, n) => hs256({ iss: 'local', sub: `user-${n}`, iat: now(), exp: now() + 300 }))];
+    const first = [];
+    for (const t of all) first.push(await identify(source, bearer(t)));
+    const misses = (await counts()).miss;
+    for (let i = 0; i < 50; i++) {
+      const again = source.identify(bearer(all[i]!));
+      expect(isPromise(again)).toBe(false);
+      expect(again).toEqual(first[i]);
+      expect(again).toMatchObject({ kind: 'principal' });
+      // Rebuilt from its slot, except the one too long for a slot, which stayed on the heap.
+      if (i === 1) expect(again).toBe(first[i]);
+      else expect(again).not.toBe(first[i]);
+    }
+    expect(first.slice(0, 4).map((r) => (r.kind === 'principal' ? r.principal : r))).toEqual([
+      expect.objectContaining({ tenant: 'ünï', subject: 'zoë ✓', scopes: ['a', 'b'] }),
+      expect.objectContaining({ subject: 's'.repeat(300), scopes: [] }),
+      expect.objectContaining({ subject: 'many', scopes: ['x', 'y:read', 'z'] }),
+      expect.objectContaining({ subject: 'none', email: 'none@example.com', scopes: [] }),
+    ]);
+    expect((await counts()).miss).toBe(misses);
+    // Time rules apply to rebuilt entries as to any other.
+    runtime.clock.advance(306_000);
+    expect(source.identify(bearer(all[4]!))).toMatchObject({ kind: 'deny', denial: { reason: 'token_expired' } });
   });
 
   it('does not cache refusals or leak a principal across tokens', async () => {

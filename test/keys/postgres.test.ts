@@ -192,6 +192,31 @@ describe.skipIf(!available)('PostgreSQL key store', () => {
       expect(await counterValue(b.runtime, 'portcullis_apikey_cache_total', { result: 'miss' })).toBe(misses);
     });
 
+    it('writes a large last_used_at batch in chunks, never moving a time backwards', async () => {
+      const ids = [(await createKey('chunk-1')).id, (await createKey('chunk-2')).id, (await createKey('chunk-3')).id];
+      const store = new PostgresKeyStore({ url: DATABASE_URL, schema: SCHEMA, poolSize: 1, connectTimeoutMs: 1000, lastUsedFlushMs: 3_600_000, listen: false, logger: silentLogger() });
+      try {
+        const at = Date.UTC(2026, 5, 1, 12, 0, 0, 123);
+        // 2,600 marks, the real keys in three different chunks of 1,000.
+        for (let n = 0; n < 2600; n++) store.markUsed(n % 1000 === 500 ? ids[Math.floor(n / 1000)]! : `unknown-${n}`, at + n);
+        await store.flushUsage();
+        const read = async () => (await admin.query(`SELECT id, last_used_at FROM "${SCHEMA}".api_keys WHERE id = ANY($1) ORDER BY last_used_at`, [ids])).rows.map((r) => (r.last_used_at as Date).getTime());
+        expect(await read()).toEqual([at + 500, at + 1500, at + 2500]);
+        store.markUsed(ids[0]!, at - 60_000);
+        store.markUsed(ids[1]!, at + 9000);
+        await store.flushUsage();
+        expect(await read()).toEqual([at + 500, at + 2500, at + 9000]);
+        // 10,000 keys waiting: written without waiting for the (hour-long) timer.
+        store.markUsed(ids[0]!, at + 20_000);
+        for (let n = 0; n < 9_998; n++) store.markUsed(`unknown-${n}`, at);
+        expect(await eventually(async () => (await read()).includes(at + 20_000), 300)).toBe(false);
+        store.markUsed('unknown-last', at);
+        expect(await eventually(async () => (await read()).includes(at + 20_000), 5000)).toBe(true);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('recovers from terminated connections without a restart', async () => {
       const { key: cachedKey } = await createKey('cached-before-kill');
       expect((await a.check(cachedKey)).allowed).toBe(true);

@@ -243,6 +243,35 @@ describe('KeyVerifier', () => {
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(sync(verifier.check(key))).toEqual({ ok: false, reason: 'key_revoked' });
   });
+
+  it('rebuilds keys it no longer keeps as objects from the cache table, and drops them on a change', async () => {
+    const { store, verifier } = setup();
+    store.delayMs = 0;
+    // Unusual fields first: non-ASCII, too long for a table slot (kept on the heap), a space inside a scope.
+    const odd = [
+      addKey(store, { name: 'Zoë’s service ✓', scopes: ['ä', 'b'] }),
+      addKey(store, { name: 'n'.repeat(200) }),
+      addKey(store, { scopes: ['has space', 'x'], revokedAt: undefined }),
+      addKey(store, { scopes: [] }),
+    ];
+    // More keys than the table keeps objects for (4096): the first ones are rebuilt on their next hit.
+    const all = [...odd, ...Array.from({ length: 4200 }, () => addKey(store))];
+    for (let i = 0; i < all.length; i += 200) await Promise.all(all.slice(i, i + 200).map(({ key }) => verifier.check(key)));
+    const calls = store.calls;
+    for (const { key, record } of all.slice(0, 50)) {
+      const check = sync(verifier.check(key));
+      expect(check).toEqual(proves(record));
+      if (check.ok) expect(check.record.principal('name')).toEqual({ method: 'api-key', tenant: 'acme', subject: record.name, scopes: record.scopes, keyId: record.id, expiresAt: Math.floor(record.expiresAt / 1000) });
+    }
+    expect(store.calls).toBe(calls);
+    // A change notification finds rebuilt and heap-kept entries alike.
+    for (const { record } of [all[1]!, all[2]!, all[10]!]) {
+      store.records[store.records.indexOf(record)] = { ...record, revokedAt: clock.now() };
+      store.emit({ kind: 'key', id: record.id, created: false });
+    }
+    for (const { key } of [all[1]!, all[2]!, all[10]!]) expect(await verifier.check(key)).toEqual({ ok: false, reason: 'key_revoked' });
+    expect(sync(verifier.check(all[11]!.key))).toEqual(proves(all[11]!.record));
+  });
 });
 
 /** A successful check of `record`: the cache keeps the fields a decision needs, not the row. */

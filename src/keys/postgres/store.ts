@@ -83,6 +83,11 @@ function toParams(r: KeyRecord): unknown[] {
   ];
 }
 
+/** Keys per last_used_at UPDATE. */
+const USAGE_CHUNK = 1000;
+/** Keys waiting for last_used_at at which it is written before the timer fires. */
+const EARLY_FLUSH_AT = 10_000;
+
 export class PostgresKeyStore implements KeyStore, KeyAdminStore {
   readonly kind = 'postgres';
   /** Bcrypt records may exist in any database; the query covers them at no extra round trip. */
@@ -95,6 +100,9 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
   private readonly listener: ChangeListener | undefined;
   private readonly logger: Logger;
   private pendingUsage = new Map<string, number>();
+  private flushing: Promise<void> | undefined;
+  /** The last write of last_used_at failed: only the timer retries (no early flushes meanwhile). */
+  private usageFailing = false;
   private readonly flushTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private schemaCheck: Promise<void> | undefined;
@@ -149,26 +157,57 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
   }
 
   markUsed(id: string, at: number): void {
-    if (this.options.lastUsedFlushMs > 0) this.pendingUsage.set(id, at);
+    if (this.options.lastUsedFlushMs <= 0) return;
+    this.pendingUsage.set(id, at);
+    // Many distinct keys in use: write early rather than hold them all until the timer.
+    if (this.pendingUsage.size >= EARLY_FLUSH_AT && this.flushing === undefined && !this.usageFailing) void this.flushUsage();
   }
 
-  /** Write the last_used_at batch collected since the previous flush. */
-  async flushUsage(): Promise<void> {
+  /**
+   * Write the last_used_at batch collected since the previous flush, USAGE_CHUNK keys per UPDATE:
+   * 100k keys in use would otherwise make one statement of several megabytes (and as many Date
+   * objects) at once.
+   */
+  flushUsage(): Promise<void> {
+    this.flushing ??= this.writePendingUsage().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private async writePendingUsage(): Promise<void> {
     if (this.pendingUsage.size === 0) return;
     const batch = this.pendingUsage;
     this.pendingUsage = new Map();
     try {
-      await this.pool.query(
-        `UPDATE ${this.table} AS k SET last_used_at = u.used_at
-           FROM unnest($1::text[], $2::timestamptz[]) AS u(id, used_at)
-          WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.used_at)`,
-        [[...batch.keys()], [...batch.values()].map((ms) => new Date(ms))],
-      );
+      let ids: string[] = [];
+      let times: number[] = [];
+      for (const [id, at] of batch) {
+        ids.push(id);
+        times.push(at);
+        if (ids.length < USAGE_CHUNK) continue;
+        await this.writeUsage(ids, times);
+        ids = [];
+        times = [];
+      }
+      if (ids.length > 0) await this.writeUsage(ids, times);
+      this.usageFailing = false;
     } catch (err) {
-      // Keep the newest times for the next flush unless newer ones arrived meanwhile.
+      this.usageFailing = true;
+      // Keep the newest times for the next flush unless newer ones arrived meanwhile (chunks
+      // already written are written again: an older time never overwrites a newer one).
       for (const [id, at] of batch) if (!this.pendingUsage.has(id)) this.pendingUsage.set(id, at);
       this.logger.warn({ err: (err as Error).message, keys: batch.size }, 'could not write last_used_at; will retry');
     }
+  }
+
+  private async writeUsage(ids: readonly string[], epochMs: readonly number[]): Promise<void> {
+    await this.pool.query(
+      `UPDATE ${this.table} AS k SET last_used_at = to_timestamp(u.ms / 1000.0)
+         FROM unnest($1::text[], $2::float8[]) AS u(id, ms)
+        WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < to_timestamp(u.ms / 1000.0))`,
+      [ids, epochMs],
+    );
   }
 
   subscribe(listener: (change: KeyChange) => void): () => void {
@@ -237,6 +276,7 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
     this.closed = true;
     if (this.flushTimer) clearInterval(this.flushTimer);
     await this.listener?.close();
+    await this.flushing;
     await this.flushUsage();
     this.listeners.clear();
     await this.pool.end();
