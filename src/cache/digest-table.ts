@@ -85,8 +85,11 @@ export class DigestTable<T> {
     return this.count;
   }
 
-  /** The slot holding `digest` (32 bytes), or -1. Marks the entry as recently used. */
-  find(digest: Buffer): number {
+  /**
+   * The slot holding `digest` (a SHA-256 as a 32-character binary string, which node:crypto makes
+   * without the Buffer allocation a byte digest costs), or -1. Marks the entry as recently used.
+   */
+  find(digest: string): number {
     const slot = this.locate(digest);
     if (slot >= 0) this.referenced[slot] = 1;
     return slot;
@@ -96,7 +99,7 @@ export class DigestTable<T> {
    * A slot for `digest`, emptied of what it held (its own earlier entry, or another one evicted to
    * make room): the caller writes the entry's fields next.
    */
-  claim(digest: Buffer): number {
+  claim(digest: string): number {
     let slot = this.locate(digest);
     if (slot >= 0) {
       this.reset(slot);
@@ -228,10 +231,13 @@ export class DigestTable<T> {
     this.objects[slot] = value;
   }
 
-  private locate(digest: Buffer): number {
+  private locate(digest: string): number {
     if (digest.length !== DIGEST_WORDS * 4) throw new RangeError(`a digest is ${DIGEST_WORDS * 4} bytes, got ${digest.length}`);
     const probe = this.probe;
-    for (let i = 0; i < DIGEST_WORDS; i++) probe[i] = digest.readInt32LE(i * 4);
+    for (let i = 0; i < DIGEST_WORDS; i++) {
+      const at = i * 4;
+      probe[i] = digest.charCodeAt(at) | (digest.charCodeAt(at + 1) << 8) | (digest.charCodeAt(at + 2) << 16) | (digest.charCodeAt(at + 3) << 24);
+    }
     const first = probe[0]!;
     let cell = first & this.mask;
     for (;;) {

@@ -135,7 +135,7 @@ class JwtSource implements CredentialSource {
     return this.settle(outcome, cacheKey, place);
   }
 
-  private settle(outcome: Verification, cacheKey: Buffer | undefined, place: TokenPlace): IdentifyResult {
+  private settle(outcome: Verification, cacheKey: string | undefined, place: TokenPlace): IdentifyResult {
     if (isDenial(outcome)) return rejected(outcome);
     if (cacheKey !== undefined) this.cache!.set(cacheKey, outcome);
     return this.resultFor(outcome, place);

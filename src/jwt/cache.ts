@@ -52,12 +52,12 @@ export class VerifiedTokenCache {
     this.misses = counter.labels({ result: 'miss' });
   }
 
-  /** Cache key of a token: its SHA-256. */
-  keyOf(token: string): Buffer {
-    return hash('sha256', token, 'buffer');
+  /** Cache key of a token: its SHA-256, as a 32-character binary string. */
+  keyOf(token: string): string {
+    return hash('sha256', token, 'binary');
   }
 
-  get(digest: Buffer): VerifiedToken | undefined {
+  get(digest: string): VerifiedToken | undefined {
     const slot = this.table.find(digest);
     if (slot < 0) {
       this.misses.inc();
@@ -71,7 +71,7 @@ export class VerifiedTokenCache {
     return rebuilt;
   }
 
-  set(digest: Buffer, token: VerifiedToken): void {
+  set(digest: string, token: VerifiedToken): void {
     let keyNumber = this.keyNumbers.get(token.key);
     if (keyNumber === undefined) {
       if (this.keys.length >= MAX_KEYS) this.clear();
@@ -92,7 +92,7 @@ export class VerifiedTokenCache {
     else t.pin(slot, token);
   }
 
-  delete(digest: Buffer): void {
+  delete(digest: string): void {
     const slot = this.table.find(digest);
     if (slot >= 0) this.table.remove(slot);
   }

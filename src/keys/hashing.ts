@@ -11,9 +11,9 @@ export function sha256Hex(value: string): string {
   return hash('sha256', value, 'hex');
 }
 
-/** SHA-256 as 32 bytes: a cache key. */
-export function sha256Digest(value: string): Buffer {
-  return hash('sha256', value, 'buffer');
+/** SHA-256 as a 32-character binary string: a cache key, without a Buffer allocation. */
+export function sha256Binary(value: string): string {
+  return hash('sha256', value, 'binary');
 }
 
 export class KeyHasher {

@@ -21,7 +21,7 @@ import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
 import { Interner } from '../intern.js';
 import { CachedKey } from './cached-key.js';
-import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Digest } from './hashing.js';
+import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';
 
@@ -172,7 +172,7 @@ export class KeyVerifier {
 
   /** Check a presented key (already past the offline shape check). */
   check(key: string): MaybePromise<KeyCheck> {
-    const digest = sha256Digest(key);
+    const digest = sha256Binary(key);
     const now = this.clock.now();
     const slot = this.entries.find(digest);
     if (slot >= 0) {
@@ -190,14 +190,14 @@ export class KeyVerifier {
       } else if (now < freshUntil + this.cacheConfig.staleFor) {
         this.metric.stale.inc();
         const entry = this.positiveAt(slot);
-        const refreshed = this.refreshInBackground(key, digest.toString('latin1'));
+        const refreshed = this.refreshInBackground(key, digest);
         // A synchronous store (file) has already answered: use the fresh result.
         if (refreshed !== undefined && !('failure' in refreshed)) return refreshed.record === undefined ? INVALID : this.evaluate(refreshed, now);
         return this.evaluate(entry, now);
       }
     }
     this.metric.miss.inc();
-    return this.lookup(key, digest.toString('latin1'));
+    return this.lookup(key, digest);
   }
 
   /** Stop listening for changes. The store is closed by its owner. */
@@ -229,7 +229,7 @@ export class KeyVerifier {
   /** Store an entry in the table (its slot is claimed afresh). */
   private save(digest: string, entry: Entry): void {
     const t = this.entries;
-    const slot = t.claim(Buffer.from(digest, 'latin1'));
+    const slot = t.claim(digest);
     t.setNumber(slot, FRESH_UNTIL, entry.freshUntil);
     t.setNumber(slot, GENERATION, entry.generation);
     const record = entry.record;
