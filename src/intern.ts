@@ -33,6 +33,21 @@ export class Interner {
     this.scopeLists.set(key, shared);
     return shared;
   }
+
+  /** The list scopesText() made a text of, shared as scopes() shares it. */
+  scopesFromText(text: string | undefined): readonly string[] {
+    return text === undefined ? NO_SCOPES : this.scopes(text.split(' '));
+  }
+}
+
+/**
+ * A scope list as one text for a cache slot: space-joined, undefined for none, null when a scope
+ * holds a space (it would not split back the same).
+ */
+export function scopesText(scopes: readonly string[]): string | undefined | null {
+  if (scopes.length === 0) return undefined;
+  for (const scope of scopes) if (scope.includes(' ')) return null;
+  return scopes.join(' ');
 }
 
 const NO_SCOPES: readonly string[] = Object.freeze([]);

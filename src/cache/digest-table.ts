@@ -215,6 +215,24 @@ export class DigestTable<T> {
     return this.objects[slot];
   }
 
+  /** The slot's object: the one still kept, or one `rebuild` makes from its fields (then kept). */
+  objectAt(slot: number, rebuild: (slot: number) => T): T {
+    const kept = this.objects[slot];
+    if (kept !== undefined) return kept;
+    const made = rebuild(slot);
+    this.keep(slot, made);
+    return made;
+  }
+
+  /**
+   * Finish a claimed slot: store its texts and keep `value` for the next hits, or pin `value` when
+   * the texts cannot be stored (undefined: the caller already knows they cannot).
+   */
+  store(slot: number, texts: readonly (string | undefined)[] | undefined, value: T): void {
+    if (texts !== undefined && this.setTexts(slot, texts)) this.keep(slot, value);
+    else this.pin(slot, value);
+  }
+
   /** Keep the object made from the slot, for the next hits (until a few thousand others are kept). */
   keep(slot: number, value: T): void {
     this.objects[slot] = value;

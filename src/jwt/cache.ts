@@ -10,7 +10,7 @@
 
 import { hash } from 'node:crypto';
 import { DigestTable } from '../cache/digest-table.js';
-import type { Interner } from '../intern.js';
+import { scopesText, type Interner } from '../intern.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { CompiledIssuer } from './issuer.js';
 import type { KeyRecord } from './keys.js';
@@ -64,11 +64,7 @@ export class VerifiedTokenCache {
       return undefined;
     }
     this.hits.inc();
-    const kept = this.table.object(slot);
-    if (kept !== undefined) return kept;
-    const rebuilt = this.rebuild(slot);
-    this.table.keep(slot, rebuilt);
-    return rebuilt;
+    return this.table.objectAt(slot, this.rebuild);
   }
 
   set(digest: string, token: VerifiedToken): void {
@@ -86,10 +82,8 @@ export class VerifiedTokenCache {
     t.setNumber(slot, ISSUER, this.issuers.indexOf(token.issuer));
     t.setNumber(slot, KEY, keyNumber);
     const { tenant, subject, scopes, email } = token.principal;
-    // Scopes travel space-joined; a list with a space inside a scope would not split back the same.
-    const joinable = !scopes.some((scope) => scope.includes(' '));
-    if (joinable && t.setTexts(slot, [tenant, subject, scopes.length === 0 ? undefined : scopes.join(' '), email])) t.keep(slot, token);
-    else t.pin(slot, token);
+    const scopeText = scopesText(scopes);
+    t.store(slot, scopeText === null ? undefined : [tenant, subject, scopeText, email], token);
   }
 
   delete(digest: string): void {
@@ -101,16 +95,16 @@ export class VerifiedTokenCache {
     return this.table.size;
   }
 
-  private rebuild(slot: number): VerifiedToken {
+  private readonly rebuild = (slot: number): VerifiedToken => {
     const t = this.table;
     const issuer = this.issuers[t.number(slot, ISSUER)]!;
     const exp = t.number(slot, EXP);
     const nbf = t.number(slot, NBF);
     const iat = t.number(slot, IAT);
-    const scopes = t.text(slot, SCOPES);
-    const principal = jwtPrincipal(this.interner, t.text(slot, TENANT), t.text(slot, SUBJECT), scopes === undefined ? [] : scopes.split(' '), t.text(slot, EMAIL), issuer.name, exp);
+    const scopes = this.interner.scopesFromText(t.text(slot, SCOPES));
+    const principal = jwtPrincipal(this.interner, t.text(slot, TENANT), t.text(slot, SUBJECT), scopes, t.text(slot, EMAIL), issuer.name, exp);
     return new VerifiedToken(principal, issuer, this.keys[t.number(slot, KEY)]!, exp, Number.isNaN(nbf) ? undefined : nbf, Number.isNaN(iat) ? undefined : iat);
-  }
+  };
 
   private clear(): void {
     this.table.clear();

@@ -19,7 +19,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
-import { Interner } from '../intern.js';
+import { Interner, scopesText } from '../intern.js';
 import { CachedKey } from './cached-key.js';
 import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
@@ -208,23 +208,22 @@ export class KeyVerifier {
 
   /** The entry in a positive slot: the object kept for it, or one rebuilt from its fields. */
   private positiveAt(slot: number): PositiveEntry {
+    return this.entries.objectAt(slot, this.rebuild);
+  }
+
+  private readonly rebuild = (slot: number): PositiveEntry => {
     const t = this.entries;
-    const kept = t.object(slot);
-    if (kept !== undefined) return kept;
     const revokedAt = t.number(slot, REVOKED_AT);
-    const scopes = t.text(slot, SCOPES);
     const record = new CachedKey(
       t.text(slot, ID)!,
       this.interner.string(t.text(slot, TENANT)!),
       t.text(slot, NAME)!,
-      this.interner.scopes(scopes === undefined ? [] : scopes.split(' ')),
+      this.interner.scopesFromText(t.text(slot, SCOPES)),
       t.number(slot, EXPIRES_AT),
       Number.isNaN(revokedAt) ? undefined : revokedAt,
     );
-    const entry = new PositiveEntry(record, t.number(slot, FRESH_UNTIL), t.number(slot, GENERATION));
-    t.keep(slot, entry);
-    return entry;
-  }
+    return new PositiveEntry(record, t.number(slot, FRESH_UNTIL), t.number(slot, GENERATION));
+  };
 
   /** Store an entry in the table (its slot is claimed afresh). */
   private save(digest: string, entry: Entry): void {
@@ -240,11 +239,8 @@ export class KeyVerifier {
     t.setNumber(slot, KIND, POSITIVE);
     t.setNumber(slot, EXPIRES_AT, record.expiresAt);
     t.setNumber(slot, REVOKED_AT, record.revokedAt ?? Number.NaN);
-    // Scopes travel space-joined; a list with a space inside a scope would not split back the same.
-    const joinable = !record.scopes.some((scope) => scope.includes(' '));
-    const texts = [record.id, record.name, record.tenant, record.scopes.length === 0 ? undefined : record.scopes.join(' ')];
-    if (joinable && t.setTexts(slot, texts)) t.keep(slot, entry as PositiveEntry);
-    else t.pin(slot, entry as PositiveEntry);
+    const scopeText = scopesText(record.scopes);
+    t.store(slot, scopeText === null ? undefined : [record.id, record.name, record.tenant, scopeText], entry as PositiveEntry);
   }
 
   private evaluate(entry: PositiveEntry, now: number): KeyCheck {
