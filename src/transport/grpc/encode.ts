@@ -8,7 +8,7 @@
 
 import { STATUS_LABELS, type HttpDenyStatus } from '../../reasons.js';
 import type { AllowDecision, Decision, DenyDecision, EncodeCache, HeaderPair } from '../../types.js';
-import { lenFieldSize, varintSize, WIRE_LEN, WIRE_VARINT, Writer } from './wire.js';
+import { GRPC_FRAME_HEADER, lenFieldSize, varintSize, WIRE_LEN, WIRE_VARINT, Writer } from './wire.js';
 
 /** HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD */
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
@@ -141,8 +141,14 @@ function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer
 
 // ---- CheckResponse -----------------------------------------------------------------------------
 
-export function encodeCheckResponse(decision: Decision): Buffer {
+/** The CheckResponse as one gRPC message frame, encoded in place (what the transport sends). */
+export function encodeCheckResponseFrame(decision: Decision): Buffer {
   return decision.allowed ? encodeAllow(decision) : encodeDeny(decision);
+}
+
+/** The bare CheckResponse message. */
+export function encodeCheckResponse(decision: Decision): Buffer {
+  return encodeCheckResponseFrame(decision).subarray(GRPC_FRAME_HEADER);
 }
 
 /** OkHttpResponse { headers = 2; headers_to_remove = 5 } — the part fixed per caller and route. */
@@ -166,7 +172,7 @@ function encodeAllow(d: AllowDecision): Buffer {
   const okSize = fixedSize + headerOptionsSize(d.responseHeaders); // response_headers_to_add = 6
   const metaSize = metaFixedSize + lenFieldSize(idEntry);
   // status = 1: an empty google.rpc.Status (code 0, OK)
-  const w = new Writer(2 + lenFieldSize(okSize) + lenFieldSize(metaSize));
+  const w = new Writer(2 + lenFieldSize(okSize) + lenFieldSize(metaSize), GRPC_FRAME_HEADER);
   w.varint(TAG_STATUS);
   w.varint(0);
   w.varint(TAG_OK);
@@ -183,7 +189,7 @@ function encodeAllow(d: AllowDecision): Buffer {
   else writeFixedMetadata(w, d);
   const metaEnd = w.pos;
   writeStructEntry(w, 'decision_id', d.requestId);
-  const out = w.finish();
+  const out = w.finishFrame();
   // Encoded in place this time (no intermediate buffers); the cache copies the fixed parts out.
   if (cache !== undefined && cached === undefined) remember(cache, out.subarray(fixedStart, fixedEnd), out.subarray(metaStart, metaEnd));
   return out;
@@ -220,7 +226,7 @@ function encodeDeny(d: DenyDecision): Buffer {
   const bodyLen = utf8Length(d.body);
   const deniedSize = deniedPrefix + lenFieldSize(bodyLen); // body = 3
   const metaSize = meta.length + lenFieldSize(idEntry);
-  const w = new Writer(statusFieldSize + lenFieldSize(deniedSize) + lenFieldSize(metaSize));
+  const w = new Writer(statusFieldSize + lenFieldSize(deniedSize) + lenFieldSize(metaSize), GRPC_FRAME_HEADER);
   w.raw(fixed.subarray(0, statusFieldSize));
   w.varint(TAG_DENIED);
   w.varint(deniedSize);
@@ -230,5 +236,5 @@ function encodeDeny(d: DenyDecision): Buffer {
   w.varint(metaSize);
   w.raw(meta);
   writeStructEntry(w, 'decision_id', d.requestId);
-  return w.finish();
+  return w.finishFrame();
 }

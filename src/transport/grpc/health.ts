@@ -2,8 +2,14 @@
 // health checking. SERVING only once a policy is loaded and its dependencies are ready;
 // NOT_SERVING while starting and while draining.
 
-import * as grpc from '@grpc/grpc-js';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { endStreaming, GrpcStatus, grpcFrame, readRequestMessage, sendError, sendUnary, startStreaming } from './protocol.js';
 import { Reader, WIRE_LEN } from './wire.js';
+
+export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
+export const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
+/** A HealthCheckRequest is one short service name; anything bigger is not one. */
+const MAX_REQUEST_BYTES = 4096;
 
 export const enum ServingStatus {
   UNKNOWN = 0,
@@ -12,16 +18,9 @@ export const enum ServingStatus {
   SERVICE_UNKNOWN = 3,
 }
 
-const passThrough = {
-  requestSerialize: (value: Buffer) => value,
-  requestDeserialize: (value: Buffer) => value,
-  responseSerialize: (value: Buffer) => value,
-  responseDeserialize: (value: Buffer) => value,
-};
-
-/** HealthCheckResponse { ServingStatus status = 1 } */
-function encodeStatus(status: ServingStatus): Buffer {
-  return status === ServingStatus.UNKNOWN ? Buffer.alloc(0) : Buffer.from([0x08, status]);
+/** HealthCheckResponse { ServingStatus status = 1 }, framed */
+function statusFrame(status: ServingStatus): Buffer {
+  return grpcFrame(status === ServingStatus.UNKNOWN ? Buffer.alloc(0) : Buffer.from([0x08, status]));
 }
 
 /** HealthCheckRequest { string service = 1 } */
@@ -39,47 +38,40 @@ function decodeService(buf: Buffer): string {
 export class HealthService {
   private status: ServingStatus = ServingStatus.NOT_SERVING;
   private readonly known: Set<string>;
-  private readonly watchers = new Set<{ service: string; call: grpc.ServerWritableStream<Buffer, Buffer> }>();
+  private readonly watchers = new Map<ServerHttp2Stream, string>();
 
   constructor(services: readonly string[]) {
     this.known = new Set(['', ...services]);
   }
 
-  readonly definition: grpc.ServiceDefinition = {
-    Check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, originalName: 'check', ...passThrough },
-    Watch: { path: '/grpc.health.v1.Health/Watch', requestStream: false, responseStream: true, originalName: 'watch', ...passThrough },
+  /** Answer a call to grpc.health.v1.Health (`path` is one of the two methods). */
+  serve(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: typeof HEALTH_CHECK_PATH | typeof HEALTH_WATCH_PATH): void {
+    readRequestMessage(stream, headers, MAX_REQUEST_BYTES, path === HEALTH_CHECK_PATH ? this.check : this.watch);
+  }
+
+  private readonly check = (stream: ServerHttp2Stream, request: Buffer): void => {
+    const service = this.service(stream, request);
+    if (service === undefined) return;
+    if (!this.known.has(service)) return sendError(stream, GrpcStatus.NOT_FOUND, `unknown service ${service}`);
+    sendUnary(stream, statusFrame(this.status));
   };
 
-  readonly implementation: grpc.UntypedServiceImplementation = {
-    Check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
-      let service: string;
-      try {
-        service = decodeService(call.request);
-      } catch {
-        callback({ code: grpc.status.INVALID_ARGUMENT, details: 'malformed HealthCheckRequest' });
-        return;
-      }
-      if (!this.known.has(service)) {
-        callback({ code: grpc.status.NOT_FOUND, details: `unknown service ${service}` });
-        return;
-      }
-      callback(null, encodeStatus(this.status));
-    },
-    Watch: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-      let service: string;
-      try {
-        service = decodeService(call.request);
-      } catch {
-        call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'malformed HealthCheckRequest' });
-        return;
-      }
-      const watcher = { service, call };
-      this.watchers.add(watcher);
-      call.write(encodeStatus(this.known.has(service) ? this.status : ServingStatus.SERVICE_UNKNOWN));
-      call.on('cancelled', () => this.watchers.delete(watcher));
-      call.on('close', () => this.watchers.delete(watcher));
-    },
+  private readonly watch = (stream: ServerHttp2Stream, request: Buffer): void => {
+    const service = this.service(stream, request);
+    if (service === undefined || !startStreaming(stream)) return;
+    this.watchers.set(stream, service);
+    stream.once('close', () => this.watchers.delete(stream));
+    stream.write(statusFrame(this.known.has(service) ? this.status : ServingStatus.SERVICE_UNKNOWN));
   };
+
+  private service(stream: ServerHttp2Stream, request: Buffer): string | undefined {
+    try {
+      return decodeService(request);
+    } catch {
+      sendError(stream, GrpcStatus.INVALID_ARGUMENT, 'malformed HealthCheckRequest');
+      return undefined;
+    }
+  }
 
   get current(): ServingStatus {
     return this.status;
@@ -88,14 +80,15 @@ export class HealthService {
   set(status: ServingStatus): void {
     if (status === this.status) return;
     this.status = status;
-    for (const { service, call } of this.watchers) {
-      if (this.known.has(service)) call.write(encodeStatus(status));
+    const frame = statusFrame(status);
+    for (const [stream, service] of this.watchers) {
+      if (this.known.has(service) && !stream.destroyed) stream.write(frame);
     }
   }
 
-  /** End every Watch stream (shutdown). */
+  /** End every Watch stream with grpc-status OK (shutdown). */
   closeWatchers(): void {
-    for (const { call } of this.watchers) call.end();
+    for (const stream of this.watchers.keys()) endStreaming(stream);
     this.watchers.clear();
   }
 }

@@ -1,34 +1,21 @@
 // gRPC transport: envoy.service.auth.v3.Authorization/Check and grpc.health.v1.Health on one
-// server. A thin adapter: bytes in → decodeCheckRequest → Authorizer → encodeCheckResponse.
-// Raw Buffers pass through grpc-js (identity serializers) so decoding errors are ours to answer.
+// HTTP/2 port. A thin adapter: request frame → decodeCheckRequest → Authorizer →
+// encodeCheckResponseFrame. The protocol rules live in protocol.ts (why not grpc-js: see there).
 
-import * as grpc from '@grpc/grpc-js';
+import http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Authorizer } from '../../pipeline/authorizer.js';
 import { internalError } from '../../pipeline/authorize.js';
 import type { Logger } from '../../observability/logger.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
-import { encodeCheckResponse } from './encode.js';
-import { HealthService } from './health.js';
-
-const passThrough = {
-  requestSerialize: (value: Buffer) => value,
-  requestDeserialize: (value: Buffer) => value,
-  responseSerialize: (value: Buffer) => value,
-  responseDeserialize: (value: Buffer) => value,
-};
+import { encodeCheckResponseFrame } from './encode.js';
+import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
+import { GrpcStatus, isGrpcRequest, readRequestMessage, sendError, sendUnary } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
-
-const authorizationDefinition: grpc.ServiceDefinition = {
-  Check: {
-    path: `/${AUTHORIZATION_SERVICE}/Check`,
-    requestStream: false,
-    responseStream: false,
-    originalName: 'check',
-    ...passThrough,
-  },
-};
+const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
+const PORTCULLIS = { realm: 'portcullis' };
 
 export interface GrpcServerOptions {
   bind: string;
@@ -39,7 +26,9 @@ export interface GrpcServerOptions {
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
-  private readonly server: grpc.Server;
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly maxMessageBytes: number;
   private inFlight = 0;
   boundPort = 0;
 
@@ -48,24 +37,31 @@ export class GrpcTransport {
     private readonly logger: Logger,
     private readonly options: GrpcServerOptions,
   ) {
-    this.server = new grpc.Server({
-      'grpc.max_receive_message_length': options.maxMessageBytes ?? 4 * 1024 * 1024,
-      'grpc.keepalive_permit_without_calls': 1,
-      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-      // Channelz bookkeeping runs on every call; Portcullis serves no channelz service to read it.
-      'grpc.enable_channelz': 0,
+    this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.server = http2.createServer({
+      // Envoy keeps a few connections and multiplexes checks on them; bound what one may hold open.
+      settings: { maxConcurrentStreams: 1024 },
+      maxSessionMemory: 32,
     });
-    this.server.addService(authorizationDefinition, { Check: this.check });
-    this.server.addService(this.health.definition, this.health.implementation);
+    this.server.on('stream', this.onStream);
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+    });
+    // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
+    this.server.on('connection', (socket: Socket) => socket.setKeepAlive(true, 60_000));
+    this.server.on('sessionError', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
   }
 
   async start(): Promise<number> {
-    const address = this.options.bind.includes(':') ? `[${this.options.bind}]` : this.options.bind;
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(`${address}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      );
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.bind, () => {
+        this.server.off('error', reject);
+        resolve((this.server.address() as AddressInfo).port);
+      });
     });
+    this.server.on('error', (err: Error) => this.logger.error({ err: err.message }, 'gRPC server error'));
     return this.boundPort;
   }
 
@@ -74,31 +70,49 @@ export class GrpcTransport {
     return this.inFlight;
   }
 
-  /** Stop accepting calls, let in-flight ones finish, give up after `timeoutMs`. */
+  /**
+   * Stop accepting connections, send GOAWAY on every connection so clients move to another
+   * replica, let in-flight calls finish, and close what is left after `timeoutMs`.
+   */
   async shutdown(timeoutMs: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.logger.warn({ pending: this.inFlight }, 'drain timeout; closing remaining gRPC calls');
-        this.server.forceShutdown();
-        resolve();
-      }, timeoutMs);
-      timer.unref();
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+    if (!this.server.listening && this.sessions.size === 0) return;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.close();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), timeoutMs);
     });
+    if (await Promise.race([closed.then(() => false), timedOut])) {
+      this.logger.warn({ pending: this.inFlight, connections: this.sessions.size }, 'drain timeout; closing remaining gRPC connections');
+      for (const session of this.sessions) session.destroy();
+      await closed;
+    }
+    clearTimeout(timer);
   }
 
-  private readonly check = (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void => {
-    let request: ReturnType<typeof decodeCheckRequest>;
+  private readonly onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void => {
+    // A reset stream emits 'error'; unhandled, that would end the process.
+    stream.on('error', ignoreStreamError);
     try {
-      request = decodeCheckRequest(call.request);
+      if (!isGrpcRequest(stream, headers)) return;
+      const path = headers[':path'];
+      if (path === CHECK_PATH) readRequestMessage(stream, headers, this.maxMessageBytes, this.check);
+      else if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(stream, headers, path);
+      else sendError(stream, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path)}`);
+    } catch (err) {
+      this.failed(stream, err);
+    }
+  };
+
+  private readonly check = (stream: http2.ServerHttp2Stream, message: Buffer): void => {
+    let request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: boolean };
+    try {
+      request = decodeCheckRequest(message);
     } catch (err) {
       // Not a CheckRequest at all: the one case that is an RPC error rather than a denial.
       const details = err instanceof WireError ? `malformed CheckRequest: ${err.message}` : 'malformed CheckRequest';
       this.logger.info({ err: details }, 'rejected undecodable CheckRequest');
-      callback({ code: grpc.status.INVALID_ARGUMENT, details });
+      sendError(stream, GrpcStatus.INVALID_ARGUMENT, details);
       return;
     }
     this.inFlight++;
@@ -106,27 +120,41 @@ export class GrpcTransport {
     try {
       decision = this.authorizer.check(request, request[NO_HTTP_ATTRIBUTES] === true);
     } catch (err) {
-      decision = internalError({ realm: 'portcullis' }, request, 'unknown', err);
+      decision = internalError(PORTCULLIS, request, 'unknown', err);
     }
     if (isPromise(decision)) {
       decision.then(
-        (d) => this.reply(callback, request, d),
-        (err: unknown) => this.reply(callback, request, internalError({ realm: 'portcullis' }, request, 'unknown', err)),
+        (d) => this.reply(stream, request, d),
+        (err: unknown) => this.reply(stream, request, internalError(PORTCULLIS, request, 'unknown', err)),
       );
     } else {
-      this.reply(callback, request, decision);
+      this.reply(stream, request, decision);
     }
   };
 
-  private reply(callback: grpc.sendUnaryData<Buffer>, request: RequestAttributes, decision: Decision): void {
+  private reply(stream: http2.ServerHttp2Stream, request: RequestAttributes, decision: Decision): void {
     this.inFlight--;
-    let bytes: Buffer;
+    let frame: Buffer;
     try {
-      bytes = encodeCheckResponse(decision);
+      frame = encodeCheckResponseFrame(decision);
     } catch (err) {
       this.logger.error({ err: (err as Error).message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
-      bytes = encodeCheckResponse(internalError({ realm: 'portcullis' }, request, decision.route, err));
+      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, decision.route, err));
     }
-    callback(null, bytes);
+    try {
+      sendUnary(stream, frame); // false: Envoy gave up on this check (its timeout) and reset the stream
+    } catch (err) {
+      this.failed(stream, err);
+    }
   }
+
+  /** Transport-level failure (never a decision): log it and end the call without crashing. */
+  private failed(stream: http2.ServerHttp2Stream, err: unknown): void {
+    this.logger.error({ err: (err as Error)?.message }, 'gRPC transport error');
+    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+function ignoreStreamError(): void {
+  // The stream is gone (client reset, connection closed); its call can no longer be answered.
 }

@@ -116,12 +116,22 @@ export function varintSize(value: number): number {
   return 5;
 }
 
-/** Writes into a buffer sized up front (callers compute sizes first; no growing, no copying). */
+/** gRPC's length-prefixed message header: compressed flag (1 byte) + big-endian length (4 bytes). */
+export const GRPC_FRAME_HEADER = 5;
+
+/**
+ * Writes into a buffer sized up front (callers compute sizes first; no growing, no copying).
+ * `headroom` bytes are left free in front, for a gRPC frame header written by `finishFrame()`.
+ */
 export class Writer {
-  pos = 0;
+  pos: number;
   readonly buf: Buffer;
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
+  constructor(
+    size: number,
+    private readonly headroom = 0,
+  ) {
+    this.buf = Buffer.allocUnsafe(headroom + size);
+    this.pos = headroom;
   }
 
   varint(value: number): void {
@@ -160,6 +170,15 @@ export class Writer {
   finish(): Buffer {
     if (this.pos !== this.buf.length) throw new WireError(`encoder size mismatch: wrote ${this.pos} of ${this.buf.length}`);
     return this.buf;
+  }
+
+  /** The message as one uncompressed gRPC frame (the Writer was made with GRPC_FRAME_HEADER headroom). */
+  finishFrame(): Buffer {
+    if (this.headroom !== GRPC_FRAME_HEADER) throw new WireError('finishFrame() needs a Writer with gRPC frame headroom');
+    const buf = this.finish();
+    buf[0] = 0;
+    buf.writeUInt32BE(buf.length - GRPC_FRAME_HEADER, 1);
+    return buf;
   }
 }
 
