@@ -12,7 +12,10 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/observability/logger.js';
 import { startServer } from '../../src/server.js';
+import type { Authorizer } from '../../src/pipeline/authorizer.js';
+import type { Decision } from '../../src/types.js';
 import { encodeGrpcMessage } from '../../src/transport/grpc/protocol.js';
+import { GrpcTransport } from '../../src/transport/grpc/server.js';
 import { CheckClient, checkRequestType, checkResponseType } from '../support/grpc-client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -63,19 +66,15 @@ interface RawAnswer {
 }
 
 /** One request over a fresh HTTP/2 connection; `end: false` leaves the request body open. */
-function rawCall(body: Buffer[], { path: callPath = CHECK, headers = {}, end = true }: { path?: string; headers?: Record<string, string>; end?: boolean } = {}): Promise<RawAnswer> {
+function rawCall(body: Buffer[], { path: callPath = CHECK, headers = {}, end = true, to = port }: { path?: string; headers?: Record<string, string>; end?: boolean; to?: number } = {}): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
-    const session = http2.connect(`http://127.0.0.1:${port}`);
+    const session = http2.connect(`http://127.0.0.1:${to}`);
     session.on('error', reject);
     const stream = session.request({ ':method': 'POST', ':path': callPath, 'content-type': 'application/grpc', te: 'trailers', ...headers });
     const chunks: Buffer[] = [];
     let responseHeaders: http2.IncomingHttpHeaders = {};
     let trailers: http2.IncomingHttpHeaders = {};
-    stream.on('response', (h) => {
-      responseHeaders = h;
-      // A trailers-only answer while the request is still open: a gRPC client stops here.
-      if (!end && h['grpc-status'] !== undefined) stream.close(http2.constants.NGHTTP2_CANCEL);
-    });
+    stream.on('response', (h) => (responseHeaders = h));
     stream.on('trailers', (t) => (trailers = t));
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('error', reject);
@@ -135,10 +134,11 @@ describe('gRPC framing from a raw HTTP/2 client', () => {
     expect(decodeURIComponent(answer.grpcMessage ?? '')).toMatch(message);
   });
 
-  it('refuses a message larger than the limit from its frame header, before the body is sent', async () => {
+  it('refuses a message larger than the limit from its frame header, before the body is sent, and resets the stream', async () => {
     const head = Buffer.alloc(5);
     head.writeUInt32BE(MAX_MESSAGE + 1, 1);
-    // The body never comes and the request stays open: the answer can only come from the header.
+    // The body never comes and the request stays open: the answer can only come from the header,
+    // and the call only closes because the server resets the stream (NO_ERROR) after answering.
     const answer = await rawCall([head, Buffer.alloc(1000)], { end: false });
     expect(answer.grpcStatus).toBe('8');
     expect(answer.grpcMessage).toBe(`Received message larger than max (${MAX_MESSAGE + 1} vs. ${MAX_MESSAGE})`);
@@ -266,5 +266,109 @@ describe('grpc.health.v1.Health/Watch', () => {
     expect(took).toBeLessThan(3000);
     await closed;
     session.destroy();
+  });
+});
+
+describe('GrpcTransport limits and failures', () => {
+  /** A transport of its own on the shared server's Authorizer, or on `authorizer`. */
+  async function transport(options: { readTimeoutMs?: number; maxBufferedBytes?: number } = {}, authorizer: Authorizer = running.server.authorizer) {
+    const t = new GrpcTransport(authorizer, silentLogger(), { bind: '127.0.0.1', port: 0, ...options });
+    return { t, port: await t.start() };
+  }
+
+  /** A CheckRequest of about `size` bytes (one big header). */
+  function bigRequest(size: number): Buffer {
+    const message = CheckClient.requestMessage({ path: '/health', headers: { 'x-padding': 'p'.repeat(size) } });
+    return frame(Buffer.from(checkRequestType.encode(checkRequestType.fromObject(message)).finish()));
+  }
+
+  it('answers a request still arriving after the read timeout with DEADLINE_EXCEEDED and resets it', async () => {
+    const { t, port: to } = await transport({ readTimeoutMs: 150 });
+    const answer = await rawCall([frame(checkRequestBytes()).subarray(0, 12)], { end: false, to });
+    expect(answer.grpcStatus).toBe('4');
+    expect(answer.grpcMessage).toMatch(/not received within 150 ms/);
+    const healthy = await rawCall([frame(checkRequestBytes())], { to });
+    expect(healthy.grpcStatus).toBe('0');
+    await t.shutdown(1000);
+  });
+
+  it('bounds the bytes that partly received large requests hold together, and gives them back', async () => {
+    // Two requests of ~150 KiB fit the budget together; a third one's first 100 KiB do not.
+    const { t, port: to } = await transport({ maxBufferedBytes: 350 * 1024 });
+    const big = bigRequest(150 * 1024);
+    const almost = big.length - 10;
+    const session = http2.connect(`http://127.0.0.1:${to}`);
+    const open = (part: Buffer) => {
+      const stream = session.request({ ':method': 'POST', ':path': CHECK, 'content-type': 'application/grpc', te: 'trailers' });
+      let headers: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders = {};
+      stream.on('response', (h) => (headers = h));
+      stream.on('trailers', (h) => (trailers = h));
+      stream.resume();
+      const closed = new Promise<string | undefined>((resolve) => stream.on('close', () => resolve((trailers['grpc-status'] ?? headers['grpc-status']) as string | undefined)));
+      stream.write(part);
+      return { stream, closed };
+    };
+    const first = open(big.subarray(0, almost));
+    const second = open(big.subarray(0, almost));
+    await new Promise((r) => setTimeout(r, 100));
+    const third = open(big.subarray(0, 100 * 1024)); // ~400 KiB held: over the budget
+    expect(await third.closed).toBe('8');
+    first.stream.end(big.subarray(almost));
+    second.stream.end(big.subarray(almost));
+    expect(await first.closed).toBe('0');
+    expect(await second.closed).toBe('0');
+    // Both finished and were given back: a big request fits again.
+    const again = open(big);
+    again.stream.end();
+    expect(await again.closed).toBe('0');
+    session.close();
+    await t.shutdown(1000);
+  });
+
+  it('drops the answer of a check whose stream was reset while its decision was pending, and keeps serving', async () => {
+    const pending: ((d: Decision) => void)[] = [];
+    const real = running.server.authorizer;
+    const slow = {
+      check: (request: Parameters<Authorizer['check']>[0], malformed?: boolean) => {
+        const decision = real.check(request, malformed) as Decision;
+        return new Promise<Decision>((resolve) => pending.push(() => resolve(decision)));
+      },
+    } as unknown as Authorizer;
+    const { t, port: to } = await transport({}, slow);
+    const session = http2.connect(`http://127.0.0.1:${to}`);
+    session.on('error', () => undefined);
+    const stream = session.request({ ':method': 'POST', ':path': CHECK, 'content-type': 'application/grpc', te: 'trailers' });
+    stream.on('error', () => undefined);
+    stream.end(frame(checkRequestBytes()));
+    await expect.poll(() => pending.length).toBe(1);
+    expect(t.pending).toBe(1);
+    const reset = new Promise<void>((resolve) => stream.on('close', () => resolve()));
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await reset;
+    await new Promise((r) => setTimeout(r, 20)); // let the server see the reset
+    pending[0]!({} as Decision);
+    await expect.poll(() => t.pending).toBe(0);
+    const next = rawCall([frame(checkRequestBytes())], { to });
+    await expect.poll(() => pending.length).toBe(2);
+    pending[1]!({} as Decision);
+    expect((await next).grpcStatus).toBe('0');
+    session.close();
+    await t.shutdown(1000);
+  });
+
+  it('answers 503 when the decision fails or cannot be encoded, and a Watch during shutdown ends at once', async () => {
+    const broken = { check: () => Promise.reject(new Error('store exploded')) } as unknown as Authorizer;
+    const { t, port: to } = await transport({}, broken);
+    const answer = await rawCall([frame(checkRequestBytes())], { to });
+    expect(answer.grpcStatus).toBe('0');
+    const denied = decodeResponseFrame(answer.data).denied_response as { status?: { code?: number } };
+    expect(denied.status?.code).toBe(503);
+
+    t.health.closeWatchers(); // what shutdown does first
+    const watch = await rawCall([frame(Buffer.alloc(0))], { path: '/grpc.health.v1.Health/Watch', to });
+    expect(watch.grpcStatus).toBe('0');
+    expect(watch.data.length).toBeGreaterThan(0); // the status, then the end
+    await t.shutdown(1000);
   });
 });

@@ -3,7 +3,7 @@
 // NOT_SERVING while starting and while draining.
 
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import { endStreaming, GrpcStatus, grpcFrame, readRequestMessage, sendError, sendUnary, startStreaming } from './protocol.js';
+import { endStreaming, GrpcStatus, grpcFrame, type RequestReader, sendError, sendUnary, startStreaming } from './protocol.js';
 import { Reader, WIRE_LEN } from './wire.js';
 
 export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
@@ -39,14 +39,15 @@ export class HealthService {
   private status: ServingStatus = ServingStatus.NOT_SERVING;
   private readonly known: Set<string>;
   private readonly watchers = new Map<ServerHttp2Stream, string>();
+  private closed = false;
 
   constructor(services: readonly string[]) {
     this.known = new Set(['', ...services]);
   }
 
   /** Answer a call to grpc.health.v1.Health (`path` is one of the two methods). */
-  serve(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: typeof HEALTH_CHECK_PATH | typeof HEALTH_WATCH_PATH): void {
-    readRequestMessage(stream, headers, MAX_REQUEST_BYTES, path === HEALTH_CHECK_PATH ? this.check : this.watch);
+  serve(reader: RequestReader, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: typeof HEALTH_CHECK_PATH | typeof HEALTH_WATCH_PATH): void {
+    reader.read(stream, headers, path === HEALTH_CHECK_PATH ? this.check : this.watch, MAX_REQUEST_BYTES);
   }
 
   private readonly check = (stream: ServerHttp2Stream, request: Buffer): void => {
@@ -59,9 +60,12 @@ export class HealthService {
   private readonly watch = (stream: ServerHttp2Stream, request: Buffer): void => {
     const service = this.service(stream, request);
     if (service === undefined || !startStreaming(stream)) return;
+    stream.write(statusFrame(this.known.has(service) ? this.status : ServingStatus.SERVICE_UNKNOWN));
+    // Shutting down: a Watch that arrives now gets the status and its end, or it would hold its
+    // connection open until the drain timeout.
+    if (this.closed) return endStreaming(stream);
     this.watchers.set(stream, service);
     stream.once('close', () => this.watchers.delete(stream));
-    stream.write(statusFrame(this.known.has(service) ? this.status : ServingStatus.SERVICE_UNKNOWN));
   };
 
   private service(stream: ServerHttp2Stream, request: Buffer): string | undefined {
@@ -88,6 +92,7 @@ export class HealthService {
 
   /** End every Watch stream with grpc-status OK (shutdown). */
   closeWatchers(): void {
+    this.closed = true;
     for (const stream of this.watchers.keys()) endStreaming(stream);
     this.watchers.clear();
   }

@@ -7,7 +7,7 @@
 // does ~2.2x the calls per second of a grpc-js server doing the same. Clients (Envoy, grpc-js,
 // grpc-go, h2load) see the same protocol either way.
 
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import zlib from 'node:zlib';
 import { GRPC_FRAME_HEADER } from './wire.js';
 
@@ -15,11 +15,14 @@ import { GRPC_FRAME_HEADER } from './wire.js';
 export const enum GrpcStatus {
   OK = 0,
   INVALID_ARGUMENT = 3,
+  DEADLINE_EXCEEDED = 4,
   NOT_FOUND = 5,
   RESOURCE_EXHAUSTED = 8,
   UNIMPLEMENTED = 12,
   INTERNAL = 13,
 }
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
 
 /** Compressed-message encodings accepted from clients (responses are never compressed). */
 const ACCEPT_ENCODING = 'identity,deflate,gzip';
@@ -48,7 +51,7 @@ export function isGrpcRequest(stream: ServerHttp2Stream, headers: IncomingHttpHe
   const contentType = headers['content-type'];
   if (typeof contentType === 'string' && contentType.startsWith('application/grpc')) return true;
   stream.respond({ ':status': 415 }, RESPOND_AND_END);
-  discardInput(stream);
+  if (!stream.readableEnded) stream.close(NGHTTP2_NO_ERROR);
   return false;
 }
 
@@ -77,17 +80,18 @@ function sendOkTrailers(this: ServerHttp2Stream): void {
   if (!this.destroyed) this.sendTrailers(OK_TRAILERS);
 }
 
-/** A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. */
+/**
+ * A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. If the
+ * client is still sending, the stream is then reset with NO_ERROR (RFC 9113 §8.1): the answer
+ * is complete, stop sending.
+ */
 export function sendError(stream: ServerHttp2Stream, code: GrpcStatus, details: string, extra?: Record<string, string>): void {
   if (unanswerable(stream)) return;
   stream.respond({ ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra }, RESPOND_AND_END);
-  discardInput(stream);
-}
-
-/** Read and drop whatever the client still sends, so no request body is buffered after an answer. */
-function discardInput(stream: ServerHttp2Stream): void {
-  stream.removeAllListeners('data');
-  stream.resume();
+  if (!stream.readableEnded) {
+    stream.removeAllListeners('data');
+    stream.close(NGHTTP2_NO_ERROR);
+  }
 }
 
 /** grpc-message is percent-encoded UTF-8: bytes outside printable ASCII, and '%', become %XX. */
@@ -110,67 +114,179 @@ export function encodeGrpcMessage(details: string): string {
 
 export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer) => void;
 
-/**
- * Collect the single request message of a unary (or server-streaming) call and hand it to
- * `onMessage`, or answer the call with the protocol error: too large (RESOURCE_EXHAUSTED, as
- * soon as the frame header says so, before the body is buffered), no message or a second one
- * (UNIMPLEMENTED, as grpc-js does), a truncated frame (INTERNAL), an encoding not supported
- * (UNIMPLEMENTED with grpc-accept-encoding). gzip and deflate messages are inflated with the
- * same size limit on their inflated size.
- */
-export function readRequestMessage(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, maxBytes: number, onMessage: MessageHandler): void {
-  let first: Buffer | undefined;
-  let chunks: Buffer[] | undefined;
-  let received = 0;
-  let declaredChecked = false;
-  stream.on('data', (chunk: Buffer) => {
-    received += chunk.length;
-    if (first === undefined) first = chunk;
-    else (chunks ??= [first]).push(chunk);
-    if (!declaredChecked && received >= GRPC_FRAME_HEADER) {
-      declaredChecked = true;
-      const head = chunks === undefined ? first : Buffer.concat(chunks, received);
-      const declared = head.readUInt32BE(1);
-      if (declared > maxBytes) {
-        sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message larger than max (${declared} vs. ${maxBytes})`);
-        first = chunks = undefined;
-        return;
-      }
-    }
-    if (received > GRPC_FRAME_HEADER + maxBytes) {
-      // Within the limit by its header, yet more bytes follow: a second message.
-      sendError(stream, GrpcStatus.UNIMPLEMENTED, 'Received a second request message for a unary method');
-      first = chunks = undefined;
-    }
-  });
-  stream.on('end', () => {
-    if (stream.headersSent) return; // answered with an error while reading
-    if (received === 0) return sendError(stream, GrpcStatus.UNIMPLEMENTED, 'Received no request message for a unary method');
-    const body = chunks === undefined ? first! : Buffer.concat(chunks, received);
-    if (received < GRPC_FRAME_HEADER) return sendError(stream, GrpcStatus.INTERNAL, 'Truncated gRPC message frame');
-    const length = body.readUInt32BE(1);
-    const end = GRPC_FRAME_HEADER + length;
-    if (end > received) return sendError(stream, GrpcStatus.INTERNAL, 'Truncated gRPC message frame');
-    if (end < received) return sendError(stream, GrpcStatus.UNIMPLEMENTED, 'Received a second request message for a unary method');
-    const compressed = body[0];
-    const message = body.subarray(GRPC_FRAME_HEADER, end);
-    if (compressed === 0) return onMessage(stream, message);
-    if (compressed !== 1) return sendError(stream, GrpcStatus.INTERNAL, `Invalid gRPC compressed flag ${compressed}`);
-    inflate(stream, headers['grpc-encoding'], message, maxBytes, onMessage);
-  });
+/** Limits shared by every request being read on one server. */
+export interface ReadLimits {
+  /** Largest message, before and after inflating. */
+  maxMessageBytes: number;
+  /** Requests still being read after this long (a client trickling bytes) get DEADLINE_EXCEEDED. */
+  readTimeoutMs: number;
+  /** Bytes all partly received messages larger than BIG_MESSAGE may hold together. */
+  maxBufferedBytes: number;
 }
 
-function inflate(stream: ServerHttp2Stream, encoding: string | string[] | undefined, message: Buffer, maxBytes: number, onMessage: MessageHandler): void {
+/** Below this a message is not counted against maxBufferedBytes (Envoy's checks are a few KiB). */
+const BIG_MESSAGE = 64 * 1024;
+
+/**
+ * Collects request messages for one server and enforces its limits. The read deadline is swept
+ * by one timer over two generations of streams (a stream unfinished for a whole generation is
+ * expired, so after readTimeoutMs to twice that), which costs a Set insert per call instead of a
+ * timer per call.
+ */
+export class RequestReader {
+  private current = new Set<ServerHttp2Stream>();
+  private previous = new Set<ServerHttp2Stream>();
+  private readonly sweeper: NodeJS.Timeout;
+  /** Bytes held by partly received big messages. */
+  buffered = 0;
+
+  constructor(
+    readonly limits: ReadLimits,
+    private readonly onFailure: (stream: ServerHttp2Stream, err: unknown) => void,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), limits.readTimeoutMs);
+    this.sweeper.unref();
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+  }
+
+  /**
+   * Read the single request message of a unary (or server-streaming) call and hand it to
+   * `onMessage`, or answer the call with the protocol error: too large (RESOURCE_EXHAUSTED, as
+   * soon as the frame header says so), no message or a second one (UNIMPLEMENTED, as grpc-js),
+   * a truncated frame (INTERNAL), an encoding not supported (UNIMPLEMENTED with
+   * grpc-accept-encoding). gzip and deflate messages are inflated under the same size limit.
+   */
+  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes): void {
+    this.current.add(stream);
+    new PendingRequest(this, stream, headers, onMessage, maxBytes);
+  }
+
+  /** The read is over (message handed on, error answered, or stream gone). */
+  settled(stream: ServerHttp2Stream, counted: number): void {
+    if (!this.current.delete(stream)) this.previous.delete(stream);
+    this.buffered -= counted;
+  }
+
+  /** Run a handler; a throw ends that call (INTERNAL, or a reset), never the process. */
+  deliver(stream: ServerHttp2Stream, onMessage: MessageHandler, message: Buffer): void {
+    if (unanswerable(stream)) return; // the client reset the call while it was being read or inflated
+    try {
+      onMessage(stream, message);
+    } catch (err) {
+      this.onFailure(stream, err);
+    }
+  }
+
+  private sweep(): void {
+    for (const stream of this.previous) {
+      sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+      if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL);
+    }
+    this.previous = this.current;
+    this.current = new Set();
+  }
+}
+
+/** One call's request being received. */
+class PendingRequest {
+  private first: Buffer | undefined;
+  private chunks: Buffer[] | undefined;
+  private received = 0;
+  private declared = -1;
+  private counted = 0;
+  private done = false;
+
+  constructor(
+    private readonly reader: RequestReader,
+    private readonly stream: ServerHttp2Stream,
+    private readonly headers: IncomingHttpHeaders,
+    private readonly onMessage: MessageHandler,
+    private readonly maxBytes: number,
+  ) {
+    stream.on('data', (chunk: Buffer) => this.data(chunk));
+    stream.on('end', () => this.end());
+    // A reset stream never ends: settle it here, or the deadline sweep would hold it.
+    stream.on('close', () => this.settle());
+  }
+
+  private data(chunk: Buffer): void {
+    if (this.done) return;
+    this.received += chunk.length;
+    if (this.first === undefined) this.first = chunk;
+    else (this.chunks ??= [this.first]).push(chunk);
+    if (this.declared < 0 && this.received >= GRPC_FRAME_HEADER) {
+      this.declared = this.whole().readUInt32BE(1);
+      if (this.declared > this.maxBytes) return this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `Received message larger than max (${this.declared} vs. ${this.maxBytes})`);
+    }
+    if (this.declared >= 0 && this.received > GRPC_FRAME_HEADER + this.declared) {
+      return this.fail(GrpcStatus.UNIMPLEMENTED, 'Received a second request message for a unary method');
+    }
+    if (this.received > BIG_MESSAGE) this.count(chunk.length);
+  }
+
+  /** Big messages arriving in parts count against the server-wide buffer budget. */
+  private count(bytes: number): void {
+    const reader = this.reader;
+    if (this.counted === 0) bytes = this.received; // everything so far
+    this.counted += bytes;
+    reader.buffered += bytes;
+    if (reader.buffered > reader.limits.maxBufferedBytes) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, 'Too many large requests are being received; retry later');
+    }
+  }
+
+  private end(): void {
+    if (this.done) return;
+    const { stream, received } = this;
+    if (received === 0) return this.fail(GrpcStatus.UNIMPLEMENTED, 'Received no request message for a unary method');
+    if (received < GRPC_FRAME_HEADER || received < GRPC_FRAME_HEADER + this.declared) return this.fail(GrpcStatus.INTERNAL, 'Truncated gRPC message frame');
+    const body = this.whole();
+    const flag = body[0];
+    let message = body.subarray(GRPC_FRAME_HEADER, received);
+    this.settle();
+    if (flag === 1) return inflate(this.reader, stream, this.headers['grpc-encoding'], message, this.maxBytes, this.onMessage);
+    if (flag !== 0) return sendError(stream, GrpcStatus.INTERNAL, `Invalid gRPC compressed flag ${flag}`);
+    // A DATA chunk is a view into a whole socket read (up to 64 KiB, other calls' bytes too);
+    // a decision that waits on I/O keeps its message, so it should not keep the whole read.
+    if (message.buffer.byteLength > 4 * message.length + 4096) message = Buffer.from(message);
+    this.reader.deliver(stream, this.onMessage, message);
+  }
+
+  private whole(): Buffer {
+    if (this.chunks !== undefined) {
+      this.first = Buffer.concat(this.chunks, this.received);
+      this.chunks = undefined;
+    }
+    return this.first!;
+  }
+
+  private fail(code: GrpcStatus, details: string): void {
+    this.settle();
+    this.first = this.chunks = undefined;
+    sendError(this.stream, code, details);
+  }
+
+  private settle(): void {
+    if (this.done) return;
+    this.done = true;
+    this.reader.settled(this.stream, this.counted);
+  }
+}
+
+function inflate(reader: RequestReader, stream: ServerHttp2Stream, encoding: string | string[] | undefined, message: Buffer, maxBytes: number, onMessage: MessageHandler): void {
   if (encoding !== 'gzip' && encoding !== 'deflate') {
     if (encoding === undefined || encoding === 'identity') {
       return sendError(stream, GrpcStatus.INTERNAL, 'Compressed flag set on a message without grpc-encoding');
     }
-    return sendError(stream, GrpcStatus.UNIMPLEMENTED, `Received message compressed with unsupported encoding "${String(encoding)}"`, {
+    return sendError(stream, GrpcStatus.UNIMPLEMENTED, `Received message compressed with unsupported encoding "${String(encoding).slice(0, 64)}"`, {
       'grpc-accept-encoding': ACCEPT_ENCODING,
     });
   }
   const done = (err: Error | null, inflated: Buffer) => {
-    if (!err) return onMessage(stream, inflated);
+    if (!err) return reader.deliver(stream, onMessage, inflated);
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
       return sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${maxBytes}`);
     }

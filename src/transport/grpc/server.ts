@@ -11,7 +11,7 @@ import { isPromise, type Decision, type RequestAttributes } from '../../types.js
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
-import { GrpcStatus, isGrpcRequest, readRequestMessage, sendError, sendUnary } from './protocol.js';
+import { GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -22,13 +22,17 @@ export interface GrpcServerOptions {
   port: number;
   /** Largest CheckRequest accepted (bytes). Envoy's default header limit is 60 KiB; bodies add more. */
   maxMessageBytes?: number;
+  /** A request still arriving after this long is answered DEADLINE_EXCEEDED (a client trickling bytes). */
+  readTimeoutMs?: number;
+  /** Bytes that partly received large requests may hold together. */
+  maxBufferedBytes?: number;
 }
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private readonly maxMessageBytes: number;
+  private readonly reader: RequestReader;
   private inFlight = 0;
   boundPort = 0;
 
@@ -37,11 +41,21 @@ export class GrpcTransport {
     private readonly logger: Logger,
     private readonly options: GrpcServerOptions,
   ) {
-    this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.reader = new RequestReader(
+      {
+        maxMessageBytes: options.maxMessageBytes ?? 4 * 1024 * 1024,
+        readTimeoutMs: options.readTimeoutMs ?? 10_000,
+        maxBufferedBytes: options.maxBufferedBytes ?? 256 * 1024 * 1024,
+      },
+      (stream, err) => this.failed(stream, err),
+    );
     this.server = http2.createServer({
-      // Envoy keeps a few connections and multiplexes checks on them; bound what one may hold open.
+      // Envoy keeps a few connections and multiplexes checks on them (and opens another at this
+      // limit); bound what one connection may hold open.
       settings: { maxConcurrentStreams: 1024 },
-      maxSessionMemory: 32,
+      // Node refuses new streams once a session's nghttp2 memory passes this (default 10 MB), and
+      // a refused check is a denied request. The limits above bound memory; as grpc-js does.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
     });
     this.server.on('stream', this.onStream);
     this.server.on('session', (session: http2.ServerHttp2Session) => {
@@ -75,8 +89,11 @@ export class GrpcTransport {
    * replica, let in-flight calls finish, and close what is left after `timeoutMs`.
    */
   async shutdown(timeoutMs: number): Promise<void> {
-    if (!this.server.listening && this.sessions.size === 0) return;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.reader.close();
+    const closed = Promise.all([
+      this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
+      ...[...this.sessions].map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.once('close', () => resolve())))),
+    ]);
     for (const session of this.sessions) session.close();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
@@ -96,9 +113,9 @@ export class GrpcTransport {
     try {
       if (!isGrpcRequest(stream, headers)) return;
       const path = headers[':path'];
-      if (path === CHECK_PATH) readRequestMessage(stream, headers, this.maxMessageBytes, this.check);
-      else if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(stream, headers, path);
-      else sendError(stream, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path)}`);
+      if (path === CHECK_PATH) this.reader.read(stream, headers, this.check);
+      else if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(this.reader, stream, headers, path);
+      else sendError(stream, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path).slice(0, 200)}`);
     } catch (err) {
       this.failed(stream, err);
     }
@@ -123,10 +140,12 @@ export class GrpcTransport {
       decision = internalError(PORTCULLIS, request, 'unknown', err);
     }
     if (isPromise(decision)) {
-      decision.then(
-        (d) => this.reply(stream, request, d),
-        (err: unknown) => this.reply(stream, request, internalError(PORTCULLIS, request, 'unknown', err)),
-      );
+      decision
+        .then(
+          (d) => this.reply(stream, request, d),
+          (err: unknown) => this.reply(stream, request, internalError(PORTCULLIS, request, 'unknown', err)),
+        )
+        .catch((err: unknown) => this.failed(stream, err));
     } else {
       this.reply(stream, request, decision);
     }
@@ -138,20 +157,22 @@ export class GrpcTransport {
     try {
       frame = encodeCheckResponseFrame(decision);
     } catch (err) {
-      this.logger.error({ err: (err as Error).message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
-      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, decision.route, err));
+      this.logger.error({ err: (err as Error)?.message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
+      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err));
     }
-    try {
-      sendUnary(stream, frame); // false: Envoy gave up on this check (its timeout) and reset the stream
-    } catch (err) {
-      this.failed(stream, err);
-    }
+    // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
+    sendUnary(stream, frame);
   }
 
-  /** Transport-level failure (never a decision): log it and end the call without crashing. */
+  /** A failure in the transport itself (never a decision): end that call, never the process. */
   private failed(stream: http2.ServerHttp2Stream, err: unknown): void {
-    this.logger.error({ err: (err as Error)?.message }, 'gRPC transport error');
-    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    try {
+      this.logger.error({ err: (err as Error)?.message }, 'gRPC transport error');
+      if (!unanswerable(stream)) sendError(stream, GrpcStatus.INTERNAL, 'internal error');
+      else if (!stream.destroyed && !stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    } catch {
+      stream.destroy();
+    }
   }
 }
 
