@@ -245,13 +245,10 @@ class PendingRequest {
     if (received < GRPC_FRAME_HEADER || received < GRPC_FRAME_HEADER + this.declared) return this.fail(GrpcStatus.INTERNAL, 'Truncated gRPC message frame');
     const body = this.whole();
     const flag = body[0];
-    let message = body.subarray(GRPC_FRAME_HEADER, received);
+    const message = body.subarray(GRPC_FRAME_HEADER, received);
     this.settle();
     if (flag === 1) return inflate(this.reader, stream, this.headers['grpc-encoding'], message, this.maxBytes, this.onMessage);
     if (flag !== 0) return sendError(stream, GrpcStatus.INTERNAL, `Invalid gRPC compressed flag ${flag}`);
-    // A DATA chunk is a view into a whole socket read (up to 64 KiB, other calls' bytes too);
-    // a decision that waits on I/O keeps its message, so it should not keep the whole read.
-    if (message.buffer.byteLength > 4 * message.length + 4096) message = Buffer.from(message);
     this.reader.deliver(stream, this.onMessage, message);
   }
 
