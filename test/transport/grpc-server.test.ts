@@ -364,11 +364,20 @@ describe('GrpcTransport limits and failures', () => {
     expect(answer.grpcStatus).toBe('0');
     const denied = decodeResponseFrame(answer.data).denied_response as { status?: { code?: number } };
     expect(denied.status?.code).toBe(503);
+    await t.shutdown(1000);
 
-    t.health.closeWatchers(); // what shutdown does first
-    const watch = await rawCall([frame(Buffer.alloc(0))], { path: '/grpc.health.v1.Health/Watch', to });
+    // A decision the encoder cannot write (a bug): still one answer, a 503 denial.
+    const unwritable = await transport({}, { check: () => ({ allowed: true, requestId: 'x' }) } as unknown as Authorizer);
+    const fallback = await rawCall([frame(checkRequestBytes())], { to: unwritable.port });
+    expect(fallback.grpcStatus).toBe('0');
+    expect((decodeResponseFrame(fallback.data).denied_response as { status?: { code?: number } }).status?.code).toBe(503);
+    await unwritable.t.shutdown(1000);
+
+    const { t: draining, port: drainingPort } = await transport();
+    draining.health.closeWatchers(); // what shutdown does first
+    const watch = await rawCall([frame(Buffer.alloc(0))], { path: '/grpc.health.v1.Health/Watch', to: drainingPort });
     expect(watch.grpcStatus).toBe('0');
     expect(watch.data.length).toBeGreaterThan(0); // the status, then the end
-    await t.shutdown(1000);
+    await draining.shutdown(1000);
   });
 });

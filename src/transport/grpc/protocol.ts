@@ -180,10 +180,18 @@ export class RequestReader {
     }
   }
 
+  failed(stream: ServerHttp2Stream, err: unknown): void {
+    this.onFailure(stream, err);
+  }
+
   private sweep(): void {
     for (const stream of this.previous) {
-      sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
-      if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL);
+      try {
+        sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+        if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL);
+      } catch {
+        stream.destroy();
+      }
     }
     this.previous = this.current;
     this.current = new Set();
@@ -206,8 +214,20 @@ class PendingRequest {
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
   ) {
-    stream.on('data', (chunk: Buffer) => this.data(chunk));
-    stream.on('end', () => this.end());
+    stream.on('data', (chunk: Buffer) => {
+      try {
+        this.data(chunk);
+      } catch (err) {
+        this.crashed(err);
+      }
+    });
+    stream.on('end', () => {
+      try {
+        this.end();
+      } catch (err) {
+        this.crashed(err);
+      }
+    });
     // A reset stream never ends: settle it here, or the deadline sweep would hold it.
     stream.on('close', () => this.settle());
   }
@@ -266,6 +286,12 @@ class PendingRequest {
     sendError(this.stream, code, details);
   }
 
+  /** A bug, not a protocol error: end this call (INTERNAL), never the process. */
+  private crashed(err: unknown): void {
+    this.settle();
+    this.reader.failed(this.stream, err);
+  }
+
   private settle(): void {
     if (this.done) return;
     this.done = true;
@@ -284,10 +310,15 @@ function inflate(reader: RequestReader, stream: ServerHttp2Stream, encoding: str
   }
   const done = (err: Error | null, inflated: Buffer) => {
     if (!err) return reader.deliver(stream, onMessage, inflated);
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      return sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${maxBytes}`);
+    try {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${maxBytes}`);
+      } else {
+        sendError(stream, GrpcStatus.INTERNAL, 'Failed to decompress message');
+      }
+    } catch (failure) {
+      reader.failed(stream, failure);
     }
-    sendError(stream, GrpcStatus.INTERNAL, 'Failed to decompress message');
   };
   if (encoding === 'gzip') zlib.gunzip(message, { maxOutputLength: maxBytes }, done);
   else zlib.inflate(message, { maxOutputLength: maxBytes }, done);
