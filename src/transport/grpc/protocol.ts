@@ -9,7 +9,7 @@
 
 import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import zlib from 'node:zlib';
-import { GRPC_FRAME_HEADER } from './wire.js';
+import { GRPC_FRAME_HEADER, Writer } from './wire.js';
 
 /** https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
 export const enum GrpcStatus {
@@ -28,17 +28,15 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
 const ACCEPT_ENCODING = 'identity,deflate,gzip';
 
 const RESPONSE_HEADERS = Object.freeze({ ':status': 200, 'content-type': 'application/grpc' });
-const OK_TRAILERS = Object.freeze({ 'grpc-status': '0' });
+const OK_TRAILERS = Object.freeze({ 'grpc-status': String(GrpcStatus.OK) });
 const RESPOND_THEN_TRAILERS = Object.freeze({ waitForTrailers: true });
 const RESPOND_AND_END = Object.freeze({ endStream: true });
 
 /** `message` as one uncompressed gRPC frame. */
 export function grpcFrame(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(GRPC_FRAME_HEADER + message.length);
-  out[0] = 0;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, GRPC_FRAME_HEADER);
-  return out;
+  const w = new Writer(message.length, GRPC_FRAME_HEADER);
+  w.raw(message);
+  return w.finishFrame();
 }
 
 /** A stream that can no longer be answered: the client reset or cancelled it, or it was answered. */
@@ -50,16 +48,25 @@ export function unanswerable(stream: ServerHttp2Stream): boolean {
 export function isGrpcRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
   const contentType = headers['content-type'];
   if (typeof contentType === 'string' && contentType.startsWith('application/grpc')) return true;
-  stream.respond({ ':status': 415 }, RESPOND_AND_END);
-  if (!stream.readableEnded) stream.close(NGHTTP2_NO_ERROR);
+  answerAndStop(stream, { ':status': 415 });
   return false;
+}
+
+/**
+ * A complete answer in one HEADERS frame. If the client is still sending, the stream is then
+ * reset with NO_ERROR (RFC 9113 §8.1): the answer is complete, stop sending.
+ */
+function answerAndStop(stream: ServerHttp2Stream, headers: http2.OutgoingHttpHeaders): void {
+  stream.respond(headers, RESPOND_AND_END);
+  if (!stream.readableEnded) {
+    stream.removeAllListeners('data');
+    stream.close(NGHTTP2_NO_ERROR);
+  }
 }
 
 /** A unary call's answer: response headers, the one framed message, then grpc-status 0. */
 export function sendUnary(stream: ServerHttp2Stream, framedMessage: Buffer): boolean {
-  if (unanswerable(stream)) return false;
-  stream.respond(RESPONSE_HEADERS, RESPOND_THEN_TRAILERS);
-  stream.once('wantTrailers', sendOkTrailers);
+  if (!startStreaming(stream)) return false;
   stream.end(framedMessage);
   return true;
 }
@@ -80,18 +87,10 @@ function sendOkTrailers(this: ServerHttp2Stream): void {
   if (!this.destroyed) this.sendTrailers(OK_TRAILERS);
 }
 
-/**
- * A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. If the
- * client is still sending, the stream is then reset with NO_ERROR (RFC 9113 §8.1): the answer
- * is complete, stop sending.
- */
+/** A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. */
 export function sendError(stream: ServerHttp2Stream, code: GrpcStatus, details: string, extra?: Record<string, string>): void {
   if (unanswerable(stream)) return;
-  stream.respond({ ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra }, RESPOND_AND_END);
-  if (!stream.readableEnded) {
-    stream.removeAllListeners('data');
-    stream.close(NGHTTP2_NO_ERROR);
-  }
+  answerAndStop(stream, { ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra });
 }
 
 /** grpc-message is percent-encoded UTF-8: bytes outside printable ASCII, and '%', become %XX. */
@@ -142,7 +141,8 @@ export class RequestReader {
 
   constructor(
     readonly limits: ReadLimits,
-    private readonly onFailure: (stream: ServerHttp2Stream, err: unknown) => void,
+    /** A bug, not a protocol error, while answering `stream`: end that call, never the process. */
+    readonly failed: (stream: ServerHttp2Stream, err: unknown) => void,
   ) {
     this.sweeper = setInterval(() => this.sweep(), limits.readTimeoutMs);
     this.sweeper.unref();
@@ -176,12 +176,8 @@ export class RequestReader {
     try {
       onMessage(stream, message);
     } catch (err) {
-      this.onFailure(stream, err);
+      this.failed(stream, err);
     }
-  }
-
-  failed(stream: ServerHttp2Stream, err: unknown): void {
-    this.onFailure(stream, err);
   }
 
   private sweep(): void {
