@@ -106,6 +106,8 @@ export class JwksManager {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly fetches: Counter<'issuer' | 'result'>;
+  /** Tokens whose kid is not in the cached set, by what happened (counted per issuer). */
+  private readonly unknownKids: Readonly<Record<'refetch' | 'remembered' | 'budget_spent' | 'refused', { inc(): void }>>;
 
   constructor(
     private readonly settings: JwksSettings,
@@ -114,6 +116,18 @@ export class JwksManager {
     this.clock = runtime.clock;
     this.logger = runtime.logger;
     this.fetches = runtime.metrics.counter('portcullis_jwks_fetches_total', 'JWKS (and discovery) fetches by issuer and result.', ['issuer', 'result']);
+    const unknownKids = runtime.metrics.counter(
+      'portcullis_jwks_unknown_kids_total',
+      'Tokens whose kid is not in the cached key set: refetch (waited for a fetch), remembered (proven unknown by a recent refetch), budget_spent (no refetch allowed), refused (the key is published but refused).',
+      ['issuer', 'result'],
+    );
+    const issuer = settings.issuerName;
+    this.unknownKids = {
+      refetch: unknownKids.labels({ issuer, result: 'refetch' }),
+      remembered: unknownKids.labels({ issuer, result: 'remembered' }),
+      budget_spent: unknownKids.labels({ issuer, result: 'budget_spent' }),
+      refused: unknownKids.labels({ issuer, result: 'refused' }),
+    };
     this.ready = new Promise((resolve) => (this.markReady = resolve));
     this.budget = new RefetchBudget(REFETCH_BURST, settings.cooldownMs, this.clock);
   }
@@ -138,9 +152,19 @@ export class JwksManager {
     if (typeof selected === 'object') return { kind: 'key', record: selected };
     // Several keys fit a token without kid: a refetch would not change that.
     if (selected === 'ambiguous') return AMBIGUOUS;
-    if (kid !== undefined && this.keys?.refused(kid) !== undefined) return this.withoutKey(kid, alg, false);
-    if (this.isProvenUnknown(kid, alg)) return this.withoutKey(kid, alg, false);
-    if (this.inflight === undefined && !this.budget.available()) return this.withoutKey(kid, alg, false);
+    if (kid !== undefined && this.keys?.refused(kid) !== undefined) {
+      this.unknownKids.refused.inc();
+      return this.withoutKey(kid, alg, false);
+    }
+    if (this.isProvenUnknown(kid, alg)) {
+      this.unknownKids.remembered.inc();
+      return this.withoutKey(kid, alg, false);
+    }
+    if (this.inflight === undefined && !this.budget.available()) {
+      this.unknownKids.budget_spent.inc();
+      return this.withoutKey(kid, alg, false);
+    }
+    this.unknownKids.refetch.inc();
     if (waitMs <= 0) {
       // Never wait: the refetch runs in the background, this check is told the keys are not there yet.
       if (this.inflight === undefined && this.budget.take()) void this.refresh();

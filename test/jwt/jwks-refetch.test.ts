@@ -42,6 +42,11 @@ async function fetchCount(runtime: Runtime, result: string): Promise<number> {
   return metric?.values.find((v) => v.labels.issuer === 'idp' && v.labels.result === result)?.value ?? 0;
 }
 
+async function unknownKids(runtime: Runtime, result: string): Promise<number> {
+  const metric = await runtime.metrics.registry.getSingleMetric('portcullis_jwks_unknown_kids_total')?.get();
+  return metric?.values.find((v) => v.labels.issuer === 'idp' && v.labels.result === result)?.value ?? 0;
+}
+
 describe('unknown kids and key rotation', () => {
   let runtime: ReturnType<typeof testRuntime>;
   let server: KeyServer;
@@ -99,6 +104,9 @@ describe('unknown kids and key rotation', () => {
     // Spent: answered at once, without a fetch.
     expect(isPromise(source.identify(bearer(await randomKid())))).toBe(false);
 
+    expect(await unknownKids(runtime, 'refetch')).toBe(3);
+    expect(await unknownKids(runtime, 'budget_spent')).toBe(48);
+
     runtime.clock.advance(COOLDOWN_MS);
     for (let i = 0; i < 10; i++) expect(await outcome(source, bearer(await randomKid()))).toBe('unknown_key');
     expect(server.jwksRequests()).toBe(5);
@@ -117,6 +125,7 @@ describe('unknown kids and key rotation', () => {
     for (let i = 0; i < 20; i++) expect(await outcome(source, bearer(stale))).toBe('unknown_key');
     expect(server.jwksRequests()).toBe(2);
     expect(isPromise(source.identify(bearer(stale)))).toBe(false);
+    expect(await unknownKids(runtime, 'remembered')).toBe(20);
 
     // The budget is intact for a genuine rotation.
     server.keys = [k1.publicJwk, k2.publicJwk];
