@@ -22,6 +22,7 @@ export const REASONS = {
   unsupported_algorithm: { status: 401, description: "the token's alg is not allowed for its issuer (never none, never HS for a JWKS issuer)", bearerError: 'invalid_token' },
   forbidden_header: { status: 401, description: 'the token header carries jwk, jku, x5u, x5c or an unknown crit parameter', bearerError: 'invalid_token' },
   unknown_key: { status: 401, description: "no key of the issuer matches the token's kid", bearerError: 'invalid_token' },
+  refused_key: { status: 401, description: "the token's kid names a key the issuer publishes but Portcullis refuses (weak RSA, private material, not a signature key)", bearerError: 'invalid_token' },
   invalid_signature: { status: 401, description: 'the token signature does not verify', bearerError: 'invalid_token' },
   token_expired: { status: 401, description: 'the token is past its exp', bearerError: 'invalid_token' },
   token_not_yet_valid: { status: 401, description: 'the token is before its nbf (or iat is in the future)', bearerError: 'invalid_token' },
@@ -49,7 +50,7 @@ export const REASONS = {
   banned: { status: 429, description: 'the caller is banned' },
 
   // 503: Portcullis cannot decide safely (fail closed).
-  jwks_unavailable: { status: 503, description: "the issuer's keys could not be fetched and none are cached" },
+  jwks_unavailable: { status: 503, description: "the issuer's keys could not be fetched (down, or slower than the refetch wait) and the token's key is not cached" },
   store_unavailable: { status: 503, description: 'the API key store is unreachable and the key is not cached' },
   ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
   internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },

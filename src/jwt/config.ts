@@ -95,10 +95,15 @@ export const issuerSchema = z
     waitForKeys: z.boolean().default(true),
     /** Background JWKS refresh period. */
     jwksRefreshInterval: durationSchema.default(600_000),
-    /** Minimum time between two fetches triggered by unknown kids. */
-    jwksCooldown: durationSchema.default(30_000),
+    /**
+     * Unknown kids may cause 3 refetches at once, then one per cooldown; a kid a refetch proved
+     * unknown is answered without a fetch for one cooldown.
+     */
+    jwksCooldown: durationSchema.default(10_000),
     /** Timeout of one JWKS or discovery request. */
     jwksTimeout: durationSchema.default(2_000),
+    /** How long a check with an unknown kid waits for the refetch (then 503 jwks_unavailable). */
+    jwksRefetchWait: durationSchema.default(100),
   })
   .superRefine((issuer, ctx) => {
     const sources = [issuer.secret !== undefined, issuer.jwksUri !== undefined, issuer.discovery === true].filter(Boolean).length;
@@ -110,6 +115,8 @@ export const issuerSchema = z
     else checkJwksIssuer(issuer, ctx);
     if (issuer.jwksRefreshInterval < 1_000) ctx.addIssue({ code: 'custom', path: ['jwksRefreshInterval'], message: 'must be at least 1s' });
     if (issuer.jwksTimeout < 1 || issuer.jwksTimeout > 60_000) ctx.addIssue({ code: 'custom', path: ['jwksTimeout'], message: 'must be between 1ms and 60s' });
+    if (issuer.jwksCooldown < 1_000) ctx.addIssue({ code: 'custom', path: ['jwksCooldown'], message: 'must be at least 1s (it bounds the fetches unknown kids can cause)' });
+    if (issuer.jwksRefetchWait > 10_000) ctx.addIssue({ code: 'custom', path: ['jwksRefetchWait'], message: 'must be at most 10s (Envoy gives a check about 200ms)' });
   });
 export type IssuerConfig = z.output<typeof issuerSchema>;
 

@@ -73,7 +73,8 @@ function build(name: string, config: IssuerConfig, path: PolicyPath, ctx: Compil
   );
   if (config.waitForKeys) ctx.waitFor(`JWKS of issuer ${name}`, manager.ready);
   const algorithms = new Set<string>(config.algorithms ?? (ASYMMETRIC_ALGORITHMS as readonly JwsAlgorithm[]));
-  return Object.freeze({ ...base, algorithms, keyFor: (kid: string | undefined, alg: string) => manager.resolve(kid, alg) });
+  const waitMs = config.jwksRefetchWait;
+  return Object.freeze({ ...base, algorithms, keyFor: (kid: string | undefined, alg: string) => manager.resolve(kid, alg, waitMs) });
 }
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);

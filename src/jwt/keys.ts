@@ -1,7 +1,10 @@
 // Verification keys: one record per usable JWK of an issuer's key set (or one for a shared
 // secret). Records are imported into CryptoKeys once per algorithm and reused; a record removed
 // from the issuer's key set is marked retired so cached tokens it verified stop being accepted.
+// Weak keys are refused twice: from the JWK members when the set is parsed (logged, kid
+// remembered), and from the imported key itself (what OpenSSL will actually verify with).
 
+import { KeyObject } from 'node:crypto';
 import { importJWK, type JWK } from 'jose';
 import type { JwsAlgorithm } from './config.js';
 
@@ -23,7 +26,13 @@ const ALGORITHM_KEY: Readonly<Record<string, { kty: string; crv?: string }>> = {
 
 /** Members that only private or symmetric keys have: such a JWK never belongs in a public key set. */
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
-const MIN_RSA_BITS = 2048;
+/** RSA modulus size, counted on the value (leading zero octets do not count). */
+export const MIN_RSA_BITS = 2048;
+/** OpenSSL's own ceiling; a larger modulus only makes each verification slower. */
+export const MAX_RSA_BITS = 16_384;
+/** Exponents above 2^32 - 1 are not used by any real issuer (65537 is the norm). */
+const MAX_RSA_EXPONENT = 0xffff_ffff;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
 /** More keys than this in one set is not a real issuer; the rest are ignored. */
 export const MAX_KEYS = 100;
 
@@ -52,7 +61,11 @@ export class JwkRecord implements KeyRecord {
     let key = this.imported.get(alg);
     if (!key) {
       const { alg: _declared, ...material } = this.jwk;
-      key = importJWK(material, alg) as Promise<CryptoKey>;
+      key = (importJWK(material, alg) as Promise<CryptoKey>).then((imported) => {
+        const problem = importedKeyProblem(imported);
+        if (problem) throw new Error(problem);
+        return imported;
+      });
       this.imported.set(alg, key);
       // A failed import is not remembered: the caller maps it to a denial, a later token retries.
       key.catch(() => this.imported.delete(alg));
@@ -67,7 +80,11 @@ export type KeySelection = JwkRecord | 'none' | 'ambiguous';
 export class KeySet {
   private readonly byKid = new Map<string, JwkRecord[]>();
 
-  constructor(readonly records: readonly JwkRecord[]) {
+  constructor(
+    readonly records: readonly JwkRecord[],
+    /** kid → why, for keys of the set that were refused (a token naming one gets refused_key). */
+    private readonly refusedKids: ReadonlyMap<string, string> = new Map(),
+  ) {
     for (const record of records) {
       if (record.kid === undefined) continue;
       const list = this.byKid.get(record.kid);
@@ -91,12 +108,26 @@ export class KeySet {
     }
     return chosen ?? 'none';
   }
+
+  /** Why the key published under `kid` was refused; undefined when no such key was refused. */
+  refused(kid: string): string | undefined {
+    return this.refusedKids.get(kid);
+  }
+}
+
+/** A key left out of the set, for the log: never key material. */
+export interface SkippedKey {
+  readonly index: number;
+  /** Issuer-supplied, clipped to 64 characters. */
+  readonly kid?: string;
+  readonly why: string;
 }
 
 export interface ParsedKeySet {
   readonly records: JwkRecord[];
-  /** Why keys were left out (for the log), never key material. */
-  readonly skipped: string[];
+  readonly skipped: SkippedKey[];
+  /** kid → why, for refused keys that have a kid (see KeySet.refused). */
+  readonly refusedKids: Map<string, string>;
 }
 
 /** Parse a JWKS document into records of usable public signature keys. */
@@ -104,22 +135,28 @@ export function parseJwks(document: Record<string, unknown>): ParsedKeySet | str
   const keys = document.keys;
   if (!Array.isArray(keys)) return 'the document has no "keys" array';
   const records: JwkRecord[] = [];
-  const skipped: string[] = [];
-  for (const [i, raw] of keys.entries()) {
-    if (records.length >= MAX_KEYS) {
-      skipped.push(`keys beyond the first ${MAX_KEYS} usable ones`);
+  const skipped: SkippedKey[] = [];
+  const refusedKids = new Map<string, string>();
+  for (const [index, raw] of keys.entries()) {
+    if (records.length >= MAX_KEYS || index >= MAX_KEYS * 4) {
+      skipped.push({ index, why: `keys beyond the first ${MAX_KEYS} usable ones (or ${MAX_KEYS * 4} listed) are ignored` });
       break;
     }
     const problem = unusable(raw);
-    const label = `key ${i}${typeof (raw as JWK | null)?.kid === 'string' ? ` (kid ${(raw as JWK).kid})` : ''}`;
     if (problem) {
-      skipped.push(`${label}: ${problem}`);
+      const kid = (raw as JWK | null)?.kid;
+      if (typeof kid === 'string') {
+        skipped.push({ index, kid: kid.length > 64 ? `${kid.slice(0, 64)}…` : kid, why: problem });
+        refusedKids.set(kid, problem);
+      } else {
+        skipped.push({ index, why: problem });
+      }
       continue;
     }
     const jwk = publicMembers(raw as JWK);
     records.push(new JwkRecord(jwk.kid, jwk, fingerprint(jwk)));
   }
-  return { records, skipped };
+  return { records, skipped, refusedKids };
 }
 
 function unusable(raw: unknown): string | undefined {
@@ -133,8 +170,7 @@ function unusable(raw: unknown): string | undefined {
   switch (jwk.kty) {
     case 'RSA':
       if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return 'RSA key without n or e';
-      if (Buffer.from(jwk.n, 'base64url').length * 8 < MIN_RSA_BITS) return `RSA modulus shorter than ${MIN_RSA_BITS} bits`;
-      return undefined;
+      return rsaKeyProblem(jwk.n, jwk.e);
     case 'EC':
       if (jwk.crv !== 'P-256' && jwk.crv !== 'P-384' && jwk.crv !== 'P-521') return `curve ${String(jwk.crv)} is not supported`;
       return typeof jwk.x === 'string' && typeof jwk.y === 'string' ? undefined : 'EC key without x or y';
@@ -144,6 +180,50 @@ function unusable(raw: unknown): string | undefined {
     default:
       return `kty ${String(jwk.kty)} is not supported`;
   }
+}
+
+/**
+ * Why an RSA public key (base64url n and e, as in a JWK) must not verify anything; undefined when
+ * it may. Sizes are those of the values: a 1024-bit modulus zero-padded to 256 octets is 1024 bits.
+ * e = 1 makes every message its own signature; an even e or modulus is not an RSA key at all.
+ */
+export function rsaKeyProblem(n: string, e: string): string | undefined {
+  if (!BASE64URL.test(n) || !BASE64URL.test(e) || n.length % 4 === 1 || e.length % 4 === 1) return 'RSA n or e is not base64url';
+  const modulus = withoutLeadingZeros(Buffer.from(n, 'base64url'));
+  const exponent = withoutLeadingZeros(Buffer.from(e, 'base64url'));
+  return rsaValueProblem(bitLength(modulus), (modulus.at(-1) ?? 0) % 2 === 1, exponent.length > 4 ? undefined : exponent.length === 0 ? 0 : exponent.readUIntBE(0, exponent.length));
+}
+
+/** The same rules on the numbers; `exponent` undefined means larger than 2^32. */
+function rsaValueProblem(bits: number, oddModulus: boolean, exponent: number | undefined): string | undefined {
+  if (bits < MIN_RSA_BITS) return `RSA modulus is ${bits} bits; at least ${MIN_RSA_BITS} are required`;
+  if (bits > MAX_RSA_BITS) return `RSA modulus is ${bits} bits; at most ${MAX_RSA_BITS} are accepted`;
+  if (!oddModulus) return 'RSA modulus is even';
+  if (exponent === undefined || exponent > MAX_RSA_EXPONENT) return 'RSA exponent is larger than 2^32';
+  if (exponent < 3) return `RSA exponent ${exponent} is too small (at least 3)`;
+  if (exponent % 2 === 0) return `RSA exponent ${exponent} is even`;
+  return undefined;
+}
+
+/** The same rules on an imported key, as OpenSSL sees it (modulus and exponent values). */
+function importedKeyProblem(key: CryptoKey): string | undefined {
+  const details = KeyObject.from(key).asymmetricKeyDetails;
+  if (details?.modulusLength === undefined) return undefined;
+  const exponent = details.publicExponent;
+  const small = exponent !== undefined && exponent <= BigInt(MAX_RSA_EXPONENT) ? Number(exponent) : undefined;
+  // Oddness of the modulus is checked on the JWK (parseJwks) only.
+  return rsaValueProblem(details.modulusLength, true, small);
+}
+
+function withoutLeadingZeros(bytes: Buffer): Buffer {
+  let start = 0;
+  while (start < bytes.length && bytes[start] === 0) start++;
+  return bytes.subarray(start);
+}
+
+function bitLength(bytes: Buffer): number {
+  if (bytes.length === 0) return 0;
+  return (bytes.length - 1) * 8 + (32 - Math.clz32(bytes[0]!));
 }
 
 function publicMembers(jwk: JWK): JWK {

@@ -21,8 +21,9 @@ describe('issuer schema', () => {
       scopes: [],
       waitForKeys: true,
       jwksRefreshInterval: 600_000,
-      jwksCooldown: 30_000,
+      jwksCooldown: 10_000,
       jwksTimeout: 2_000,
+      jwksRefetchWait: 100,
       claims: { subject: 'sub', email: 'email', scopes: ['scope', 'scp', 'permissions'] },
     });
     expect(jwks.algorithms).toBeUndefined(); // → every asymmetric algorithm at compile time
@@ -67,6 +68,14 @@ describe('issuer schema', () => {
     expect(problems({ ...base, claims: { roles: { apps: { a: { admin: ['x'] } } } } })).toEqual(['claims.roles.appClaim: roles.apps needs appClaim (the claim naming the application)']);
     expect(problems({ ...base, claims: { roles: { claim: 'roles' } } })).toEqual(['claims.roles: roles needs exactly one of apps (with appClaim) or map']);
     expect(problems({ ...base, claims: { roles: { map: { a: ['x'] }, appClaim: 'app' } } })).toEqual(['claims.roles.appClaim: appClaim only applies to roles.apps']);
+  });
+
+  it('bounds the JWKS timings: refetch budget refill, wait for a refetch', () => {
+    const base = { issuer: 'https://x/', jwksUri: 'https://x/jwks', audiences: ['a'] };
+    expect(problems({ ...base, jwksCooldown: '500ms' })).toEqual(['jwksCooldown: must be at least 1s (it bounds the fetches unknown kids can cause)']);
+    expect(problems({ ...base, jwksRefetchWait: '11s' })).toEqual(['jwksRefetchWait: must be at most 10s (Envoy gives a check about 200ms)']);
+    expect(problems({ ...base, jwksRefetchWait: 0 })).toEqual([]);
+    expect(problems({ secret: SECRET, jwksRefetchWait: '50ms' })).toEqual([]);
   });
 
   it('rejects unknown keys', () => {
