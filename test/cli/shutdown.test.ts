@@ -88,7 +88,7 @@ describe('graceful shutdown', () => {
 
 describe('serve --workers', () => {
   it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
-    const { child, grpcPort, httpPort } = await startChild(['--workers', '2']);
+    const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s']);
     const client = new CheckClient(grpcPort);
     for (let i = 0; i < 20; i++) expect((await client.check({ path: '/health' })).http_response).toBe('ok_response');
     client.close();
