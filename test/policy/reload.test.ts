@@ -240,7 +240,7 @@ describe('PolicyStore: a reload is all or nothing', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'pc-reload-'));
     const file = path.join(dir, 'policy.yaml');
     writeFileSync(file, fullPolicy('one'));
-    const store = new PolicyStore(file, testRuntime(), { pollIntervalMs: 300, debounceMs: 100, settleMs: 50 });
+    const store = new PolicyStore(file, testRuntime(), { pollIntervalMs: 300, debounceMs: 500, settleMs: 50 });
     stores.push(store);
     await store.load();
     store.watch();
@@ -254,6 +254,35 @@ describe('PolicyStore: a reload is all or nothing', () => {
     })();
     try {
       writeFileSync(file, fullPolicy('two'));
+      await eventually(async () => (await tenantOf2(store)) === 'two', 5000);
+    } finally {
+      churning = false;
+      await churn;
+    }
+  }, 15_000);
+
+  it('the poll gets through while the directory churns, for a change no watch event reports', async () => {
+    // policy.yaml is a symlink into another directory: writes to its target raise no event in the
+    // watched directory, so only the poll can see them — and the churn must not starve it.
+    const dir = mkdtempSync(path.join(tmpdir(), 'pc-reload-'));
+    const elsewhere = mkdtempSync(path.join(tmpdir(), 'pc-reload-target-'));
+    writeFileSync(path.join(elsewhere, 'real.yaml'), fullPolicy('one'));
+    symlinkSync(path.join(elsewhere, 'real.yaml'), path.join(dir, 'policy.yaml'));
+    const store = new PolicyStore(path.join(dir, 'policy.yaml'), testRuntime(), { pollIntervalMs: 200, debounceMs: 1000, settleMs: 50 });
+    stores.push(store);
+    await store.load();
+    store.watch();
+
+    let churning = true;
+    const churn = (async () => {
+      for (let i = 0; churning; i++) {
+        writeFileSync(path.join(dir, 'portcullis.log'), `line ${i}\n`);
+        writeFileSync(path.join(dir, 'policy.yaml.swp'), `swap ${i}\n`);
+        await sleep(10);
+      }
+    })();
+    try {
+      writeFileSync(path.join(elsewhere, 'real.yaml'), fullPolicy('two'));
       await eventually(async () => (await tenantOf2(store)) === 'two', 5000);
     } finally {
       churning = false;
