@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Gauge } from 'prom-client';
+import { Gauge } from 'prom-client';
 import { formatPolicyIssue, PolicyError, PortcullisError } from '../errors.js';
 import type { Runtime } from '../runtime.js';
 import type { CompiledPolicy } from './compile.js';
@@ -73,15 +73,15 @@ export class PolicyStore {
     private readonly runtime: Runtime,
     private readonly options: PolicyStoreOptions = {},
   ) {
-    this.lastReloadSuccess = runtime.metrics.gauge(
+    this.lastReloadSuccess = minGauge(
+      runtime,
       'portcullis_policy_last_reload_success',
       '1 when the last policy load or reload attempt succeeded, 0 when it failed (the last good policy stays in force).',
-      [],
     );
-    this.lastReloadTimestamp = runtime.metrics.gauge(
+    this.lastReloadTimestamp = minGauge(
+      runtime,
       'portcullis_policy_last_reload_timestamp_seconds',
-      'Unix time of the last successful policy load or reload (the policy in force since then, or an unchanged one).',
-      [],
+      'Unix time of the last successful policy load or reload.',
     );
   }
 
@@ -287,6 +287,16 @@ export class PolicyStore {
     void this.runtime.resources.commit();
     for (const listener of this.listeners) listener(compiled);
   }
+}
+
+/**
+ * A gauge that `serve --workers N` aggregates with min rather than sum: 0 if any worker's last
+ * reload failed; the oldest worker's last success.
+ */
+function minGauge(runtime: Runtime, name: string, help: string): Gauge {
+  const existing = runtime.metrics.registry.getSingleMetric(name);
+  if (existing) return existing as Gauge;
+  return new Gauge({ name, help, labelNames: [], aggregator: 'min', registers: [runtime.metrics.registry] });
 }
 
 function sleep(ms: number): Promise<void> {

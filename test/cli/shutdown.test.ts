@@ -148,6 +148,8 @@ describe('serve --workers', () => {
     const total = [...metrics.matchAll(/^portcullis_checks_total\{[^}]*decision="allow"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     expect(total).toBe(20);
     expect(metrics).toMatch(/portcullis_ready 2/);
+    // Reload state is aggregated with min, not summed: 1 means every worker's last reload succeeded.
+    expect(metrics).toMatch(/^portcullis_policy_last_reload_success 1$/m);
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
