@@ -13,13 +13,24 @@ import { policySchema, type PolicyDocument } from './schema.js';
 /** Policy files are small; a multi-megabyte one is a mistake (or an attack on the loader). */
 export const MAX_POLICY_BYTES = 4 * 1024 * 1024;
 
-
-/** Read and validate a policy file. Throws PolicyError (POLICY_INVALID) or PortcullisError (POLICY_IO). */
-export async function loadPolicyFile(file: string, env: Env = process.env): Promise<PolicyDocument> {
-  return (await loadPolicyFileWithLocator(file, env)).document;
+export interface ParseOptions {
+  /**
+   * The document must state a policy to enforce (routes, an identity chain or mode: dev); true
+   * wherever a policy goes live or is validated. The keys and bans commands read only a store
+   * section from --config and pass false.
+   */
+  readonly requirePolicy?: boolean;
 }
 
-export async function loadPolicyFileWithLocator(file: string, env: Env = process.env): Promise<LoadedPolicy> {
+/**
+ * Read and validate a policy file for the settings it holds (the keys and bans commands: store
+ * sections only). Throws PolicyError (POLICY_INVALID) or PortcullisError (POLICY_IO).
+ */
+export async function loadPolicyFile(file: string, env: Env = process.env): Promise<PolicyDocument> {
+  return (await loadPolicyFileWithLocator(file, env, { requirePolicy: false })).document;
+}
+
+export async function loadPolicyFileWithLocator(file: string, env: Env = process.env, options: ParseOptions = {}): Promise<LoadedPolicy> {
   let text: string;
   try {
     const buffer = await readFile(file);
@@ -31,7 +42,7 @@ export async function loadPolicyFileWithLocator(file: string, env: Env = process
     if (err instanceof PolicyError) throw err;
     throw new PortcullisError('POLICY_IO', `${file}: cannot read policy file: ${(err as Error).message}`, { cause: err });
   }
-  return parsePolicyWithLocator(text, file, env);
+  return parsePolicyWithLocator(text, file, env, options);
 }
 
 /** Finds where a document path sits in the file, for compile-time messages. */
@@ -49,7 +60,7 @@ export function parsePolicy(text: string, file: string, env: Env = process.env):
   return parsePolicyWithLocator(text, file, env).document;
 }
 
-export function parsePolicyWithLocator(text: string, file: string, env: Env = process.env): LoadedPolicy {
+export function parsePolicyWithLocator(text: string, file: string, env: Env = process.env, options: ParseOptions = {}): LoadedPolicy {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const at = (offset: number | undefined) => {
@@ -76,9 +87,10 @@ export function parsePolicyWithLocator(text: string, file: string, env: Env = pr
   if (issues.length > 0) throw new PolicyError(issues);
 
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
-  if (raw === null || raw === undefined) {
+  if ((raw === null || raw === undefined) && options.requirePolicy !== false) {
     throw new PolicyError([{ file, line: 1, column: 1, path: [], message: EMPTY_POLICY }]);
   }
+  if (raw === null || raw === undefined) return parsePolicyWithLocator('{}', file, env, options);
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new PolicyError([{ file, line: 1, column: 1, path: [], message: 'the policy must be a YAML mapping' }]);
   }
@@ -87,7 +99,7 @@ export function parsePolicyWithLocator(text: string, file: string, env: Env = pr
   if (result.success) {
     // Defaults fill in everything else, so a document that states no routes and no identity
     // chain (a file cut before them, or one that holds only `version:`) would deny everything.
-    if (stated.routes === undefined && stated.identity === undefined && stated.mode !== 'dev') {
+    if (options.requirePolicy !== false && stated.routes === undefined && stated.identity === undefined && stated.mode !== 'dev') {
       throw new PolicyError([{ file, line: 1, column: 1, path: [], message: EMPTY_POLICY }]);
     }
     const locate: Locator = (path) => at(nodeOffset(doc, [...path]));
