@@ -28,7 +28,7 @@ const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for E
 
 Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
-                   [--drain-delay 10s] [--drain-timeout 10s] [--log-level info]
+                   [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
                    (durations: 500ms, 10s, 1m, ...; a bare number is seconds)
   portcullis validate --config FILE
   portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
@@ -140,6 +140,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       'drain-delay': { type: 'string' },
       workers: { type: 'string' },
       'log-level': { type: 'string' },
+      'reload-settle': { type: 'string' },
     },
     io,
   );
@@ -154,7 +155,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   if (grpcPort === null || httpPort === null) return 2;
   const drainTimeoutMs = durationFlag(values['drain-timeout'], '--drain-timeout', io);
   const drainDelayMs = durationFlag(values['drain-delay'] ?? DEFAULT_DRAIN_DELAY, '--drain-delay', io);
-  if (drainTimeoutMs === null || drainDelayMs === null) return 2;
+  const settleMs = durationFlag(values['reload-settle'], '--reload-settle', io);
+  if (drainTimeoutMs === null || drainDelayMs === null || settleMs === null) return 2;
   const levelSetting = logLevelSetting(values['log-level'] as string | undefined, io.env.PORTCULLIS_LOG_LEVEL, io);
   if (levelSetting === null) return 2;
 
@@ -186,6 +188,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       logLevelFromPolicy: levelSetting === undefined,
       drainTimeoutMs,
       drainDelayMs,
+      policyStore: settleMs === undefined ? undefined : { settleMs },
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,

@@ -113,5 +113,8 @@ describe('portcullis serve settings (issue 20 §6)', () => {
     const { io: cli, err } = io();
     expect(await runCli(['serve', '--config', missing, '--drain-timeout', 'soon'], cli)).toBe(2);
     expect(err.join('')).toContain('--drain-timeout must be a duration: a number with ms, s, m, h or d');
+    const settle = io();
+    expect(await runCli(['serve', '--config', missing, '--reload-settle', '2 seconds'], settle.io)).toBe(2);
+    expect(settle.err.join('')).toContain('--reload-settle must be a duration');
   });
 });
