@@ -114,9 +114,15 @@ export class PolicyStore {
    */
   reload(): Promise<boolean> {
     if (this.queued) return this.queued;
-    const next = this.reloading.then(() => {
+    const next = this.reloading.then(async () => {
       this.queued = undefined;
-      return this.reloadNow();
+      try {
+        return await this.reloadNow();
+      } catch (err) {
+        // Never leave the chain rejected: the next event or poll must get its reload.
+        this.runtime.logger.error({ err: (err as Error).message, file: this.file }, 'policy reload: unexpected error; keeping the current policy');
+        return false;
+      }
     });
     this.queued = next;
     this.reloading = next;
