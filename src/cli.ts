@@ -9,8 +9,9 @@ import { AggregatorRegistry } from 'prom-client';
 import { PolicyError, PortcullisError, formatPolicyIssue } from './errors.js';
 import { createLogger, serverDestination, silentLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
-import { compilePolicy } from './policy/compile.js';
-import { loadPolicyFileWithLocator } from './policy/load.js';
+import { compileLoaded, loadPolicyFileWithLocator } from './policy/load.js';
+import { DURATION_SYNTAX, parseDuration } from './policy/units.js';
+import { LOG_LEVELS, type LogLevel } from './policy/schema.js';
 import { ResourcePool, type Runtime } from './runtime.js';
 import { isWorker, reportReadiness, runPrimary } from './cluster.js';
 import { startServer } from './server.js';
@@ -27,7 +28,8 @@ const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for E
 
 Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
-                   [--drain-delay 0s] [--drain-timeout 10s]
+                   [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
+                   (durations: 500ms, 10s, 1m, ...; a bare number is seconds)
   portcullis validate --config FILE
   portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
   portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
@@ -106,9 +108,10 @@ async function validate(args: string[], io: CliIo): Promise<number> {
     offline: true,
   };
   try {
-    const { document, locate } = await loadPolicyFileWithLocator(file, io.env);
+    const loaded = await loadPolicyFileWithLocator(file, io.env);
+    const { document } = loaded;
     runtime.resources.beginCompile();
-    const compiled = compilePolicy(document, runtime, file, locate);
+    const compiled = compileLoaded(loaded, runtime, file);
     for (const warning of compiled.warnings) io.err(`warning: ${warning}\n`);
     io.out(`${file}: OK (${document.routes.length} routes, ${document.identity.length} identity sources, mode ${document.mode})\n`);
     return 0;
@@ -136,6 +139,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       'drain-timeout': { type: 'string' },
       'drain-delay': { type: 'string' },
       workers: { type: 'string' },
+      'log-level': { type: 'string' },
+      'reload-settle': { type: 'string' },
     },
     io,
   );
@@ -149,8 +154,11 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   const httpPort = port(values['http-port'], '--http-port', io);
   if (grpcPort === null || httpPort === null) return 2;
   const drainTimeoutMs = durationFlag(values['drain-timeout'], '--drain-timeout', io);
-  const drainDelayMs = durationFlag(values['drain-delay'], '--drain-delay', io);
-  if (drainTimeoutMs === null || drainDelayMs === null) return 2;
+  const drainDelayMs = durationFlag(values['drain-delay'] ?? DEFAULT_DRAIN_DELAY, '--drain-delay', io);
+  const settleMs = durationFlag(values['reload-settle'], '--reload-settle', io);
+  if (drainTimeoutMs === null || drainDelayMs === null || settleMs === null) return 2;
+  const levelSetting = logLevelSetting(values['log-level'] as string | undefined, io.env.PORTCULLIS_LOG_LEVEL, io);
+  if (levelSetting === null) return 2;
 
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
@@ -159,7 +167,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
 
   const destination = serverDestination();
-  const logger = createLogger({ level: (io.env.PORTCULLIS_LOG_LEVEL as 'info' | undefined) ?? 'info', destination });
+  const logger = createLogger({ level: levelSetting ?? 'info', destination });
   if (workers > 1 && !isWorker()) {
     // The primary validates the policy once so a bad file fails fast, then forks the workers.
     const check = await validate(['--config', configFile], { ...io, out: () => undefined });
@@ -177,9 +185,10 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       httpPort,
       bind: values.bind as string | undefined,
       logger,
-      logLevelFromPolicy: !io.env.PORTCULLIS_LOG_LEVEL,
+      logLevelFromPolicy: levelSetting === undefined,
       drainTimeoutMs,
       drainDelayMs,
+      policyStore: settleMs === undefined ? undefined : { settleMs },
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,
@@ -217,14 +226,35 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+/**
+ * The default --drain-delay: how long a SIGTERMed server keeps answering (NOT_SERVING in health
+ * checks) before it stops accepting connections. It must exceed the time the slowest caller
+ * needs to stop sending: Envoy's active health check with the documented settings (interval 2s,
+ * unhealthy_threshold 2, timeout 1s: at most 2 × 2s + 1s = 5s) and Kubernetes endpoint removal
+ * (a few seconds). The chart and examples/envoy use the same figures.
+ */
+export const DEFAULT_DRAIN_DELAY = '10s';
+
 function durationFlag(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
   if (value === undefined) return undefined;
-  const m = /^(\d+)(ms|s)?$/.exec(String(value));
-  if (!m) {
-    io.err(`${flag} must be a duration like 500ms or 10s, got "${String(value)}"\n`);
+  const ms = parseDuration(String(value));
+  if (ms === undefined) {
+    io.err(`${flag} must be a duration: ${DURATION_SYNTAX}; got "${String(value)}"\n`);
     return null;
   }
-  return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
+  return ms;
+}
+
+/** --log-level wins over PORTCULLIS_LOG_LEVEL; neither set: the policy's server.logLevel. null: refused. */
+function logLevelSetting(flag: string | undefined, env: string | undefined, io: CliIo): LogLevel | undefined | null {
+  const [value, source] = flag !== undefined ? [flag, '--log-level'] : [env, 'PORTCULLIS_LOG_LEVEL'];
+  if (value === undefined || value === '') return undefined;
+  const level = value.trim().toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    io.err(`${source} must be one of ${LOG_LEVELS.join(', ')}; got "${value.slice(0, 32)}"\n`);
+    return null;
+  }
+  return level as LogLevel;
 }
 
 /** True when this file is the program (node dist/cli.js, or the npm bin symlink), not an import. */

@@ -1,7 +1,9 @@
 // `serve --workers N`: N worker processes share the gRPC port (node:cluster hands each accepted
 // connection to a worker; Envoy keeps a few long-lived HTTP/2 connections, so size N to cores).
 // The primary owns the ops port: /metrics aggregates every worker's registry, /readyz is ready
-// when every worker is. Workers that die unexpectedly are replaced; SIGTERM drains them all.
+// while at least one worker serves (the pod can serve: node:cluster hands new connections only to
+// live workers), so one worker dying while the others serve does not take the pod out of its
+// Service. Workers that die unexpectedly are replaced; SIGTERM drains them all.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
@@ -44,9 +46,9 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
   // Each worker registers its metrics in its own process; the aggregator asks them over IPC.
   const aggregator = new AggregatorRegistry();
   const metrics = { contentType: aggregator.contentType, metrics: () => aggregator.clusterMetrics() };
-  const allReady = () => !stopping && ready.size === options.workers && [...ready.values()].every(Boolean);
+  const canServe = () => !stopping && [...ready.values()].some(Boolean);
   const ops = new OpsServer(metrics, {
-    ready: allReady,
+    ready: canServe,
     readinessDetail: () => (stopping ? 'shutting down' : `${[...ready.values()].filter(Boolean).length}/${options.workers} workers ready`),
   });
   const httpPort = await ops.start(options.bind, options.httpPort);

@@ -157,11 +157,20 @@ function checkMode(document: PolicyDocument, ctx: CompileContext): void {
     return;
   }
   if (!document.dev) ctx.error(['dev'], 'mode: dev needs a dev section with at least tenant');
-  // Seed 000: dev mode exists only where no real issuer is configured, so a forgotten
-  // `mode: dev` can never silently disable verification of real tokens.
-  if (Object.keys(document.issuers).length > 0) {
-    ctx.error(['mode'], 'mode: dev is refused while JWT issuers are configured (remove the issuers section to use dev mode)');
-  }
+  // Seed 000: dev mode exists only where no real credential is configured, so a forgotten
+  // `mode: dev` can never silently disable verification of tokens, API keys, shared secrets or
+  // scope rules: each such setting is refused where it stands.
+  const refuse = (path: PolicyPath, what: string) =>
+    ctx.error(path, `mode: dev is refused while ${what} configured (dev mode allows every request and would silently disable it)`);
+  if (Object.keys(document.issuers).length > 0) refuse(['issuers'], 'JWT issuers are');
+  if (document.identity.length > 0) refuse(['identity'], 'an identity chain is');
+  if (document.keyStore !== undefined) refuse(['keyStore'], 'an API-key store is');
+  document.routes.forEach((route, i) => {
+    if (route.identity !== undefined) refuse(['routes', i, 'identity'], 'a route identity chain is');
+    if (route.require !== undefined) refuse(['routes', i, 'require'], 'a scope rule is');
+    if (route.credentials !== undefined) refuse(['routes', i, 'credentials'], 'a credentials rule is');
+    if (route.tenants !== undefined) refuse(['routes', i, 'tenants'], 'a tenants rule is');
+  });
 }
 
 function checkRoute(route: RouteConfig, path: PolicyPath, ctx: CompileContext, topChainLength: number): void {

@@ -2,24 +2,35 @@
 // document path; all problems are reported at once, not just the first.
 
 import { readFile } from 'node:fs/promises';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { $ZodIssue } from 'zod/v4/core';
 import { PolicyError, PortcullisError, type PolicyIssue } from '../errors.js';
+import type { Runtime } from '../runtime.js';
+import { compilePolicy, type CompiledPolicy } from './compile.js';
+import { interpolateEnv, Interpolations, type Env } from './interpolate.js';
 import { policySchema, type PolicyDocument } from './schema.js';
 
 /** Policy files are small; a multi-megabyte one is a mistake (or an attack on the loader). */
 export const MAX_POLICY_BYTES = 4 * 1024 * 1024;
 
-const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$\{/g;
-
-type Env = Readonly<Record<string, string | undefined>>;
-
-/** Read and validate a policy file. Throws PolicyError (POLICY_INVALID) or PortcullisError (POLICY_IO). */
-export async function loadPolicyFile(file: string, env: Env = process.env): Promise<PolicyDocument> {
-  return (await loadPolicyFileWithLocator(file, env)).document;
+export interface ParseOptions {
+  /**
+   * The document must state a policy to enforce (routes, an identity chain or mode: dev); true
+   * wherever a policy goes live or is validated. The keys and bans commands read only a store
+   * section from --config and pass false.
+   */
+  readonly requirePolicy?: boolean;
 }
 
-export async function loadPolicyFileWithLocator(file: string, env: Env = process.env): Promise<LoadedPolicy> {
+/**
+ * Read and validate a policy file for the settings it holds (the keys and bans commands: store
+ * sections only). Throws PolicyError (POLICY_INVALID) or PortcullisError (POLICY_IO).
+ */
+export async function loadPolicyFile(file: string, env: Env = process.env): Promise<PolicyDocument> {
+  return (await loadPolicyFileWithLocator(file, env, { requirePolicy: false })).document;
+}
+
+export async function loadPolicyFileWithLocator(file: string, env: Env = process.env, options: ParseOptions = {}): Promise<LoadedPolicy> {
   let text: string;
   try {
     const buffer = await readFile(file);
@@ -31,7 +42,7 @@ export async function loadPolicyFileWithLocator(file: string, env: Env = process
     if (err instanceof PolicyError) throw err;
     throw new PortcullisError('POLICY_IO', `${file}: cannot read policy file: ${(err as Error).message}`, { cause: err });
   }
-  return parsePolicyWithLocator(text, file, env);
+  return parsePolicyWithLocator(text, file, env, options);
 }
 
 /** Finds where a document path sits in the file, for compile-time messages. */
@@ -40,6 +51,8 @@ export type Locator = (path: readonly (string | number)[]) => { line?: number; c
 export interface LoadedPolicy {
   readonly document: PolicyDocument;
   readonly locate: Locator;
+  /** Fields that took values from the environment (for messages that must not echo them). */
+  readonly interpolations: Interpolations;
 }
 
 /** Parse, interpolate `${VAR}` and validate policy text. */
@@ -47,7 +60,7 @@ export function parsePolicy(text: string, file: string, env: Env = process.env):
   return parsePolicyWithLocator(text, file, env).document;
 }
 
-export function parsePolicyWithLocator(text: string, file: string, env: Env = process.env): LoadedPolicy {
+export function parsePolicyWithLocator(text: string, file: string, env: Env = process.env, options: ParseOptions = {}): LoadedPolicy {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const at = (offset: number | undefined) => {
@@ -56,65 +69,107 @@ export function parsePolicyWithLocator(text: string, file: string, env: Env = pr
     return { line, column: col };
   };
 
+  // The whole text must be one clean YAML document: errors and warnings alike refuse it, so a
+  // file cut in the middle of a construct is never taken for a smaller policy.
   const issues: PolicyIssue[] = [];
   for (const error of doc.errors) {
-    issues.push({ file, ...at(error.pos[0]), path: [], message: `YAML: ${error.message.split('\n')[0]}` });
+    const message = error.code === 'MULTIPLE_DOCS' ? 'the file holds more than one YAML document; a policy is exactly one' : error.message.split('\n')[0];
+    issues.push({ file, ...at(error.pos[0]), path: [], message: `YAML: ${message}` });
+  }
+  for (const warning of doc.warnings) {
+    issues.push({ file, ...at(warning.pos[0]), path: [], message: `YAML: ${warning.message.split('\n')[0]}` });
   }
   if (issues.length > 0) throw new PolicyError(issues);
 
-  interpolateEnv(doc, env, (node, path, name) =>
+  const interpolations = interpolateEnv(doc, env, (node, path, name) =>
     issues.push({ file, ...at(node.range?.[0]), path, message: `environment variable ${name} is not set` }),
   );
   if (issues.length > 0) throw new PolicyError(issues);
 
-  const raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  if ((raw === null || raw === undefined) && options.requirePolicy !== false) {
+    throw new PolicyError([{ file, line: 1, column: 1, path: [], message: EMPTY_POLICY }]);
+  }
+  if (raw === null || raw === undefined) return parsePolicyWithLocator('{}', file, env, options);
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new PolicyError([{ file, line: 1, column: 1, path: [], message: 'the policy must be a YAML mapping' }]);
   }
-  const result = policySchema.safeParse(raw);
+  const stated = raw as Record<string, unknown>;
+  const result = validateWithEnvNumbers(stated, interpolations);
   if (result.success) {
-    const locate: Locator = (path) => at(nodeOffset(doc, [...path]));
-    return { document: result.data, locate };
-  }
-
-  for (const issue of result.error.issues) issues.push(...describeIssue(issue, doc, file, at));
-  issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
-  throw new PolicyError(issues);
-}
-
-/** Replace `${NAME}` in every string scalar (keys excluded); `$${` escapes a literal `${`. */
-function interpolateEnv(doc: Document, env: Env, missing: (node: Node, path: (string | number)[], name: string) => void): void {
-  visit(doc, {
-    Scalar(_key, node, ancestry) {
-      if (typeof node.value !== 'string' || !node.value.includes('${')) return;
-      // A map key is never interpolated: only values are.
-      const parent = ancestry[ancestry.length - 1];
-      if (parent && 'key' in parent && (parent as { key: unknown }).key === node) return;
-      node.value = node.value.replace(ENV_REF, (match, name: string | undefined) => {
-        if (name === undefined) return '${';
-        const value = env[name];
-        if (value === undefined) {
-          missing(node, pathOf(ancestry), name);
-          return match;
-        }
-        return value;
-      });
-    },
-  });
-}
-
-function pathOf(ancestry: readonly unknown[]): (string | number)[] {
-  const path: (string | number)[] = [];
-  for (let i = 0; i < ancestry.length; i++) {
-    const item = ancestry[i] as { key?: unknown; items?: unknown[] };
-    const next = ancestry[i + 1];
-    if (isSeq(item) && next !== undefined) path.push(item.items.indexOf(next as never));
-    else if (item && typeof item === 'object' && 'key' in item && 'value' in item) {
-      const key = item.key;
-      path.push(isScalar(key) ? String(key.value) : String(key));
+    // Defaults fill in everything else, so a document that states no routes and no identity
+    // chain (a file cut before them, or one that holds only `version:`) would deny everything.
+    if (options.requirePolicy !== false && stated.routes === undefined && stated.identity === undefined && stated.mode !== 'dev') {
+      throw new PolicyError([{ file, line: 1, column: 1, path: [], message: EMPTY_POLICY }]);
     }
+    const locate: Locator = (path) => at(nodeOffset(doc, [...path]));
+    return { document: result.data, locate, interpolations };
   }
-  return path;
+
+  for (const issue of result.error.issues) issues.push(...describeIssue(issue, doc, file, at, interpolations));
+  issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
+  throw new PolicyError(issues.map((issue) => interpolations.redactIssue(issue)));
+}
+
+const EMPTY_POLICY =
+  'the policy is empty: a policy states at least its routes or its identity chain (or mode: dev); an empty or comment-only file is never applied';
+
+/**
+ * Validate; where a field refused the string of an exact `${VAR}` reference because it wants a
+ * number (a limit, a window, a lockout count), use the variable's value as a number and validate
+ * again. A value that is not a number stays an error that names the variable.
+ */
+function validateWithEnvNumbers(raw: Record<string, unknown>, interpolations: Interpolations) {
+  let result = policySchema.safeParse(raw);
+  if (interpolations.size === 0) return result;
+  for (let pass = 0; pass < 4 && !result.success; pass++) {
+    let changed = false;
+    for (const issue of result.error.issues) {
+      if (!wantsNumber(issue)) continue;
+      const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+      const value = interpolations.numberAt(path);
+      if (value === undefined || typeof getAt(raw, path) !== 'string') continue;
+      setAt(raw, path, value);
+      changed = true;
+    }
+    if (!changed) break;
+    result = policySchema.safeParse(raw);
+  }
+  return result;
+}
+
+function wantsNumber(issue: $ZodIssue): boolean {
+  if (issue.code === 'invalid_type') return issue.expected === 'number' || issue.expected === 'int';
+  return issue.code === 'custom' && (issue.params as { wantsNumber?: boolean } | undefined)?.wantsNumber === true;
+}
+
+function getAt(root: unknown, path: readonly (string | number)[]): unknown {
+  let node = root;
+  for (const part of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string | number, unknown>)[part];
+  }
+  return node;
+}
+
+function setAt(root: unknown, path: readonly (string | number)[], value: unknown): void {
+  const parent = getAt(root, path.slice(0, -1));
+  if (parent !== null && typeof parent === 'object') (parent as Record<string | number, unknown>)[path[path.length - 1]!] = value;
+}
+
+/**
+ * Compile a parsed policy; compile-time problems about interpolated fields name the variable,
+ * never its value, like the validation problems do.
+ */
+export function compileLoaded(loaded: LoadedPolicy, runtime: Runtime, file: string): CompiledPolicy {
+  try {
+    return compilePolicy(loaded.document, runtime, file, loaded.locate);
+  } catch (err) {
+    if (err instanceof PolicyError && loaded.interpolations.size > 0) {
+      throw new PolicyError(err.issues.map((issue) => loaded.interpolations.redactIssue(issue)));
+    }
+    throw err;
+  }
 }
 
 function describeIssue(
@@ -122,6 +177,7 @@ function describeIssue(
   doc: Document,
   file: string,
   at: (offset: number | undefined) => { line?: number; column?: number },
+  interpolations: Interpolations,
 ): PolicyIssue[] {
   const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   if (issue.code === 'unrecognized_keys') {
@@ -131,6 +187,10 @@ function describeIssue(
       path: [...path, key],
       message: `unknown key "${key}"`,
     }));
+  }
+  const fromEnv = interpolations.at(path);
+  if (fromEnv && issue.code === 'invalid_type' && wantsNumber(issue)) {
+    return [{ file, ...at(nodeOffset(doc, path)), path, message: `environment variable ${fromEnv.names.join(', ')} must be a number here` }];
   }
   return [{ file, ...at(nodeOffset(doc, path)), path, message: messageFor(issue) }];
 }

@@ -119,12 +119,16 @@ export const headerNamesSchema = z.strictObject({
 });
 export type HeaderNames = z.output<typeof headerNamesSchema>;
 
+/** Log levels, from the policy's server.logLevel, --log-level and PORTCULLIS_LOG_LEVEL alike. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
   /** Address both ports bind to. */
   bind: z.string().default('0.0.0.0'),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
   /** Which decisions get a log line: all, deny (denials only) or none. */
   decisionLog: z.enum(['all', 'deny', 'none']).default('all'),
   /** Label checks_total by tenant as well (off by default: cardinality). */

@@ -1,13 +1,19 @@
 import { z } from 'zod';
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** "250ms", "60s", "15m", "24h", "365d" → milliseconds; undefined when not a duration. */
+/** What every duration accepts, for messages. */
+export const DURATION_SYNTAX = 'a number with ms, s, m, h or d (e.g. "500ms", "60s", "15m"); a bare number is seconds';
+
+/**
+ * The one duration syntax (policy fields, CLI flags, environment): "250ms", "60s", "1.5s", "15m",
+ * "24h", "365d", or a bare number of seconds → milliseconds; undefined when not a duration.
+ */
 export function parseDuration(text: string): number | undefined {
   const m = DURATION.exec(text.trim());
   if (!m) return undefined;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);
 }
 
 /** A duration in the policy file: "15m" style, or a bare number of seconds. Parsed to ms. */
@@ -15,7 +21,7 @@ export const durationSchema = z.union([z.number().nonnegative(), z.string()]).tr
   if (typeof value === 'number') return Math.round(value * 1000);
   const ms = parseDuration(value);
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `invalid duration "${value}": use a number with ms, s, m, h or d (e.g. "60s", "15m")` });
+    ctx.addIssue({ code: 'custom', message: `invalid duration "${value}": use ${DURATION_SYNTAX}` });
     return z.NEVER;
   }
   return ms;

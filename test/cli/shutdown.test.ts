@@ -2,7 +2,7 @@
 //   SIGTERM → health NOT_SERVING and /readyz 503 → drain delay (load balancers stop sending) →
 //   in-flight checks finish → exit 0. No check that was sent may fail.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -86,9 +86,61 @@ describe('graceful shutdown', () => {
   });
 });
 
+function childPids(pid: number): number[] {
+  const out = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
+  return out.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0);
+}
+
+async function bothWorkersReady(httpPort: number): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until) {
+    const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => '');
+    if (/^portcullis_ready 2$/m.test(text)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the two workers did not both become ready');
+}
+
 describe('serve --workers', () => {
+  it('stays ready while one worker dies and the other serves (readiness = the pod can serve)', async () => {
+    const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s']);
+    try {
+      await bothWorkersReady(httpPort);
+      const metricsReady = async () =>
+        /^portcullis_ready 2$/m.test(await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => ''));
+      const [victim] = childPids(child.pid!);
+      process.kill(victim!, 'SIGKILL');
+
+      // Until the replacement is serving, sample readiness and checks: the survivor serves them all.
+      const client = new CheckClient(grpcPort);
+      const statuses: number[] = [];
+      let answered = 0;
+      let replaced = false;
+      const deadline = Date.now() + 30_000;
+      while (!replaced && Date.now() < deadline) {
+        statuses.push((await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status);
+        if ((await client.check({ path: '/health' })).http_response === 'ok_response') answered++;
+        const pids = childPids(child.pid!);
+        replaced = pids.length === 2 && !pids.includes(victim!) && (await metricsReady());
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      client.close();
+      expect(replaced).toBe(true);
+      expect(statuses.length).toBeGreaterThan(5);
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      expect(answered).toBe(statuses.length);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }, 60_000);
+
+
   it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
-    const { child, grpcPort, httpPort } = await startChild(['--workers', '2']);
+    const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s']);
+    // /readyz is ready with one worker serving; wait for both before counting.
+    await bothWorkersReady(httpPort);
     const client = new CheckClient(grpcPort);
     for (let i = 0; i < 20; i++) expect((await client.check({ path: '/health' })).http_response).toBe('ok_response');
     client.close();
@@ -96,6 +148,8 @@ describe('serve --workers', () => {
     const total = [...metrics.matchAll(/^portcullis_checks_total\{[^}]*decision="allow"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     expect(total).toBe(20);
     expect(metrics).toMatch(/portcullis_ready 2/);
+    // Reload state is aggregated with min, not summed: 1 means every worker's last reload succeeded.
+    expect(metrics).toMatch(/^portcullis_policy_last_reload_success 1$/m);
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

@@ -124,7 +124,7 @@ describe('dev mode', () => {
 mode: dev
 dev: { tenant: dev-tenant, subject: dev-user, scopes: ["inventory:read"] }
 routes:
-  - { match: { pathPrefix: /v1/admin }, require: { allOf: [admin] } }
+  - { match: { pathPrefix: /v1/admin } }
 `);
     expect(p.warnings.join('\n')).toMatch(/mode is dev: EVERY request is allowed/);
     const d = await run(p, { path: '/v1/admin/x', headers: { 'x-tenant-id': 'other' } });

@@ -2,8 +2,8 @@
 import { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import { compilePolicy, type CompiledPolicy } from '../../src/policy/compile.js';
-import { parsePolicyWithLocator } from '../../src/policy/load.js';
+import type { CompiledPolicy } from '../../src/policy/compile.js';
+import { compileLoaded, parsePolicyWithLocator } from '../../src/policy/load.js';
 import { ResourcePool, type Runtime } from '../../src/runtime.js';
 
 export function testRuntime(overrides: Partial<Runtime> = {}): Runtime & { clock: ManualClock } {
@@ -19,7 +19,7 @@ export function testRuntime(overrides: Partial<Runtime> = {}): Runtime & { clock
 
 /** Parse + compile a policy given as YAML text (file name "policy.yaml" in messages). */
 export function compileYaml(yaml: string, runtime: Runtime = testRuntime()): CompiledPolicy {
-  const { document, locate } = parsePolicyWithLocator(yaml, 'policy.yaml', runtime.env);
+  const loaded = parsePolicyWithLocator(yaml, 'policy.yaml', runtime.env);
   runtime.resources.beginCompile();
-  return compilePolicy(document, runtime, 'policy.yaml', locate);
+  return compileLoaded(loaded, runtime, 'policy.yaml');
 }

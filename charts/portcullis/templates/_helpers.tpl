@@ -152,5 +152,9 @@ A Portcullis duration flag value ("500ms", "10s", "10") in milliseconds.
 */}}
 {{- define "portcullis.durationMs" -}}
 {{- $d := toString . }}
-{{- if hasSuffix "ms" $d }}{{ trimSuffix "ms" $d | int }}{{ else }}{{ mul (trimSuffix "s" $d | int) 1000 }}{{ end }}
+{{- if hasSuffix "ms" $d }}{{ trimSuffix "ms" $d | int }}
+{{- else if hasSuffix "s" $d }}{{ mul (trimSuffix "s" $d | int) 1000 }}
+{{- else if hasSuffix "m" $d }}{{ mul (trimSuffix "m" $d | int) 60000 }}
+{{- else if hasSuffix "h" $d }}{{ mul (trimSuffix "h" $d | int) 3600000 }}
+{{- else }}{{ mul ($d | int) 1000 }}{{ end }}
 {{- end }}
