@@ -65,6 +65,14 @@ if [[ $(grep -c 'name: NODE_OPTIONS' <<<"$rendered") != 1 || $rendered == *'max-
 fi
 echo "== chart-check: V8 heap settings rendered (default, semi-space off, and replaced by env NODE_OPTIONS)"
 
+# The helm test pod must complete under Istio injection: no sidecar.
+rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/tests/test-connection.yaml)
+if [[ $(grep -c 'sidecar.istio.io/inject: "false"' <<<"$rendered") != 2 ]]; then
+  echo "chart-check: the helm test pod is not labelled and annotated out of Istio sidecar injection" >&2
+  exit 1
+fi
+echo "== chart-check: helm test pod opted out of sidecar injection"
+
 # The dashboard ConfigMap carries valid JSON, and the alert selector reaches every expression.
 rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/grafana-dashboard.yaml)
 node -e 'const y = require("fs").readFileSync(0, "utf8"); const m = /portcullis\.json: \|-\n((?:    .*\n?)*)/.exec(y); JSON.parse(m[1].replace(/^    /gm, ""));' <<<"$rendered" || {
