@@ -49,11 +49,6 @@ export class Authorizer {
     metrics.observeInFlight(() => this.inFlight);
   }
 
-  /** Checks started and not yet decided. */
-  get checksInFlight(): number {
-    return this.inFlight;
-  }
-
   check(request: RequestAttributes, malformed = false): MaybePromise<Decision> {
     const started = performance.now();
     const policy = this.policies.current();
