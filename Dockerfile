@@ -20,10 +20,11 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
-# --- production dependencies only, without install scripts: runtime dependencies are plain JS, or
-# ship prebuilt binaries as per-platform packages (@node-rs/bcrypt, glibc build matching distroless).
-# package-lock.json currently records only the linux-x64-gnu binary of @node-rs/bcrypt: build with
-# --platform linux/amd64 until it lists the other platforms too.
+# --- production dependencies only, without install scripts: every runtime dependency is plain
+# JavaScript (bcryptjs for imported bcrypt hashes, run in worker threads; no native addons), so
+# nothing needs building and the same steps work for any --platform. grpc-js and proto-loader are
+# dev dependencies (tests and the benchmark's null server only): the server speaks gRPC over
+# node:http2 itself.
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -33,12 +34,13 @@ RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --no
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="portcullis" \
       org.opencontainers.image.description="External authorization (Envoy ext_authz v3) for Envoy and Istio" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/portcullis/portcullis"
 ENV NODE_ENV=production
 WORKDIR /app
 # Owned by root and read-only to the runtime user: nothing under /app is written at run time.
 # package.json is needed at run time: its "type": "module" makes dist/*.js ES modules.
-COPY package.json ./
+COPY package.json LICENSE ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # A numeric uid/gid (no passwd entry needed), so Kubernetes runAsNonRoot can verify it.

@@ -43,6 +43,8 @@ refused "a grace period shorter than the drain" "must cover shutdown.drainDelay"
 refused "both a Secret and a ConfigMap for the API keys" "not both" \
   --set apiKeysFile.existingSecret=a --set apiKeysFile.existingConfigMap=b
 
+refused "a PrometheusRule selector that is not PromQL label matchers" "metrics.prometheusRule.selector" \
+  --set metrics.prometheusRule.selector='namespace=x'
 refused "a heap ceiling too small to run" "maxHeapMb: Must be greater than or equal to 64" --set maxHeapMb=32
 
 # The V8 heap settings reach the container, and an explicit NODE_OPTIONS replaces them (never both).
@@ -62,5 +64,28 @@ if [[ $(grep -c 'name: NODE_OPTIONS' <<<"$rendered") != 1 || $rendered == *'max-
   exit 1
 fi
 echo "== chart-check: V8 heap settings rendered (default, semi-space off, and replaced by env NODE_OPTIONS)"
+
+# The helm test pod must complete under Istio injection: no sidecar.
+rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/tests/test-connection.yaml)
+if [[ $(grep -c 'sidecar.istio.io/inject: "false"' <<<"$rendered") != 2 ]]; then
+  echo "chart-check: the helm test pod is not labelled and annotated out of Istio sidecar injection" >&2
+  exit 1
+fi
+echo "== chart-check: helm test pod opted out of sidecar injection"
+
+# The dashboard ConfigMap carries valid JSON, and the alert selector reaches every expression.
+rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/grafana-dashboard.yaml)
+node -e 'const y = require("fs").readFileSync(0, "utf8"); const m = /portcullis\.json: \|-\n((?:    .*\n?)*)/.exec(y); JSON.parse(m[1].replace(/^    /gm, ""));' <<<"$rendered" || {
+  echo "chart-check: the dashboard ConfigMap does not hold valid JSON" >&2
+  exit 1
+}
+rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/prometheusrule.yaml)
+selectors=$(grep -o '[a-z_]*{' <<<"$rendered" | grep -c '^portcullis_' || true)
+applied=$(grep -o '[a-z_]*{namespace="portcullis", job="authz"' <<<"$rendered" | grep -c '^portcullis_' || true)
+if [[ $rendered == *PORTCULLIS_SELECTOR* || $selectors == 0 || $selectors != "$applied" ]]; then
+  echo "chart-check: the PrometheusRule selector was not applied to every alert ($applied of $selectors)" >&2
+  exit 1
+fi
+echo "== chart-check: dashboard JSON valid, alert selector applied"
 
 echo "chart-check: ok"

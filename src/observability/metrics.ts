@@ -9,23 +9,47 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly instruments = new Map<string, Counter | Gauge | Histogram>();
 
-  readonly checks: Counter<'decision' | 'reason' | 'method'>;
+  /** `route` is set only when the policy says server.routeMetrics: true. */
+  readonly checks: Counter<'decision' | 'reason' | 'credential' | 'route'>;
   readonly checkDuration: Histogram<'decision'>;
+  readonly checksInFlight: Gauge;
   readonly policyReloads: Counter<'result'>;
   readonly policyGeneration: Gauge;
   readonly tenantChecks: Counter<'decision' | 'tenant'>;
   readonly ready: Gauge;
+  /** Read at scrape time by portcullis_checks_in_flight; the pipeline wrapper registers it. */
+  private inFlightSource: () => number = () => 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_process_' });
-    this.checks = this.counter('portcullis_checks_total', 'Authorization checks by decision, reason and credential method.', ['decision', 'reason', 'method']);
-    this.checkDuration = this.histogram('portcullis_check_duration_seconds', 'Time from Check request decoded to response encoded.', ['decision'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
+    // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, …), no prefix: the
+    // usual Node.js dashboards and alerts find them.
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    this.checks = this.counter('portcullis_checks_total', 'Authorization checks by decision, reason, credential kind (and route with server.routeMetrics).', ['decision', 'reason', 'credential', 'route']);
+    this.checkDuration = this.histogram('portcullis_check_duration_seconds', 'Time to decide one check (route match to decision, including waits on JWKS, key store and Redis).', ['decision'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
     this.policyReloads = this.counter('portcullis_policy_reloads_total', 'Policy loads by result (success, failure).', ['result']);
     this.policyGeneration = this.gauge('portcullis_policy_generation', 'Number of the policy currently in force (1 = loaded at start).', []);
     this.tenantChecks = this.counter('portcullis_tenant_checks_total', 'Checks by tenant (only when server.tenantMetrics is on: one series per tenant).', ['decision', 'tenant']);
+    const inFlight = () => this.inFlightSource();
+    this.checksInFlight = this.instrument(
+      'portcullis_checks_in_flight',
+      () =>
+        new Gauge({
+          name: 'portcullis_checks_in_flight',
+          help: 'Checks being decided now (waiting on JWKS, key store, Redis, …).',
+          registers: [this.registry],
+          collect() {
+            this.set(inFlight());
+          },
+        }),
+    ) as Gauge;
     this.ready = this.gauge('portcullis_ready', '1 when serving checks (policy loaded, dependencies ready, not draining).', []);
     const info = this.gauge('portcullis_build_info', 'Build information; the value is always 1.', ['version', 'node']);
     info.set({ version: PORTCULLIS_VERSION, node: process.version }, 1);
+  }
+
+  /** Where portcullis_checks_in_flight reads its value (one counter kept by the pipeline wrapper). */
+  observeInFlight(source: () => number): void {
+    this.inFlightSource = source;
   }
 
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {

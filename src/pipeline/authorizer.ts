@@ -3,6 +3,7 @@
 
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
@@ -16,11 +17,28 @@ export interface PolicySource {
 const NOT_READY_POLICY = { realm: 'portcullis' };
 
 type CheckCounter = ReturnType<Metrics['checks']['labels']>;
+/** Bound children by decision, then reason, then credential kind. */
+type CounterTable = { readonly allow: Map<string, Map<string, CheckCounter>>; readonly deny: Map<string, Map<string, CheckCounter>> };
+const newTable = (): CounterTable => ({ allow: new Map(), deny: new Map() });
+
+/** Route values a decision can carry besides the policy's route names (see authorize.ts). */
+const FIXED_ROUTES = ['default', 'none', 'dev', 'unknown'];
+/** The `route` label of a decision whose route is not a name of the policy in force. */
+const OTHER_ROUTE = 'other';
 
 export class Authorizer {
   /** Bound metric children: label hashing per check would cost more than the check. */
-  private readonly counters = { allow: new Map<string, Map<string, CheckCounter>>(), deny: new Map<string, Map<string, CheckCounter>>() };
+  private readonly counters = newTable();
+  /**
+   * With server.routeMetrics: one table per route name of the policy in force (a bounded set:
+   * names come from the policy, never from the request); rebuilt when the policy changes.
+   */
+  private routeCounters = new Map<string, CounterTable>();
+  private routeNamesOf: CompiledPolicy | undefined;
+  private routeNames: ReadonlySet<string> = new Set();
   private readonly durations;
+  /** Checks between check() and their decision: portcullis_checks_in_flight. */
+  private inFlight = 0;
 
   constructor(
     private readonly policies: PolicySource,
@@ -28,15 +46,22 @@ export class Authorizer {
     private readonly metrics: Metrics,
   ) {
     this.durations = { allow: metrics.checkDuration.labels('allow'), deny: metrics.checkDuration.labels('deny') };
+    metrics.observeInFlight(() => this.inFlight);
   }
 
   check(request: RequestAttributes, malformed = false): MaybePromise<Decision> {
     const started = performance.now();
     const policy = this.policies.current();
+    this.inFlight++;
     let decision: MaybePromise<Decision>;
-    if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
-    else if (malformed) decision = denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'CheckRequest has no HTTP attributes' });
-    else decision = authorize(policy, request);
+    try {
+      if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
+      else if (malformed) decision = denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'CheckRequest has no HTTP attributes' });
+      else decision = authorize(policy, request);
+    } catch (err) {
+      // authorize() catches its own errors; this keeps the in-flight count true whatever throws.
+      decision = internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err);
+    }
 
     if (isPromise(decision)) {
       return decision.then(
@@ -48,11 +73,13 @@ export class Authorizer {
   }
 
   private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number): Decision {
+    this.inFlight--;
     const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
     const reason = decision.allowed ? (decision.note ? decision.note.split(':')[0]! : 'ok') : decision.reason;
-    const method = decision.principal?.method ?? 'none';
-    this.counter(outcome, reason, method).inc();
+    const credential = decision.principal?.method ?? 'none';
+    if (policy?.document.server.routeMetrics) this.routeCounter(policy, decision.route, outcome, reason, credential).inc();
+    else this.counter(this.counters, outcome, reason, credential, undefined).inc();
     this.durations[outcome].observe(seconds);
     if (policy?.tenantMetrics && decision.principal?.tenant) {
       this.metrics.tenantChecks.inc({ decision: outcome, tenant: decision.principal.tenant });
@@ -83,12 +110,47 @@ export class Authorizer {
     return decision;
   }
 
-  private counter(outcome: 'allow' | 'deny', reason: string, method: string): CheckCounter {
-    const byReason = this.counters[outcome];
-    let byMethod = byReason.get(reason);
-    if (!byMethod) byReason.set(reason, (byMethod = new Map()));
-    let child = byMethod.get(method);
-    if (!child) byMethod.set(method, (child = this.metrics.checks.labels(outcome, reason, method)));
+  private counter(table: CounterTable, outcome: 'allow' | 'deny', reason: string, credential: string, route: string | undefined): CheckCounter {
+    const byReason = table[outcome];
+    let byCredential = byReason.get(reason);
+    if (!byCredential) byReason.set(reason, (byCredential = new Map()));
+    let child = byCredential.get(credential);
+    if (!child) {
+      const labels = route === undefined ? { decision: outcome, reason, credential } : { decision: outcome, reason, credential, route };
+      byCredential.set(credential, (child = this.metrics.checks.labels(labels)));
+    }
     return child;
+  }
+
+  private routeCounter(policy: CompiledPolicy, route: string, outcome: 'allow' | 'deny', reason: string, credential: string): CheckCounter {
+    // The names of the policy in force now: a check that started on the previous policy counts
+    // its route as `other` if the new policy dropped it.
+    const live = this.policies.current() ?? policy;
+    if (live !== this.routeNamesOf) this.followRoutes(live);
+    const label = this.routeNames.has(route) ? route : OTHER_ROUTE;
+    let table = this.routeCounters.get(label);
+    if (!table) this.routeCounters.set(label, (table = newTable()));
+    return this.counter(table, outcome, reason, credential, label);
+  }
+
+  /**
+   * A new policy is in force: its route names become the label's values, and the series of
+   * routes it no longer has are dropped, so the label stays bounded by the policy however often
+   * routes are renamed.
+   */
+  private followRoutes(policy: CompiledPolicy): void {
+    this.routeNamesOf = policy;
+    const names = new Set(FIXED_ROUTES);
+    for (const route of policy.document.routes) names.add(route.name ?? describeMatch(route.match));
+    this.routeNames = names;
+    for (const [label, table] of [...this.routeCounters]) {
+      if (label === OTHER_ROUTE || names.has(label)) continue;
+      this.routeCounters.delete(label);
+      for (const decision of ['allow', 'deny'] as const) {
+        for (const [reason, byCredential] of table[decision]) {
+          for (const credential of byCredential.keys()) this.metrics.checks.remove({ decision, reason, credential, route: label });
+        }
+      }
+    }
   }
 }

@@ -133,6 +133,8 @@ export const serverSchema = z.strictObject({
   decisionLog: z.enum(['all', 'deny', 'none']).default('all'),
   /** Label checks_total by tenant as well (off by default: cardinality). */
   tenantMetrics: z.boolean().default(false),
+  /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
+  routeMetrics: z.boolean().default(false),
 });
 
 export const clientIpSchema = z.strictObject({

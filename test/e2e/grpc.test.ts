@@ -188,8 +188,8 @@ describe('health and ops endpoints', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/portcullis_checks_total\{decision="deny",reason="missing_credential",method="none"\} \d+/);
-    expect(metrics).toMatch(/portcullis_checks_total\{decision="allow",reason="ok",method="host"\} \d+/);
+    expect(metrics).toMatch(/portcullis_checks_total\{decision="deny",reason="missing_credential",credential="none"\} \d+/);
+    expect(metrics).toMatch(/portcullis_checks_total\{decision="allow",reason="ok",credential="host"\} \d+/);
     expect(metrics).toContain('portcullis_check_duration_seconds_bucket');
   });
 });
