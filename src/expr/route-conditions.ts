@@ -8,6 +8,7 @@ import type { CredentialSource } from '../identity/source.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { RouteConfig } from '../policy/schema.js';
 import { clientIp } from '../pipeline/client-ip.js';
+import { REASONS } from '../reasons.js';
 import type { Denial, Principal, RequestAttributes } from '../types.js';
 import { compileExpression, type CompiledExpression, type ExpressionVars } from './compile.js';
 import { expressionReporter, type ExpressionReporter } from './report.js';
@@ -68,6 +69,10 @@ export function compileRouteConditions(
   const rules: CompiledRule[] = [];
   (route.rules ?? []).forEach((rule, i) => {
     const at: PolicyPath = [...path, 'rules', i, rule.when !== undefined ? 'when' : 'unless'];
+    if (Object.hasOwn(REASONS, rule.deny.reason)) {
+      ctx.error([...path, 'rules', i, 'deny', 'reason'], `"${rule.deny.reason}" is a built-in reason code with its own meaning; name the rule's reason (e.g. tenant_mismatch)`);
+      return;
+    }
     const expression = compile((rule.when ?? rule.unless)!, at);
     if (!expression) return;
     const { status, reason, message } = rule.deny;
