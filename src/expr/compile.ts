@@ -14,6 +14,7 @@ export type ExpressionKind = 'bool' | 'string' | 'strings';
 export interface ExpressionVars {
   readonly request: RequestView;
   readonly auth: AuthView;
+  /** Read from the injected clock, once per evaluation and only when an expression uses it. */
   readonly now: Date;
 }
 

@@ -3,7 +3,6 @@
 // the route's credential/tenant/scope checks). A route without any of them gets `undefined` and the
 // pipeline skips the phase: no view, no allocation, nothing.
 
-import { normalizePath } from '../authz/path.js';
 import type { CredentialSource } from '../identity/source.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { RouteConfig } from '../policy/schema.js';
@@ -12,7 +11,7 @@ import { REASONS } from '../reasons.js';
 import type { Denial, Principal, RequestAttributes } from '../types.js';
 import { compileExpression, type CompiledExpression, type ExpressionVars } from './compile.js';
 import { expressionReporter, type ExpressionReporter } from './report.js';
-import { AuthView, RequestView, type ClaimsReader, type RequestFacts } from './views.js';
+import { AuthView, ExpressionScope, RequestView, type ClaimsReader, type RequestFacts } from './views.js';
 import { checkHeaderNames, credentialHeaderNames } from './credential-headers.js';
 
 export interface RouteConditions {
@@ -97,13 +96,11 @@ export function compileRouteConditions(
   });
   const report = expressionReporter(ctx, routeName);
   const clock = ctx.runtime.clock;
+  const readsClaims = expressions.some((e) => e.readsClaims);
   const claimsFor = (request: RequestAttributes, principal: Principal | undefined): ClaimsReader | undefined =>
-    principal?.method === 'jwt' ? () => claimsFromChain(chain, request) : undefined;
-  const vars = (request: RequestAttributes, principal: Principal | undefined): ExpressionVars => ({
-    request: new RequestView(request, normalizePath(request.path) ?? request.path, facts),
-    auth: new AuthView(principal, claimsFor(request, principal)),
-    now: new Date(clock.now()),
-  });
+    readsClaims && principal?.method === 'jwt' ? () => claimsFromChain(chain, request) : undefined;
+  const vars = (request: RequestAttributes, principal: Principal | undefined): ExpressionVars =>
+    new ExpressionScope(new RequestView(request, facts), new AuthView(principal, claimsFor(request, principal)), clock);
 
   /** true/false, or the denial for an expression that did not produce a bool. */
   const test = (expression: CompiledExpression, v: ExpressionVars): boolean | Denial => {

@@ -2,6 +2,8 @@
 // rest of the evaluation: an expression that reads request.method never parses the query string,
 // and a route without expressions never builds a view at all.
 
+import { normalizePath } from '../authz/path.js';
+import type { Clock } from '../clock.js';
 import type { Principal, RequestAttributes } from '../types.js';
 
 /** Query parameters beyond this many make request.query / queryAll an evaluation error (deny). */
@@ -23,14 +25,15 @@ export interface RequestFacts {
 }
 
 export class RequestView {
+  private normalizedPath: string | undefined;
   private paramsMap: Map<string, string> | undefined;
-  private queryMaps: [Map<string, string>, Map<string, string[]>] | undefined;
+  private queryFirst: Map<string, string> | undefined;
+  private queryAllMap: Map<string, string[]> | undefined;
   private headersMap: Map<string, string> | undefined;
   private ipValue: string | undefined;
 
   constructor(
     private readonly request: RequestAttributes,
-    private readonly normalizedPath: string,
     private readonly facts: RequestFacts,
   ) {}
 
@@ -43,17 +46,18 @@ export class RequestView {
   get host(): string {
     return this.request.host;
   }
+  /** The path the route was matched on (normalised, as the router saw it). */
   get path(): string {
-    return this.normalizedPath;
+    return (this.normalizedPath ??= normalizePath(this.request.path) ?? this.request.path);
   }
   get params(): Map<string, string> {
-    return (this.paramsMap ??= this.facts.params?.(this.normalizedPath) ?? new Map());
+    return (this.paramsMap ??= this.facts.params?.(this.path) ?? new Map());
   }
   get query(): Map<string, string> {
-    return (this.queryMaps ??= parseQuery(this.request.query))[0];
+    return (this.queryFirst ??= parseQuery(this.request.query));
   }
   get queryAll(): Map<string, string[]> {
-    return (this.queryMaps ??= parseQuery(this.request.query))[1];
+    return (this.queryAllMap ??= parseQueryAll(this.request.query));
   }
   get headers(): Map<string, string> {
     if (this.headersMap === undefined) {
@@ -107,30 +111,61 @@ export class AuthView {
 }
 
 /**
- * "a=1&b=2&a=3" → first values and all values. `+` is a space and %XX is decoded (the form
- * encoding browsers and most clients use); a malformed escape or more than MAX_QUERY_PARAMS
- * parameters throws, which denies (condition_error) rather than guess.
+ * "a=1&b=2&a=3" → first value per name (parseQuery) or every value (parseQueryAll). `+` is a space
+ * and %XX is decoded (the form encoding browsers and most clients use); a malformed escape or more
+ * than MAX_QUERY_PARAMS parameters throws, which denies (condition_error) rather than guess.
  */
-export function parseQuery(query: string): [Map<string, string>, Map<string, string[]>] {
+export function parseQuery(query: string): Map<string, string> {
   const first = new Map<string, string>();
-  const all = new Map<string, string[]>();
-  if (query === '') return [first, all];
-  let count = 0;
-  for (const part of query.split('&')) {
-    if (part === '') continue;
-    if (++count > MAX_QUERY_PARAMS) throw new RangeError(`more than ${MAX_QUERY_PARAMS} query parameters`);
-    const eq = part.indexOf('=');
-    const key = decodeComponent(eq < 0 ? part : part.slice(0, eq));
-    const value = eq < 0 ? '' : decodeComponent(part.slice(eq + 1));
+  eachParam(query, (key, value) => {
     if (!first.has(key)) first.set(key, value);
+  });
+  return first;
+}
+
+export function parseQueryAll(query: string): Map<string, string[]> {
+  const all = new Map<string, string[]>();
+  eachParam(query, (key, value) => {
     const list = all.get(key);
     if (list) list.push(value);
     else all.set(key, [value]);
+  });
+  return all;
+}
+
+function eachParam(query: string, add: (key: string, value: string) => void): void {
+  let count = 0;
+  let start = 0;
+  while (start <= query.length) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    if (end > start) {
+      if (++count > MAX_QUERY_PARAMS) throw new RangeError(`more than ${MAX_QUERY_PARAMS} query parameters`);
+      const eq = query.indexOf('=', start);
+      if (eq < 0 || eq > end) add(decodeComponent(query.slice(start, end)), '');
+      else add(decodeComponent(query.slice(start, eq)), decodeComponent(query.slice(eq + 1, end)));
+    }
+    start = end + 1;
   }
-  return [first, all];
 }
 
 function decodeComponent(text: string): string {
-  const spaced = text.includes('+') ? text.replace(/\+/g, ' ') : text;
-  return spaced.includes('%') ? decodeURIComponent(spaced) : spaced;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 43 /* + */ || c === 37 /* % */) return decodeURIComponent(text.replace(/\+/g, ' '));
+  }
+  return text;
+}
+
+/** The variables an expression is evaluated with; `now` is read from the clock only if used. */
+export class ExpressionScope {
+  private nowValue: Date | undefined;
+  constructor(
+    readonly request: RequestView,
+    readonly auth: AuthView,
+    private readonly clock: Clock,
+  ) {}
+  get now(): Date {
+    return (this.nowValue ??= new Date(this.clock.now()));
+  }
 }

@@ -7,7 +7,7 @@
 import { compileExpression, type CompiledExpression, type ExpressionVars } from '../expr/compile.js';
 import { checkHeaderNames, credentialHeaderNames } from '../expr/credential-headers.js';
 import { expressionReporter } from '../expr/report.js';
-import { AuthView, RequestView, type RequestFacts } from '../expr/views.js';
+import { AuthView, ExpressionScope, RequestView, type RequestFacts } from '../expr/views.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { ComputeConfig } from '../policy/schema.js';
@@ -61,11 +61,11 @@ export function withComputedIdentity(source: CredentialSource, config: ComputeCo
   const compute = (request: RequestAttributes, result: IdentifyResult): IdentifyResult => {
     if (result.kind !== 'principal') return result;
     const proved = result.principal;
-    const vars: ExpressionVars = {
-      request: new RequestView(request, request.path, facts),
-      auth: new AuthView(proved, readsClaims ? () => source.claimsOf?.(request) : undefined),
-      now: new Date(clock.now()),
-    };
+    const vars: ExpressionVars = new ExpressionScope(
+      new RequestView(request, facts),
+      new AuthView(proved, readsClaims ? () => source.claimsOf?.(request) : undefined),
+      clock,
+    );
     let newTenant = proved.tenant;
     let newSubject = proved.subject;
     let newScopes = proved.scopes;
