@@ -36,8 +36,8 @@ export interface CompiledExpression {
 
 /** Macros that loop over a collection. */
 const COMPREHENSIONS = new Set(['all', 'exists', 'exists_one', 'map', 'filter']);
-/** Comprehensions inside comprehensions multiply: one level of nesting is the most accepted. */
-const MAX_COMPREHENSION_DEPTH = 2;
+/** Comprehensions inside comprehensions multiply their cost: they are refused. */
+const MAX_COMPREHENSION_DEPTH = 1;
 
 const RESULT_TYPES: Readonly<Record<ExpressionKind, ReadonlySet<string>>> = {
   bool: new Set(['bool']),
@@ -138,7 +138,7 @@ function inspect(root: ASTNode): Facts {
           return;
         }
         if (loops + 1 > MAX_COMPREHENSION_DEPTH) {
-          problem(`comprehensions nested more than ${MAX_COMPREHENSION_DEPTH} deep are refused`, node);
+          problem(`${name}() inside another comprehension is refused (the cost would multiply)`, node);
           return;
         }
         loops++;
