@@ -106,6 +106,7 @@ const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
 
 /**
  * Walk the checked AST once: collect the header names read, and refuse
+ *  - `request` / `auth` other than as `request.<field>` / `auth.<field>` (no index, no dyn());
  *  - request.headers used other than by a literal lower-case name (no iteration, no size(), no
  *    computed names: headers are attacker-sized, and a computed name could reach a credential);
  *  - comprehensions (all/exists/exists_one/map/filter) over request data, or nested too deep;
@@ -119,6 +120,11 @@ function inspect(root: ASTNode): Facts {
 
   const visit = (node: ASTNode, parent: ASTNode | undefined, loops: number): void => {
     if (facts.problem) return;
+    if (node.op === 'id' && (node.args === 'request' || node.args === 'auth') && !(parent?.op === '.' && parent.args[0] === node)) {
+      // Field by field only: request["headers"] or dyn(request).headers would slip past the checks below.
+      problem(`${node.args} is read field by field (${node.args}.${node.args === 'request' ? 'method' : 'tenant'}), not as a whole or by index`, node);
+      return;
+    }
     if (isSelect(node, 'auth', 'claims')) facts.readsClaims = true;
     if (isSelect(node, 'request', 'params')) facts.readsParams = true;
     if (isSelect(node, 'request', 'headers')) {
