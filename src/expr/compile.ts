@@ -114,6 +114,8 @@ const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
  */
 function inspect(root: ASTNode): Facts {
   const facts: Facts = { headerNames: new Set(), readsClaims: false, readsParams: false };
+  /** Names cel.bind() gives to values built from request data (conservatively, expression-wide). */
+  const fromRequest = new Set<string>(['request']);
   const problem = (message: string, node: ASTNode) => {
     facts.problem ??= { message, offset: node.range?.start ?? node.pos ?? 0 };
   };
@@ -137,9 +139,13 @@ function inspect(root: ASTNode): Facts {
     }
     if (node.op === 'rcall' || node.op === 'call') {
       const name = node.args[0];
+      if (node.op === 'rcall' && name === 'bind' && node.args[1].op === 'id' && node.args[1].args === 'cel') {
+        const [variable, init] = node.args[2];
+        if (variable?.op === 'id' && init && [...fromRequest].some((v) => mentions(init, v))) fromRequest.add(variable.args);
+      }
       if (node.op === 'rcall' && COMPREHENSIONS.has(name)) {
         const range = node.args[1];
-        if (mentions(range, 'request')) {
+        if ([...fromRequest].some((v) => mentions(range, v))) {
           problem(`${name}() over request data is refused (its cost would grow with the request); test single values instead`, node);
           return;
         }
