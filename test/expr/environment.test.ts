@@ -179,3 +179,24 @@ describe('request.headers never shows a credential', () => {
     expect(() => compileYaml(policyWith('request.headers["x-hook-secret"] == "x"', extra), runtime)).toThrow(/x-hook-secret"\] carries a credential/);
   });
 });
+
+describe('computed identity on an API-key source', () => {
+  it("maps the key's own tenant and scopes (auth.*) to new ones", async () => {
+    const policy = compileYaml(
+      `
+identity:
+  - apiKey: { headers: [x-api-key] }
+    compute: { tenant: '"org_" + auth.tenant', scopes: 'auth.scopes + (auth.tenant == "globex" ? ["reports:read"] : [])' }
+keyStore: { file: { path: ${keyFile} } }
+routes:
+  - match: { pathPrefix: /reports/ }
+    require: { allOf: ["reports:read"] }
+`,
+      runtime,
+    );
+    await policy.ready;
+    const decision = await authorize(policy, request({ path: '/reports/1', headers: { 'x-api-key': apiKey.key } }));
+    expect(decision).toMatchObject({ allowed: true, principal: { method: 'api-key', tenant: 'org_globex', keyId: apiKey.id, scopes: ['items:read', 'reports:read'] } });
+    expect(await authorize(policy, request({ path: '/reports/1', headers: { 'x-api-key': 'pk_unknown' } }))).toMatchObject({ allowed: false, status: 401 });
+  });
+});
