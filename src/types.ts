@@ -71,6 +71,18 @@ export interface Denial {
   readonly credentialPresented?: boolean;
   /** Internal detail for the decision log only; never sent to the client. */
   readonly detail?: string;
+  /**
+   * A policy rule's own denial (routes[].rules): its status, reason code and message replace the
+   * built-in row of `reason` (which is then condition_failed) in the response.
+   */
+  readonly rule?: PolicyDenial;
+}
+
+/** A denial a policy rule defines: status 400/401/403/404, a reason code, an optional message. */
+export interface PolicyDenial {
+  readonly status: 400 | 401 | 403 | 404;
+  readonly reason: string;
+  readonly message?: string;
 }
 
 /**
@@ -114,7 +126,8 @@ export interface DenyDecision {
   readonly principal: Principal | undefined;
   readonly status: number;
   readonly code: string;
-  readonly reason: ReasonCode;
+  /** A built-in reason code, or the reason a policy rule defines (routes[].rules[].deny.reason). */
+  readonly reason: ReasonCode | (string & {});
   /** Headers for the client: WWW-Authenticate, Retry-After, RateLimit, content-type. */
   readonly headers: readonly HeaderPair[];
   /** JSON body. */

@@ -40,4 +40,10 @@ export interface CredentialSource {
    * answer is cached: the hot path stays free of promises.
    */
   identify(request: RequestAttributes): MaybePromise<IdentifyResult>;
+  /**
+   * JWT sources: the claims of the token this source would identify the request by (already
+   * verified when identify() accepted it), for policy expressions (auth.claims). Undefined when
+   * the source finds no token. Only called for routes whose expressions read claims.
+   */
+  claimsOf?(request: RequestAttributes): Readonly<Record<string, unknown>> | undefined;
 }

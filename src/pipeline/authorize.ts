@@ -1,8 +1,9 @@
 // authorize(policy, request) → Decision: the only place the phases meet.
 //
-//   route match → bans and request-keyed limits (ip, route, …) → identify (ordered sources, first
-//   credential decides) → authorize (credential kind, tenant, scopes) → caller-keyed limits
-//   (tenant, key, subject) → allow | deny
+//   route match → route scheme/query (match.schemes, match.query) → bans and request-keyed limits
+//   (ip, route, …) → identify (ordered sources, first credential decides) → authorize (credential
+//   kind, tenant, scopes) → route expressions (when:, rules) → caller-keyed limits (tenant, key,
+//   subject) → allow | deny
 //
 // Request-keyed limits run before identification so that failed attempts count: a per-IP limit
 // is what slows down someone guessing credentials.
@@ -45,6 +46,11 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
     return denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'path is not an absolute path' });
   }
   const route = policy.routes.match(request.host, request.method, path) ?? policy.defaultRoute;
+  const conditions = route.conditions;
+  if (conditions !== undefined) {
+    const refusal = conditions.beforeIdentity?.(request) ?? (route.public ? conditions.afterIdentity?.(request, undefined) : undefined);
+    if (refusal) return denyDecision(policy, request.requestId, route.name, refusal);
+  }
   if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined, NO_HEADERS);
 
   const pre = route.preIdentityLimiter;
@@ -97,6 +103,8 @@ function afterIdentify(
   const principal = result.principal;
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
+  const ruleDenial = route.conditions?.afterIdentity?.(request, principal);
+  if (ruleDenial) return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
   return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders, preHeaders, preNote);
 }
 

@@ -28,7 +28,8 @@ export function denyDecision(
   principal?: Principal,
   requiredScopes?: readonly string[],
 ): DenyDecision {
-  const cacheable = principal === undefined && requiredScopes === undefined && denial.headers === undefined && denial.retryAfter === undefined;
+  const cacheable =
+    principal === undefined && requiredScopes === undefined && denial.headers === undefined && denial.retryAfter === undefined && denial.rule === undefined;
   let parts: DenyParts | undefined;
   if (cacheable) {
     let byKey = denyPartsCache.get(policy);
@@ -50,7 +51,7 @@ export function denyDecision(
     principal,
     status: parts.status,
     code: parts.code,
-    reason: denial.reason,
+    reason: denial.rule?.reason ?? denial.reason,
     headers: parts.headers,
     body: parts.bodyPrefix + JSON.stringify(requestId) + '}',
     detail: denial.detail,
@@ -60,7 +61,8 @@ export function denyDecision(
 
 function denyParts(realm: string, denial: Denial, requiredScopes: readonly string[] | undefined): DenyParts {
   const reason = denial.reason;
-  const status = REASONS[reason].status;
+  const rule = denial.rule;
+  const status = rule?.status ?? REASONS[reason].status;
   const label = STATUS_LABELS[status];
   const headers: HeaderPair[] = [JSON_CONTENT_TYPE];
   const challenge = challengeFor(realm, reason, status, denial.credentialPresented === true, requiredScopes);
@@ -72,7 +74,9 @@ function denyParts(realm: string, denial: Denial, requiredScopes: readonly strin
     status,
     code: label.code,
     headers,
-    bodyPrefix: `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`,
+    bodyPrefix: rule
+      ? `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${rule.reason}",${rule.message !== undefined ? `"message":${JSON.stringify(rule.message)},` : ''}"requestId":`
+      : `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`,
     cache: newEncodeCache(),
   };
 }

@@ -3,6 +3,7 @@
 
 import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
+import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import { compileChain } from '../identity/registry.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
@@ -32,6 +33,8 @@ export interface CompiledRoute {
   readonly preIdentityLimiter: RouteRateLimiter | undefined;
   /** Runs after authorization (on public routes: the only limiter, with every policy). */
   readonly rateLimiter: RouteRateLimiter | undefined;
+  /** match.schemes/query, when: and rules; undefined for a route without them (the phase is skipped). */
+  readonly conditions: RouteConditions | undefined;
 }
 
 export interface CompiledPolicy {
@@ -102,6 +105,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       removeHeaders: Object.freeze([...(route.removeHeaders ?? [])]),
       preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
       rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
+      conditions: compileRouteConditions(route, name, path, chain, ctx),
     });
     return { spec: route.match, value: compiled };
   });
@@ -120,6 +124,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     removeHeaders: [],
     preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
     rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
+    conditions: undefined,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);

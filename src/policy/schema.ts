@@ -11,6 +11,25 @@ import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
+/** A CEL expression (README "Expressions (CEL)"); parsed and type-checked at compile time. */
+const expression = z.string().min(1, 'must not be empty');
+
+/** Reason codes a policy defines for its rules: the syntax of the built-in ones (src/reasons.ts). */
+export const POLICY_REASON_PATTERN = /^[a-z][a-z0-9_]{1,47}$/;
+
+/**
+ * Identity computed by expressions over `request.*` and `auth.*` (the principal the source just
+ * proved, with its token claims): each given value replaces what the source set.
+ */
+export const computeSchema = z
+  .strictObject({
+    tenant: expression.optional(),
+    subject: expression.optional(),
+    scopes: expression.optional(),
+  })
+  .refine((c) => c.tenant !== undefined || c.subject !== undefined || c.scopes !== undefined, { message: 'compute needs tenant, subject or scopes' });
+export type ComputeConfig = z.output<typeof computeSchema>;
+
 /** Host header → tenant with fixed scopes (seed 002 storefronts). */
 export const hostSourceSchema = z.strictObject({
   /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
@@ -46,9 +65,11 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
+    compute: computeSchema.optional(),
   })
   .superRefine((entry, ctx) => {
-    const kinds = Object.keys(entry).filter((k) => entry[k as keyof typeof entry] !== undefined);
+    const kinds = Object.keys(entry).filter((k) => k !== 'compute' && entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
@@ -73,6 +94,13 @@ export const routeMatchSchema = z
     pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
     /** Glob: "*" is one segment or part of one, "**" any number of segments. */
     pathGlob: z.string().startsWith('/', 'must start with "/"').optional(),
+    /** Schemes the route accepts; a request in another scheme is refused (403 scheme_not_allowed). */
+    schemes: z.array(z.enum(['http', 'https'], { message: 'must be "http" or "https"' })).min(1).optional(),
+    /**
+     * Query parameters the route requires: `present`, or a bool expression (request.query.<name>
+     * is then known to exist). Missing → 400 missing_query_parameter; false → 400 invalid_query_parameter.
+     */
+    query: z.record(z.string().regex(/^[A-Za-z0-9_.~-]{1,64}$/, 'must be a query parameter name (letters, digits, _ . ~ -)'), expression).optional(),
   })
   .superRefine((match, ctx) => {
     const kinds = [match.path, match.pathPrefix, match.pathGlob].filter((p) => p !== undefined).length;
@@ -85,6 +113,23 @@ export const requireSchema = z
     anyOf: z.array(nonEmpty).min(1).optional(),
   })
   .refine((r) => r.allOf !== undefined || r.anyOf !== undefined, { message: 'require needs allOf, anyOf or both' });
+
+/** One route rule: deny with `deny` when `when` is true, or unless `unless` is true. */
+export const ruleSchema = z
+  .strictObject({
+    when: expression.optional(),
+    unless: expression.optional(),
+    deny: z.strictObject({
+      status: z.union([z.literal(400), z.literal(401), z.literal(403), z.literal(404)], { message: 'must be 400, 401, 403 or 404' }).default(403),
+      reason: z.string().regex(POLICY_REASON_PATTERN, 'must be a reason code: lower-case letters, digits and _, starting with a letter (2-48 characters)'),
+      /** Sent to the client in the JSON body's "message". */
+      message: z.string().max(200, 'must be at most 200 characters').regex(/^[^\x00-\x1f\x7f]*$/, 'must not contain control characters').optional(),
+    }),
+  })
+  .superRefine((rule, ctx) => {
+    if ((rule.when === undefined) === (rule.unless === undefined)) ctx.addIssue({ code: 'custom', message: 'a rule has exactly one of when, unless' });
+  });
+export type RuleConfig = z.output<typeof ruleSchema>;
 
 export const routeSchema = z.strictObject({
   /** Name for logs, metrics and dynamic metadata; derived from the match when absent. */
@@ -104,6 +149,10 @@ export const routeSchema = z.strictObject({
   /** Extra request headers to strip upstream on this route. */
   removeHeaders: z.array(headerNameSchema).optional(),
   rateLimits: routeRateLimitsSchema.optional(),
+  /** Shorthand for one rule: 403 condition_failed unless this expression is true. Checked before `rules`. */
+  when: expression.optional(),
+  /** Checked in order after identification and the route's scope/tenant checks; the first that fails denies. */
+  rules: z.array(ruleSchema).min(1).max(32).optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
