@@ -2,7 +2,7 @@
 // status, and from that the body `code`, the `error` label and the gRPC status of the Check
 // response. Reason codes are a stable, documented API (README "Reason codes"): add, never rename.
 
-export type HttpDenyStatus = 401 | 403 | 429 | 503;
+export type HttpDenyStatus = 400 | 401 | 403 | 429 | 503;
 
 interface ReasonRow {
   readonly status: HttpDenyStatus;
@@ -13,6 +13,10 @@ interface ReasonRow {
 }
 
 export const REASONS = {
+  // 400: the request is not one Portcullis can judge the way the upstream will read it.
+  invalid_path: { status: 400, description: 'the path is not canonical (dot segments, ";" parameters, encoded "/" "\\" "." or unreserved characters, "\\", "//", bad escapes, control or raw non-ASCII bytes) and the policy refuses such paths' },
+  invalid_host: { status: 400, description: 'the host is not a name Envoy would route as written: a trailing dot, an empty label, a bad port or character' },
+
   // 401: who is calling is unknown or not proven.
   missing_credential: { status: 401, description: 'no credential was presented' },
   malformed_credential: { status: 401, description: 'the credential header is not well-formed (e.g. two Authorization headers, a bad Bearer value)', bearerError: 'invalid_request' },
@@ -64,6 +68,7 @@ export function reasonRow(reason: ReasonCode): ReasonRow {
 
 /** Body `code` and `error` label per HTTP status (DESIGN.md response contract). */
 export const STATUS_LABELS: Readonly<Record<HttpDenyStatus, { code: string; error: string; grpc: number }>> = {
+  400: { code: 'BAD_REQUEST', error: 'Bad Request', grpc: 3 /* INVALID_ARGUMENT */ },
   401: { code: 'UNAUTHORIZED', error: 'Unauthorized', grpc: 16 /* UNAUTHENTICATED */ },
   403: { code: 'FORBIDDEN', error: 'Forbidden', grpc: 7 /* PERMISSION_DENIED */ },
   429: { code: 'RATE_LIMITED', error: 'Too Many Requests', grpc: 8 /* RESOURCE_EXHAUSTED */ },

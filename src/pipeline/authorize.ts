@@ -10,7 +10,8 @@
 // Every phase answers synchronously when it can; a promise appears only when a source or the
 // rate limiter has to wait on I/O. Any exception becomes a 503 internal_error denial.
 
-import { normalizePath } from '../authz/path.js';
+import { hostKey, INVALID_HOST } from '../authz/host.js';
+import { isSimplePath } from '../authz/path.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
@@ -18,7 +19,8 @@ import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
+import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue } from './decision.js';
+import { routeCandidates } from './route-candidates.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 const NO_REMOVE: readonly string[] = Object.freeze([]);
@@ -36,16 +38,57 @@ export function internalError(policy: Pick<CompiledPolicy, 'realm'>, request: Pi
   return denyDecision(policy, request.requestId, route, { reason: 'internal_error', detail: describeError(err) });
 }
 
+const INVALID_HOST_DENIAL = Object.freeze({ reason: 'invalid_host', detail: 'host is not a name[:port] Envoy would route (trailing dot, empty label, bad port or character)' } as const);
+
 function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+  const decision = decideFor(policy, request);
+  // Rare: a client sent x_tenant_id or similar; the shared removal lists stay untouched otherwise.
+  if (request.headers.underscored === undefined) return decision;
+  return isPromise(decision) ? decision.then((d) => stripUnderscoreVariants(policy, request, d)) : stripUnderscoreVariants(policy, request, decision);
+}
+
+function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
-    return allowDecision(policy, request.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
+    return allowDecision(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
   }
-  const path = normalizePath(request.path);
-  if (path === undefined) {
-    return denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'path is not an absolute path' });
+  // One host rule for routes and the host source alike (authz/host.ts).
+  const host = hostKey(original.host, original.scheme);
+  if (host === INVALID_HOST) return denyDecision(policy, original.requestId, 'none', INVALID_HOST_DENIAL);
+  const request = host === original.host ? original : { ...original, host };
+
+  // Hot path: one reading. Anything else: every route any reading reaches must allow.
+  if (isSimplePath(request.path) && !policy.paths.patternsHaveUpperCase) {
+    return decideOnRoute(policy, request, policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute);
   }
-  const route = policy.routes.match(request.host, request.method, path) ?? policy.defaultRoute;
-  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined, NO_HEADERS);
+  const candidates = routeCandidates(policy, request);
+  if ('denial' in candidates) return denyDecision(policy, request.requestId, 'none', candidates.denial);
+  const routes = candidates.routes;
+  if (routes.length === 1) return decideOnRoute(policy, request, routes[0]!);
+  return decideOnAll(policy, request, routes);
+}
+
+/**
+ * Several routes can be what the upstream serves: allowed only if each of them allows, in turn
+ * (each one's limits count too). The first denial is the answer; an allow carries the union of the
+ * candidates' header removals.
+ */
+async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, routes: readonly CompiledRoute[]): Promise<Decision> {
+  const allowed: Decision[] = [];
+  for (const route of routes) {
+    const decision = await decideOnRoute(policy, request, route);
+    if (!decision.allowed) return decision;
+    allowed.push(decision);
+  }
+  const first = allowed[0]!;
+  if (!first.allowed) return first;
+  const remove = new Set<string>();
+  for (const d of allowed) if (d.allowed) for (const h of d.removeHeaders) remove.add(h);
+  for (const h of first.upstreamHeaders) remove.delete(h.name);
+  return { ...first, removeHeaders: Object.freeze([...remove]), encodeCache: undefined };
+}
+
+function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute): MaybePromise<Decision> {
+  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, carriedCredential(route, request), NO_HEADERS);
 
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
@@ -53,6 +96,16 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
+}
+
+/** On a public route: the headers of a credential found by inspection (API key as Bearer), stripped anyway. */
+function carriedCredential(route: CompiledRoute, request: RequestAttributes): readonly string[] | undefined {
+  const sources = route.carrierSources;
+  for (let i = 0; i < sources.length; i++) {
+    const found = sources[i]!.carrier!(request);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 function identifyThenDecide(

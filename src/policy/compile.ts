@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime.js';
 import type { AuthMethod, Principal } from '../types.js';
 import type { CompileContext, PolicyPath } from './context.js';
 import type { Locator } from './load.js';
-import type { HeaderNames, PolicyDocument, RouteConfig } from './schema.js';
+import type { HeaderNames, PathSettings, PolicyDocument, RouteConfig } from './schema.js';
 
 export interface CompiledRoute {
   readonly name: string;
@@ -32,6 +32,26 @@ export interface CompiledRoute {
   readonly preIdentityLimiter: RouteRateLimiter | undefined;
   /** Runs after authorization (on public routes: the only limiter, with every policy). */
   readonly rateLimiter: RouteRateLimiter | undefined;
+  /** The route's own `paths` overrides (undefined when it has none). */
+  readonly paths: PathSettings | undefined;
+  /**
+   * Sources of the route's chain whose credential is found per request (an API key sent as
+   * Bearer): on a public route, checked so the credential is stripped anyway. Usually empty.
+   */
+  readonly carrierSources: readonly CredentialSource[];
+}
+
+/** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
+export interface PathMatching {
+  /** The same routes with host and path patterns in lower case: what a case-insensitive upstream serves. */
+  readonly folded: RouteTable<CompiledRoute>;
+  /** Some path pattern has an upper-case letter: even a lower-case path needs the folded reading. */
+  readonly patternsHaveUpperCase: boolean;
+  readonly nonCanonical: 'refuse' | 'strictest';
+  readonly upstreamCase: 'sensitive' | 'insensitive' | 'unknown';
+  readonly exactHosts: ReadonlyMap<string, PathSettings>;
+  /** "*.example.com" overrides as suffix ".example.com", longest first. */
+  readonly wildcardHosts: readonly { readonly suffix: string; readonly settings: PathSettings }[];
 }
 
 export interface CompiledPolicy {
@@ -41,6 +61,7 @@ export interface CompiledPolicy {
   readonly devPrincipal: Principal | undefined;
   readonly routes: RouteTable<CompiledRoute>;
   readonly defaultRoute: CompiledRoute;
+  readonly paths: PathMatching;
   readonly headerNames: HeaderNames;
   /** Every identity header Portcullis owns (removed from the request unless it sets it). */
   readonly ownedHeaders: readonly string[];
@@ -99,9 +120,11 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       tenants: route.tenants ? new Set(route.tenants) : undefined,
       requireTenant: route.requireTenant ?? document.requireTenant,
       chain,
-      removeHeaders: Object.freeze([...(route.removeHeaders ?? [])]),
+      removeHeaders: Object.freeze(dedupe([...(route.removeHeaders ?? []), ...chainStripHeaders(chain)])),
       preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
       rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
+      paths: route.paths,
+      carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
     });
     return { spec: route.match, value: compiled };
   });
@@ -117,9 +140,11 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenants: undefined,
     requireTenant: document.requireTenant,
     chain: topChain,
-    removeHeaders: [],
+    removeHeaders: dedupe(chainStripHeaders(topChain)),
     preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
     rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
+    paths: undefined,
+    carrierSources: NO_SOURCES,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);
@@ -139,6 +164,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     devPrincipal,
     routes: new RouteTable(compiledRoutes),
     defaultRoute,
+    paths: compilePathMatching(document, compiledRoutes),
     headerNames: names,
     ownedHeaders,
     realm: document.realm,
@@ -149,6 +175,42 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
   });
+}
+
+const NO_SOURCES: readonly CredentialSource[] = Object.freeze([]);
+
+/** Headers every source of a chain strips on every allow (API key headers, shared-secret headers). */
+function chainStripHeaders(chain: readonly CredentialSource[]): string[] {
+  return chain.flatMap((s) => s.stripHeaders ?? []);
+}
+
+function compilePathMatching(document: PolicyDocument, routes: readonly { spec: RouteConfig['match']; value: CompiledRoute }[]): PathMatching {
+  const lower = (s: string | undefined) => s?.toLowerCase();
+  const folded = routes.map(({ spec, value }) => ({
+    spec: { ...spec, host: lower(spec.host), path: lower(spec.path), pathPrefix: lower(spec.pathPrefix), pathGlob: lower(spec.pathGlob) },
+    value,
+  }));
+  const patternsHaveUpperCase = routes.some(({ spec }) => /[A-Z]/.test(stripTemplateNames(spec.path ?? spec.pathPrefix ?? spec.pathGlob ?? '')));
+  const exactHosts = new Map<string, PathSettings>();
+  const wildcardHosts: { suffix: string; settings: PathSettings }[] = [];
+  for (const [host, settings] of Object.entries(document.paths.hosts)) {
+    const name = host.toLowerCase();
+    if (name.startsWith('*.')) wildcardHosts.push({ suffix: name.slice(1), settings: Object.freeze({ ...settings }) });
+    else exactHosts.set(name, Object.freeze({ ...settings }));
+  }
+  wildcardHosts.sort((a, b) => b.suffix.length - a.suffix.length);
+  return Object.freeze({
+    folded: new RouteTable(folded),
+    patternsHaveUpperCase,
+    nonCanonical: document.paths.nonCanonical,
+    upstreamCase: document.paths.upstreamCase,
+    exactHosts,
+    wildcardHosts: Object.freeze(wildcardHosts),
+  });
+}
+
+function stripTemplateNames(pattern: string): string {
+  return pattern.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '');
 }
 
 function checkMode(document: PolicyDocument, ctx: CompileContext): void {
