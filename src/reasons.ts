@@ -44,7 +44,7 @@ export const REASONS = {
   tenant_disabled: { status: 403, description: "the caller's tenant is disabled in the policy" },
   credential_not_allowed: { status: 403, description: 'this kind of credential is not accepted on this route' },
   route_not_allowed: { status: 403, description: 'no route matches and the policy default is deny' },
-  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes, or a path that is not an absolute path' },
+  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes' },
   invalid_identity: { status: 403, description: "the credential's tenant, subject, email or scopes contain characters that cannot travel in a header" },
 
   // 429: too many requests.

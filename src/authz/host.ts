@@ -32,7 +32,11 @@ export function hostKey(host: string, scheme: string): string {
       colon = i;
       break;
     }
-    if (c >= 128 || NAME_CHAR[c] === 0) return INVALID_HOST;
+    if (c >= 128 || NAME_CHAR[c] === 0) {
+      // Transports lower-case the host; one that did not is not refused for it.
+      if (c >= 65 && c <= 90) return hostKey(host.toLowerCase(), scheme);
+      return INVALID_HOST;
+    }
   }
   const nameEnd = colon < 0 ? n : colon;
   if (nameEnd === 0 || !labelsOk(host, nameEnd)) return INVALID_HOST;
@@ -57,7 +61,7 @@ function withPort(host: string, colon: number, name: string, scheme: string): st
 
 function ipv6Key(host: string, scheme: string): string {
   const close = host.indexOf(']');
-  if (close < 0 || !/^\[[0-9a-f:.]+\]$/.test(host.slice(0, close + 1))) return INVALID_HOST;
+  if (close < 0 || !/^\[[0-9a-f:.]+\]$/i.test(host.slice(0, close + 1))) return INVALID_HOST;
   if (close === host.length - 1) return host;
   if (host.charCodeAt(close + 1) !== 58) return INVALID_HOST;
   return withPort(host, close + 1, host.slice(0, close + 1), scheme);

@@ -105,11 +105,18 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
 
+  const routeChains = document.routes.map((route, index) =>
+    route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
+  );
+  // A credential is stripped on every allow, whichever route it was sent to (a webhook secret sent
+  // to a public route must not reach that route's upstream either).
+  // Authorization is left to the source that finds a credential in it (a JWT there is forwarded by default).
+  const stripEverywhere = chainStripHeaders([...new Set([...topChain, ...routeChains.flat()])]).filter((h) => h !== 'authorization');
   const compiledRoutes = document.routes.map((route, index) => {
     const path: PolicyPath = ['routes', index];
     checkRoute(route, path, ctx, topChain.length);
     const name = route.name ?? describeMatch(route.match);
-    const chain = route.identity ? compileChain(route.identity, [...path, 'identity'], ctx) : topChain;
+    const chain = routeChains[index]!;
     const compiled: CompiledRoute = Object.freeze({
       name,
       kind: 'route',
@@ -120,7 +127,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       tenants: route.tenants ? new Set(route.tenants) : undefined,
       requireTenant: route.requireTenant ?? document.requireTenant,
       chain,
-      removeHeaders: Object.freeze(dedupe([...(route.removeHeaders ?? []), ...chainStripHeaders(chain)])),
+      removeHeaders: dedupe([...(route.removeHeaders ?? []), ...stripEverywhere]),
       preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
       rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
       paths: route.paths,
@@ -140,7 +147,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenants: undefined,
     requireTenant: document.requireTenant,
     chain: topChain,
-    removeHeaders: dedupe(chainStripHeaders(topChain)),
+    removeHeaders: dedupe(stripEverywhere),
     preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
     rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
     paths: undefined,

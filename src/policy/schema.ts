@@ -16,13 +16,21 @@ const nonEmpty = z.string().min(1, 'must not be empty');
  * A host rule: exact name or "*.example.com", optionally with a port ("admin.example.com:8443").
  * Without a port it matches the scheme's default port only (README "Paths, hosts and client addresses").
  */
-const hostRuleSchema = z
-  .string()
-  .regex(/^(\*\.)?[a-z0-9._-]+(:[0-9]{1,5})?$/i, 'must be a host name or *.domain wildcard')
-  .superRefine((rule, ctx) => {
-    const problem = hostRuleProblem(rule.toLowerCase());
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+const hostPatternSchema = z.string().regex(/^(\*\.)?[a-z0-9._-]+(:[0-9]{1,5})?$/i, 'must be a host name or *.domain wildcard');
+const hostRuleSchema = hostPatternSchema.superRefine((rule, ctx) => {
+  const problem = hostRuleProblem(rule.toLowerCase());
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** A record keyed by host rules (zod reports refinements of record keys without their message). */
+function hostRecord<T extends z.ZodTypeAny>(value: T) {
+  return z.record(hostPatternSchema, value).superRefine((record, ctx) => {
+    for (const rule of Object.keys(record)) {
+      const problem = hostRuleProblem(rule.toLowerCase());
+      if (problem) ctx.addIssue({ code: 'custom', path: [rule], message: problem });
+    }
   });
+}
 
 /** How a path that is not canonical is judged, and whether the upstream ignores case. */
 export const pathSettingsSchema = z.strictObject({
@@ -37,14 +45,13 @@ export const pathsSchema = z.strictObject({
   nonCanonical: z.enum(['refuse', 'strictest']).default('refuse'),
   upstreamCase: z.enum(['sensitive', 'insensitive', 'unknown']).default('unknown'),
   /** Per-host overrides ("legacy.example.com" or "*.example.com"). */
-  hosts: z.record(hostRuleSchema, pathSettingsSchema).default({}),
+  hosts: hostRecord(pathSettingsSchema).default({}),
 });
 
 /** Host header → tenant with fixed scopes (seed 002 storefronts). */
 export const hostSourceSchema = z.strictObject({
   /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
-  domains: z.record(
-    hostRuleSchema,
+  domains: hostRecord(
     z.strictObject({
       tenant: nonEmpty,
       scopes: z.array(nonEmpty).default([]),
