@@ -57,7 +57,7 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePr
   const request = host === original.host ? original : { ...original, host };
 
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
-  if (isSimplePath(request.path) && !policy.paths.patternsHaveUpperCase) {
+  if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
     return decideOnRoute(policy, request, policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute);
   }
   const candidates = routeCandidates(policy, request);

@@ -36,6 +36,10 @@ export function routeCandidates(policy: CompiledPolicy, request: RequestAttribut
     if (all === undefined) return { denial: TOO_MANY };
     readings = all;
   }
+  if (policy.paths.patternsEndWithSlash) {
+    // Non-strict routers also serve "/x" from a route written "/x/".
+    for (const r of [...readings]) if (!r.endsWith('/')) readings.push(r + '/');
+  }
 
   const { host, method } = request;
   const matching = policy.paths;

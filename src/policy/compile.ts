@@ -47,6 +47,10 @@ export interface PathMatching {
   readonly folded: RouteTable<CompiledRoute>;
   /** Some path pattern has an upper-case letter: even a lower-case path needs the folded reading. */
   readonly patternsHaveUpperCase: boolean;
+  /** Some exact or template path ends with "/": "/x" needs the reading "/x/" (non-strict routers). */
+  readonly patternsEndWithSlash: boolean;
+  /** Either of the two: no request can take the one-reading fast path. */
+  readonly everyPathHasReadings: boolean;
   readonly nonCanonical: 'refuse' | 'strictest';
   readonly upstreamCase: 'sensitive' | 'insensitive' | 'unknown';
   readonly exactHosts: ReadonlyMap<string, PathSettings>;
@@ -198,6 +202,7 @@ function compilePathMatching(document: PolicyDocument, routes: readonly { spec: 
     value,
   }));
   const patternsHaveUpperCase = routes.some(({ spec }) => /[A-Z]/.test(stripTemplateNames(spec.path ?? spec.pathPrefix ?? spec.pathGlob ?? '')));
+  const patternsEndWithSlash = routes.some(({ spec }) => spec.path !== undefined && spec.path.length > 1 && spec.path.endsWith('/'));
   const exactHosts = new Map<string, PathSettings>();
   const wildcardHosts: { suffix: string; settings: PathSettings }[] = [];
   for (const [host, settings] of Object.entries(document.paths.hosts)) {
@@ -209,6 +214,8 @@ function compilePathMatching(document: PolicyDocument, routes: readonly { spec: 
   return Object.freeze({
     folded: new RouteTable(folded),
     patternsHaveUpperCase,
+    patternsEndWithSlash,
+    everyPathHasReadings: patternsHaveUpperCase || patternsEndWithSlash,
     nonCanonical: document.paths.nonCanonical,
     upstreamCase: document.paths.upstreamCase,
     exactHosts,

@@ -229,6 +229,19 @@ routes:
     });
   });
 
+  it('a route written with a trailing slash also protects the path without it', async () => {
+    const policy = compileYaml(`
+identity:
+  - sharedSecret: { header: x-admin-secret, secret: "${SECRET}", tenant: ops, scopes: [admin] }
+routes:
+  - { name: panel, match: { path: /panel/ }, require: { anyOf: [admin] } }
+  - { name: rest, match: { pathPrefix: / }, public: true }
+`);
+    expect(await check(policy, '/panel')).toMatchObject({ allowed: false, route: 'panel' });
+    expect(await check(policy, '/panel', { 'x-admin-secret': SECRET })).toMatchObject({ allowed: true });
+    expect(await check(policy, '/other')).toMatchObject({ allowed: true, route: 'rest' });
+  });
+
   it('classification and readings', () => {
     expect(isSimplePath('/v1/items/42')).toBe(true);
     expect(isSimplePath('/')).toBe(true);

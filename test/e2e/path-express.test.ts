@@ -185,6 +185,16 @@ for (const mode of ['refuse', 'strictest'] as const) {
       expect(upstream.protectedHits, outcomes.join('\n')).toEqual([]);
     });
 
+    it('a refused path is a denied_response 400 with gRPC status INVALID_ARGUMENT, in both header encodings', async () => {
+      for (const raw of [false, true]) {
+        const response = await portcullis.client.check({ path: mode === 'refuse' ? '/v1/products/..;/admin' : '/v1/adm%C4%B1n', raw });
+        expect(response.http_response).toBe('denied_response');
+        expect(response.status?.code).toBe(3);
+        expect(httpStatusNumber(response.denied_response!.status?.code)).toBe(400);
+        expect(JSON.parse(response.denied_response!.body!)).toMatchObject({ code: 'BAD_REQUEST', status: 400, reason: 'invalid_path' });
+      }
+    });
+
     it('canonical requests keep working, protected ones with the credential', async () => {
       expect((await send(proxy.port, '/health')).body.handler).toBe('health');
       expect((await send(proxy.port, '/v1/products/42')).body.handler).toBe('catalog');
