@@ -79,12 +79,30 @@ async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, r
     if (!decision.allowed) return decision;
     allowed.push(decision);
   }
-  const first = allowed[0]!;
-  if (!first.allowed) return first;
+  // The identity headers come from a candidate that identified the caller (public routes do not).
+  // Routes with their own identity chains may see different callers in one request: the upstream
+  // would get one of them while serving the other's route. Refused rather than guessed.
+  let chosen: Decision = allowed[0]!;
+  let who: string | undefined;
+  for (const d of allowed) {
+    if (d.principal === undefined) continue;
+    const key = principalKey(d.principal);
+    if (who === undefined) {
+      who = key;
+      chosen = d;
+    } else if (key !== who) {
+      return denyDecision(policy, request.requestId, d.route, { reason: 'invalid_path', detail: 'readings of the path reach routes that identify the caller differently' });
+    }
+  }
+  if (!chosen.allowed) return chosen;
   const remove = new Set<string>();
   for (const d of allowed) if (d.allowed) for (const h of d.removeHeaders) remove.add(h);
-  for (const h of first.upstreamHeaders) remove.delete(h.name);
-  return { ...first, removeHeaders: Object.freeze([...remove]), encodeCache: undefined };
+  for (const h of chosen.upstreamHeaders) remove.delete(h.name);
+  return { ...chosen, removeHeaders: Object.freeze([...remove]), encodeCache: undefined };
+}
+
+function principalKey(p: Principal): string {
+  return JSON.stringify([p.method, p.tenant, p.subject, p.keyId, p.email, p.scopes]);
 }
 
 function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute): MaybePromise<Decision> {

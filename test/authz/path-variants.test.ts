@@ -171,6 +171,22 @@ describe('path variants (issue 13 §1)', () => {
       const e = await check(strictest, '/v1/products/./a;b=c', {});
       expect(e).toMatchObject({ allowed: true, route: 'catalog' });
     });
+    it('refuses when the routes reached identify the caller differently', async () => {
+      const policy = compileYaml(`
+paths: { nonCanonical: strictest }
+identity:
+  - sharedSecret: { header: x-admin-secret, secret: "${SECRET}", tenant: ops, scopes: [admin] }
+routes:
+  - name: hook
+    match: { pathPrefix: /hook }
+    identity: [{ sharedSecret: { header: x-hook-secret, secret: "${SECRET}-hook", tenant: pay, scopes: [admin] } }]
+  - { name: rest, match: { pathPrefix: / }, require: { anyOf: [admin] } }
+`);
+      const headers = { 'x-admin-secret': SECRET, 'x-hook-secret': `${SECRET}-hook` };
+      expect(await check(policy, '/hook/x', headers)).toMatchObject({ allowed: true, principal: { tenant: 'pay' } });
+      expect(await check(policy, '/x/..;/hook/x', headers)).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
+    });
+
     it('a route can refuse non-canonical paths for itself', async () => {
       const policy = compileYaml(
         policyYaml('paths: { nonCanonical: strictest }').replace(
