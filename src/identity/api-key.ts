@@ -78,6 +78,7 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     method: 'api-key',
     name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}`,
     stripHeaders: config.forward ? undefined : headers,
+    forwardHeaders: config.forward ? headers : undefined,
     carrier:
       config.forward || bearerPrefixes.length === 0
         ? undefined

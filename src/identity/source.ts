@@ -46,6 +46,8 @@ export interface CredentialSource {
    * forward, a shared-secret header unless removeHeader: false).
    */
   readonly stripHeaders?: readonly string[];
+  /** Headers this source is told to forward (API key `forward: true`, `removeHeader: false`): kept on its routes. */
+  readonly forwardHeaders?: readonly string[];
   /**
    * For a credential found by inspecting a shared header (an API key sent as Bearer): the headers
    * to strip when this request carries one, else undefined. Used on public routes, where

@@ -131,7 +131,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       tenants: route.tenants ? new Set(route.tenants) : undefined,
       requireTenant: route.requireTenant ?? document.requireTenant,
       chain,
-      removeHeaders: dedupe([...(route.removeHeaders ?? []), ...stripEverywhere]),
+      removeHeaders: dedupe([...(route.removeHeaders ?? []), ...stripExcept(stripEverywhere, chain)]),
       preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
       rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
       paths: route.paths,
@@ -151,7 +151,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenants: undefined,
     requireTenant: document.requireTenant,
     chain: topChain,
-    removeHeaders: dedupe(stripEverywhere),
+    removeHeaders: dedupe(stripExcept(stripEverywhere, topChain)),
     preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
     rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
     paths: undefined,
@@ -193,6 +193,12 @@ const NO_SOURCES: readonly CredentialSource[] = Object.freeze([]);
 /** Headers every source of a chain strips on every allow (API key headers, shared-secret headers). */
 function chainStripHeaders(chain: readonly CredentialSource[]): string[] {
   return chain.flatMap((s) => s.stripHeaders ?? []);
+}
+
+/** The headers to strip, minus those a source of this route's chain is told to forward. */
+function stripExcept(strip: readonly string[], chain: readonly CredentialSource[]): string[] {
+  const forwarded = new Set(chain.flatMap((s) => s.forwardHeaders ?? []));
+  return strip.filter((h) => !forwarded.has(h));
 }
 
 function compilePathMatching(document: PolicyDocument, routes: readonly { spec: RouteConfig['match']; value: CompiledRoute }[]): PathMatching {

@@ -42,6 +42,12 @@ describe('credentials are stripped on every allow (public routes included)', () 
     expect(removals(d)).not.toContain('authorization');
   });
 
+  it('a route whose own source forwards its header keeps it', async () => {
+    const d = await authorize(policy, request({ path: '/kept', headers: { 'x-kept-secret': `${SECRET}-kept`, 'x-hook-secret': 'z' } }));
+    expect(removals(d)).not.toContain('x-kept-secret');
+    expect(removals(d)).toContain('x-hook-secret');
+  });
+
   it('an API key sent as Bearer to a public route; a JWT there is left alone', async () => {
     expect(removals(await authorize(policy, request({ path: '/health', headers: { authorization: 'Bearer pc_live_abc' } })))).toContain('authorization');
     expect(removals(await authorize(policy, request({ path: '/health', headers: { authorization: 'Bearer eyJhbGciOi.x.y' } })))).not.toContain('authorization');
