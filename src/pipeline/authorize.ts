@@ -61,10 +61,9 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePr
     return decideOnRoute(policy, request, policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute);
   }
   const candidates = routeCandidates(policy, request);
-  if ('denial' in candidates) return denyDecision(policy, request.requestId, 'none', candidates.denial);
-  const routes = candidates.routes;
-  if (routes.length === 1) return decideOnRoute(policy, request, routes[0]!);
-  return decideOnAll(policy, request, routes);
+  if (Array.isArray(candidates)) return decideOnAll(policy, request, candidates);
+  if ('reason' in candidates) return denyDecision(policy, request.requestId, 'none', candidates);
+  return decideOnRoute(policy, request, candidates as CompiledRoute);
 }
 
 /**

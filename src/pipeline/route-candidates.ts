@@ -11,7 +11,8 @@ import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import type { PathSettings } from '../policy/schema.js';
 import type { Denial, RequestAttributes } from '../types.js';
 
-export type Candidates = { readonly routes: readonly CompiledRoute[] } | { readonly denial: Denial };
+/** One route (the common case, no allocation), several (every one must allow), or a refusal. */
+export type Candidates = CompiledRoute | readonly CompiledRoute[] | Denial;
 
 const NOT_CANONICAL: Denial = Object.freeze({
   reason: 'invalid_path',
@@ -26,14 +27,25 @@ const TOO_MANY: Denial = Object.freeze({ reason: 'invalid_path', detail: 'path h
 export function routeCandidates(policy: CompiledPolicy, request: RequestAttributes): Candidates {
   const raw = request.path;
   const shape = classifyPath(raw);
-  if (shape === PathShape.Invalid) return { denial: INVALID };
+  if (shape === PathShape.Invalid) return INVALID;
+  const { host, method } = request;
+  const matching = policy.paths;
+
+  // Canonical, one spelling: at most a case-folded second match, usually to the same route.
+  if (shape === PathShape.Canonical && !matching.patternsEndWithSlash && !(raw.length > 1 && raw.endsWith('/'))) {
+    const exact = policy.routes.match(host, method, raw) ?? policy.defaultRoute;
+    const lower = raw.toLowerCase();
+    if (lower === raw && !matching.patternsHaveUpperCase) return exact;
+    const folded = matching.folded.match(host, method, lower) ?? policy.defaultRoute;
+    if (folded === exact) return exact;
+  }
 
   let readings: string[];
   if (shape === PathShape.Canonical) {
     readings = raw.length > 1 && raw.endsWith('/') ? [raw, raw.slice(0, -1)] : [raw];
   } else {
     const all = pathReadings(raw);
-    if (all === undefined) return { denial: TOO_MANY };
+    if (all === undefined) return TOO_MANY;
     readings = all;
   }
   if (policy.paths.patternsEndWithSlash) {
@@ -41,8 +53,6 @@ export function routeCandidates(policy: CompiledPolicy, request: RequestAttribut
     for (const r of [...readings]) if (!r.endsWith('/')) readings.push(r + '/');
   }
 
-  const { host, method } = request;
-  const matching = policy.paths;
   const exact = new Set<CompiledRoute>();
   for (const r of readings) exact.add(policy.routes.match(host, method, r) ?? policy.defaultRoute);
   const folded = new Set<CompiledRoute>();
@@ -63,10 +73,11 @@ export function routeCandidates(policy: CompiledPolicy, request: RequestAttribut
   if (shape === PathShape.NonCanonical) {
     const fallback = hostSettings?.nonCanonical ?? matching.nonCanonical;
     for (const route of union) {
-      if ((route.paths?.nonCanonical ?? fallback) !== 'strictest') return { denial: NOT_CANONICAL };
+      if ((route.paths?.nonCanonical ?? fallback) !== 'strictest') return NOT_CANONICAL;
     }
   }
-  return { routes: [...candidates] };
+  if (candidates.size === 1) return candidates.values().next().value!;
+  return [...candidates];
 }
 
 /** The value every route declares for `key`, when they all declare the same one. */
