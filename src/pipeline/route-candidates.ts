@@ -44,6 +44,7 @@ export function routeCandidates(policy: CompiledPolicy, request: RequestAttribut
   if (shape === PathShape.Canonical) {
     readings = raw.length > 1 && raw.endsWith('/') ? [raw, raw.slice(0, -1)] : [raw];
   } else {
+    if (!matching.anyStrictest) return NOT_CANONICAL;
     const all = pathReadings(raw);
     if (all === undefined) return TOO_MANY;
     readings = all;

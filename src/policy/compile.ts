@@ -51,6 +51,8 @@ export interface PathMatching {
   readonly patternsEndWithSlash: boolean;
   /** Either of the two: no request can take the one-reading fast path. */
   readonly everyPathHasReadings: boolean;
+  /** Some setting (top level, host or route) is strictest: otherwise a non-canonical path is refused at once. */
+  readonly anyStrictest: boolean;
   readonly nonCanonical: 'refuse' | 'strictest';
   readonly upstreamCase: 'sensitive' | 'insensitive' | 'unknown';
   readonly exactHosts: ReadonlyMap<string, PathSettings>;
@@ -222,6 +224,10 @@ function compilePathMatching(document: PolicyDocument, routes: readonly { spec: 
     patternsHaveUpperCase,
     patternsEndWithSlash,
     everyPathHasReadings: patternsHaveUpperCase || patternsEndWithSlash,
+    anyStrictest:
+      document.paths.nonCanonical === 'strictest' ||
+      Object.values(document.paths.hosts).some((h) => h.nonCanonical === 'strictest') ||
+      routes.some(({ value }) => value.paths?.nonCanonical === 'strictest'),
     nonCanonical: document.paths.nonCanonical,
     upstreamCase: document.paths.upstreamCase,
     exactHosts,
