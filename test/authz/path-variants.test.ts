@@ -187,6 +187,18 @@ routes:
       expect(await check(policy, '/x/..;/hook/x', headers)).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
     });
 
+    it('a route can opt in for itself while the top level refuses', async () => {
+      const policy = compileYaml(
+        policyYaml('').replace(
+          '{ name: catalog, match: { pathPrefix: /v1/products }, public: true }',
+          '{ name: catalog, match: { pathPrefix: /v1/products }, public: true, paths: { nonCanonical: strictest } }',
+        ),
+      );
+      expect(await check(policy, '/v1/products/./a;b=c')).toMatchObject({ allowed: true, route: 'catalog' });
+      expect(await check(policy, '/v1/products/..;/admin/users')).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
+      expect(await check(policy, '/docs/./a')).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
+    });
+
     it('a route can refuse non-canonical paths for itself', async () => {
       const policy = compileYaml(
         policyYaml('paths: { nonCanonical: strictest }').replace(
