@@ -27,7 +27,7 @@ const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for E
 
 Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
-                   [--drain-delay 0s] [--drain-timeout 10s]
+                   [--drain-delay 0s] [--drain-timeout 10s] [--memory-budget-mb N] [--max-in-flight N]
   portcullis validate --config FILE
   portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
   portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
@@ -136,10 +136,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       'drain-timeout': { type: 'string' },
       'drain-delay': { type: 'string' },
       workers: { type: 'string' },
+      'memory-budget-mb': { type: 'string' },
+      'max-in-flight': { type: 'string' },
     },
     io,
   );
   if (!values) return 2;
+  const memoryBudgetMb = wholeNumberFlag(values['memory-budget-mb'], '--memory-budget-mb', 8, 4096, io);
+  const maxInFlight = wholeNumberFlag(values['max-in-flight'], '--max-in-flight', 16, 1_000_000, io);
+  if (memoryBudgetMb === null || maxInFlight === null) return 2;
   const configFile = (values.config as string | undefined) ?? io.env.PORTCULLIS_CONFIG;
   if (!configFile) {
     io.err('serve needs --config FILE (or PORTCULLIS_CONFIG)\n');
@@ -180,6 +185,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       logLevelFromPolicy: !io.env.PORTCULLIS_LOG_LEVEL,
       drainTimeoutMs,
       drainDelayMs,
+      grpcLimits: { memoryBudgetBytes: memoryBudgetMb === undefined ? undefined : memoryBudgetMb * 1024 * 1024, maxInFlight },
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,
@@ -215,6 +221,16 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   });
   destination.flushSync();
   return 0;
+}
+
+function wholeNumberFlag(value: string | boolean | undefined, flag: string, min: number, max: number, io: CliIo): number | undefined | null {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(String(value)) || n < min || n > max) {
+    io.err(`${flag} must be a whole number from ${min} to ${max}, got "${String(value)}"\n`);
+    return null;
+  }
+  return n;
 }
 
 function durationFlag(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
