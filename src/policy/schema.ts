@@ -128,7 +128,7 @@ export const grpcLimitsSchema = z.strictObject({
   /** Open connections; at the cap the longest-idle one is closed for a newcomer. */
   maxConnections: z.number().int().min(1).max(100_000).default(1024),
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
-  maxStreamsPerConnection: z.number().int().min(1).max(100_000).default(256),
+  maxStreamsPerConnection: z.number().int().min(1).max(100_000).default(128),
   /** A request still being received after this long gets DEADLINE_EXCEEDED. */
   readTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
   /** A connection that has not sent the HTTP/2 preface by then is closed. */

@@ -8,7 +8,8 @@
 //   flood never starves another's small checks.
 // - admission: checks in flight (from their stream's open to its close, i.e. read, decided and
 //   written). Up to half of maxInFlight anyone is admitted; beyond that only connections below
-//   their fair share (maxInFlight / connections with checks in flight); at maxInFlight nobody.
+//   their fair share of the other half (maxInFlight / 2 / connections with checks in flight); at
+//   maxInFlight nobody.
 //   A refused check is answered at once with a prepared 503 `overloaded` denial.
 //
 // The numbers are plain counters updated on the hot path; the fair-share search runs only when the
@@ -46,7 +47,7 @@ export const DEFAULT_LIMITS: TransportLimits = Object.freeze({
   maxConnectionBytes: 8 * MIB,
   maxInFlight: 1024,
   maxConnections: 1024,
-  maxStreamsPerConnection: 256,
+  maxStreamsPerConnection: 128,
   prefaceTimeoutMs: 5_000,
   idleTimeoutMs: 300_000,
 });
@@ -81,12 +82,17 @@ export class ConnectionState {
   checks = 0;
   /** Preface and SETTINGS received. */
   ready = false;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS last announced to it (lowered while it is over its share). */
+  streamLimit: number;
   /** Coarse time of the last stream opened or closed (or of the connection's start). */
   lastActive: number;
+  /** Order of the last activity among all connections (which one is least recently used). */
+  activity = 0;
   readonly holders = new Set<Holder>();
 
-  constructor(now: number) {
+  constructor(now: number, streamLimit: number) {
     this.lastActive = now;
+    this.streamLimit = streamLimit;
   }
 }
 
@@ -152,14 +158,22 @@ export class ResourceGovernor {
   /** Admit a check on `connection`, or false: answer it 503 `overloaded` at once. */
   admit(connection: ConnectionState): boolean {
     const max = this.limits.maxInFlight;
-    if (this.inFlight >= max >>> 1) {
+    const half = max >>> 1;
+    if (this.inFlight >= half) {
       if (this.inFlight >= max) return false;
-      const share = max / (this.connectionsWithChecks + (connection.checks === 0 ? 1 : 0));
+      // The second half is shared: each connection may fill its part of it, so connections
+      // already holding their share cannot take the room a quieter one needs.
+      const share = Math.max(1, half / (this.connectionsWithChecks + (connection.checks === 0 ? 1 : 0)));
       if (connection.checks >= share) return false;
     }
     if (connection.checks++ === 0) this.connectionsWithChecks++;
     this.inFlight++;
     return true;
+  }
+
+  /** The fair share of in-flight checks of one connection right now (what it is throttled to when over it). */
+  checkShare(): number {
+    return Math.max(1, Math.floor((this.limits.maxInFlight >>> 1) / Math.max(1, this.connectionsWithChecks)));
   }
 
   /** An admitted check's stream closed. */

@@ -47,6 +47,8 @@ export class GrpcTransport {
   private readonly clock: Clock;
   /** Coarse time (ms), updated by the connection sweep: what idle and preface timeouts compare. */
   private tick: number;
+  /** Counts stream opens and closes: orders connections by their last activity. */
+  private activity = 0;
   private readonly sweeper: NodeJS.Timeout;
   private readonly refused;
   private readonly closedConnections;
@@ -174,11 +176,13 @@ export class GrpcTransport {
    */
   private readonly onSession = (session: http2.ServerHttp2Session): void => {
     if (this.connections.size >= this.governor.limits.maxConnections) {
+      // Least recently active first; connections that never sent the preface before all others.
       let victim: http2.ServerHttp2Session | undefined;
       let oldest = Infinity;
       for (const [s, state] of this.connections) {
-        if (state.streams === 0 && state.lastActive < oldest) {
-          oldest = state.lastActive;
+        const rank = state.ready ? state.activity : state.activity - 2 ** 52;
+        if (state.streams === 0 && rank < oldest) {
+          oldest = rank;
           victim = s;
         }
       }
@@ -189,7 +193,8 @@ export class GrpcTransport {
       }
       this.closeConnection(victim);
     }
-    const state = new ConnectionState(this.tick);
+    const state = new ConnectionState(this.tick, this.governor.limits.maxStreamsPerConnection);
+    state.activity = ++this.activity;
     attachConnection(session, state);
     this.connections.set(session, state);
     session.once('remoteSettings', () => (state.ready = true));
@@ -201,8 +206,11 @@ export class GrpcTransport {
     const ready = this.connections.get(session)?.ready === true;
     this.connections.delete(session);
     try {
-      if (ready && !session.closed) session.close();
-      else if (!session.destroyed) session.destroy();
+      if (ready && !session.closed) {
+        session.close();
+        // A peer that neither closes nor answers the GOAWAY is dropped shortly after.
+        setTimeout(() => session.destroyed || session.destroy(), 1000).unref();
+      } else if (!session.destroyed) session.destroy();
     } catch {
       session.destroy();
     }
@@ -221,6 +229,13 @@ export class GrpcTransport {
       } else if (state.streams === 0 && now - state.lastActive >= idleTimeoutMs) {
         this.closedConnections.idle.inc();
         this.closeConnection(session);
+      }
+    }
+    // Load has passed: give throttled connections their streams back, doubling per sweep.
+    const { maxInFlight, maxStreamsPerConnection } = this.governor.limits;
+    if (this.governor.inFlight < maxInFlight >>> 2) {
+      for (const [session, state] of this.connections) {
+        if (state.streamLimit < maxStreamsPerConnection) announceStreamLimit(session, state, Math.min(maxStreamsPerConnection, state.streamLimit * 2));
       }
     }
     this.gauges.inFlight.set(this.governor.inFlight);
@@ -257,18 +272,28 @@ export class GrpcTransport {
   private opened(stream: http2.ServerHttp2Stream, connection: ConnectionState, check: boolean): void {
     connection.streams++;
     connection.lastActive = this.tick;
+    connection.activity = ++this.activity;
     stream.once('close', () => {
       connection.streams--;
       connection.lastActive = this.tick;
+      connection.activity = ++this.activity;
       if (check) this.governor.finished(connection);
     });
   }
 
-  /** Over maxInFlight: a prepared 503 `overloaded` denial, without reading the request. */
+  /**
+   * Over maxInFlight: a prepared 503 `overloaded` denial, without reading the request. The
+   * connection is also told (SETTINGS_MAX_CONCURRENT_STREAMS) to keep to its fair share, so a
+   * flooding client stops opening streams that would only be refused: every stream costs the
+   * event loop, and the loop's turn is every other client's latency. The limit is raised again by
+   * the sweep once the load has passed.
+   */
   private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
     sendUnary(stream, OVERLOADED_FRAME);
+    const share = this.governor.checkShare();
+    if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
 
   private readonly check = (stream: http2.ServerHttp2Stream, message: Buffer): void => {
@@ -321,6 +346,17 @@ export class GrpcTransport {
     } catch {
       stream.destroy();
     }
+  }
+}
+
+/** Announce a new SETTINGS_MAX_CONCURRENT_STREAMS (one SETTINGS frame awaiting its ACK at a time). */
+function announceStreamLimit(session: http2.ServerHttp2Session | undefined, state: ConnectionState, limit: number): void {
+  if (session === undefined || session.destroyed || session.closed || session.pendingSettingsAck) return;
+  try {
+    session.settings({ maxConcurrentStreams: limit });
+    state.streamLimit = limit;
+  } catch {
+    // the session is going away
   }
 }
 
