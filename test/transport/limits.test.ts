@@ -65,3 +65,14 @@ describe('ResourceGovernor', () => {
     expect(g.inFlight).toBeLessThanOrEqual(16);
   });
 });
+
+describe('ResourceGovernor bookkeeping', () => {
+  it('an empty chunk holds nothing and leaves no trace', () => {
+    const g = new ResourceGovernor(resolveLimits());
+    const c = new ConnectionState(0, 128);
+    const h = holder(g, c);
+    expect(g.charge(c, h, 0)).toBe(true);
+    expect(c.holders.size).toBe(0);
+    expect(g.used).toBe(0);
+  });
+});

@@ -111,6 +111,7 @@ export class ResourceGovernor {
    * budget is full and this connection is at its fair share (then the caller refuses the request).
    */
   charge(connection: ConnectionState, holder: Holder, bytes: number): boolean {
+    if (bytes <= 0) return true;
     const limits = this.limits;
     if (connection.bytes + bytes > limits.maxConnectionBytes) return false;
     if (this.used + bytes > limits.memoryBudgetBytes && !this.makeRoom(connection, bytes)) return false;
