@@ -51,7 +51,7 @@ describe('ResourceGovernor', () => {
     expect(g.used).toBeLessThanOrEqual(64 * KIB);
   });
 
-  it('admits anyone up to half of maxInFlight, then only connections under their share, never beyond the cap', () => {
+  it('admits anyone up to half of maxInFlight, then only connections under their share; one check per quiet connection; never beyond twice the cap', () => {
     const g = new ResourceGovernor(resolveLimits({ maxInFlight: 16 }));
     const flood = Array.from({ length: 4 }, () => new ConnectionState(0, 128));
     let admitted = 0;
@@ -60,9 +60,16 @@ describe('ResourceGovernor', () => {
     expect(admitted).toBeLessThan(16);
     const quiet = new ConnectionState(0, 128);
     expect(g.admit(quiet)).toBe(true);
-    g.finished(quiet);
+    g.opened(quiet);
+    g.closed(quiet, true);
+    expect(quiet.checks).toBe(0);
+    // Many connections each holding one: the cap is reached, yet a quiet connection still gets one.
+    for (let i = 0; i < 10; i++) g.admit(new ConnectionState(0, 128));
+    expect(g.inFlight).toBeGreaterThanOrEqual(16);
+    expect(g.admit(flood[0]!)).toBe(false);
+    expect(g.admit(new ConnectionState(0, 128))).toBe(true);
     for (let i = 0; i < 100; i++) g.admit(new ConnectionState(0, 128));
-    expect(g.inFlight).toBeLessThanOrEqual(16);
+    expect(g.inFlight).toBe(32);
   });
 });
 

@@ -9,7 +9,8 @@
 // - admission: checks in flight (from their stream's open to its close, i.e. read, decided and
 //   written). Up to half of maxInFlight anyone is admitted; beyond that only connections below
 //   their fair share of the other half (maxInFlight / 2 / connections with checks in flight); at
-//   maxInFlight nobody.
+//   maxInFlight nobody, except that a connection with nothing in flight always gets one check
+//   (so at most 2 × maxInFlight in all).
 //   A refused check is answered at once with a prepared 503 `overloaded` denial.
 //
 // The numbers are plain counters updated on the hot path; the fair-share search runs only when the
@@ -101,6 +102,10 @@ export class ResourceGovernor {
   used = 0;
   /** Checks in flight, process-wide. */
   inFlight = 0;
+  /** Coarse time (ms), set by the server's connection sweep: what idle and preface timeouts compare. */
+  tick = 0;
+  /** Counts stream opens and closes: orders connections by their last activity. */
+  activity = 0;
   private readonly holding = new Set<ConnectionState>();
   private connectionsWithChecks = 0;
 
@@ -161,11 +166,17 @@ export class ResourceGovernor {
     const max = this.limits.maxInFlight;
     const half = max >>> 1;
     if (this.inFlight >= half) {
-      if (this.inFlight >= max) return false;
-      // The second half is shared: each connection may fill its part of it, so connections
-      // already holding their share cannot take the room a quieter one needs.
-      const share = Math.max(1, half / (this.connectionsWithChecks + (connection.checks === 0 ? 1 : 0)));
-      if (connection.checks >= share) return false;
+      if (connection.checks === 0) {
+        // A connection with nothing in flight always gets one check (a quiet Envoy is never
+        // starved by floods on other connections), up to twice maxInFlight in all.
+        if (this.inFlight >= 2 * max) return false;
+      } else {
+        if (this.inFlight >= max) return false;
+        // The second half is shared: each connection may fill its part of it, so connections
+        // already holding their share cannot take the room a quieter one needs.
+        const share = Math.max(1, half / (this.connectionsWithChecks + 1));
+        if (connection.checks >= share) return false;
+      }
     }
     if (connection.checks++ === 0) this.connectionsWithChecks++;
     this.inFlight++;
@@ -177,9 +188,21 @@ export class ResourceGovernor {
     return Math.max(1, Math.floor((this.limits.maxInFlight >>> 1) / Math.max(1, this.connectionsWithChecks)));
   }
 
-  /** An admitted check's stream closed. */
-  finished(connection: ConnectionState): void {
-    if (--connection.checks === 0) this.connectionsWithChecks--;
-    this.inFlight--;
+  /** A stream of `connection` opened (a connection with open streams is not idle). */
+  opened(connection: ConnectionState): void {
+    connection.streams++;
+    connection.lastActive = this.tick;
+    connection.activity = ++this.activity;
+  }
+
+  /** A stream opened with `opened` closed; `check`: it was an admitted check. */
+  closed(connection: ConnectionState, check: boolean): void {
+    connection.streams--;
+    connection.lastActive = this.tick;
+    connection.activity = ++this.activity;
+    if (check) {
+      if (--connection.checks === 0) this.connectionsWithChecks--;
+      this.inFlight--;
+    }
   }
 }

@@ -176,11 +176,12 @@ export class RequestReader {
    * supported (UNIMPLEMENTED with grpc-accept-encoding). gzip and deflate messages are inflated
    * under the same size limit and budget.
    */
-  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes): void {
+  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes, admittedCheck = false): void {
     const connection = connectionOf(stream);
     if (connection === undefined) return; // the session is already gone
     this.current.add(stream);
-    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes);
+    this.governor.opened(connection);
+    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck);
   }
 
   /** The read is over (message handed on, error answered, or stream gone). */
@@ -228,6 +229,7 @@ class PendingRequest implements Holder {
     private readonly headers: IncomingHttpHeaders,
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
+    admittedCheck: boolean,
   ) {
     stream.on('data', (chunk: Buffer) => {
       try {
@@ -243,8 +245,12 @@ class PendingRequest implements Holder {
         this.crashed(err);
       }
     });
-    // A reset stream never ends: settle it here, or the deadline sweep would hold it.
-    stream.on('close', () => this.settle());
+    // A reset stream never ends: settle it here, or the deadline sweep would hold it. The stream's
+    // close (answered and written, or reset) also ends its time open and in flight.
+    stream.on('close', () => {
+      this.settle();
+      reader.governor.closed(connection, admittedCheck);
+    });
   }
 
   private data(chunk: Buffer): void {

@@ -46,9 +46,6 @@ export class GrpcTransport {
   private readonly reader: RequestReader;
   private readonly clock: Clock;
   /** Coarse time (ms), updated by the connection sweep: what idle and preface timeouts compare. */
-  private tick: number;
-  /** Counts stream opens and closes: orders connections by their last activity. */
-  private activity = 0;
   private readonly sweeper: NodeJS.Timeout;
   private readonly refused;
   private readonly closedConnections;
@@ -71,7 +68,6 @@ export class GrpcTransport {
     });
     const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.clock = options.clock ?? systemClock;
-    this.tick = this.clock.now();
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
     const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
@@ -91,6 +87,7 @@ export class GrpcTransport {
     this.memoryLog = throttled('request memory budget exhausted: requests refused with RESOURCE_EXHAUSTED', this.refused.memory);
 
     this.governor = new ResourceGovernor(limits);
+    this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.server = http2.createServer({
@@ -126,7 +123,9 @@ export class GrpcTransport {
   async start(): Promise<number> {
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.bind, () => {
+      // A deep accept queue: a burst of connections is accepted (and judged by the limits) rather
+      // than left to the kernel's SYN retries.
+      this.server.listen({ port: this.options.port, host: this.options.bind, backlog: 4096 }, () => {
         this.server.off('error', reject);
         resolve((this.server.address() as AddressInfo).port);
       });
@@ -193,8 +192,8 @@ export class GrpcTransport {
       }
       this.closeConnection(victim);
     }
-    const state = new ConnectionState(this.tick, this.governor.limits.maxStreamsPerConnection);
-    state.activity = ++this.activity;
+    const state = new ConnectionState(this.governor.tick, this.governor.limits.maxStreamsPerConnection);
+    state.activity = ++this.governor.activity;
     attachConnection(session, state);
     this.connections.set(session, state);
     session.once('remoteSettings', () => (state.ready = true));
@@ -218,7 +217,7 @@ export class GrpcTransport {
 
   /** Close connections that never sent the preface, and idle ones; refresh the gauges. */
   private sweepConnections(): void {
-    const now = (this.tick = this.clock.now());
+    const now = (this.governor.tick = this.clock.now());
     const { prefaceTimeoutMs, idleTimeoutMs } = this.governor.limits;
     for (const [session, state] of this.connections) {
       if (!state.ready) {
@@ -256,30 +255,16 @@ export class GrpcTransport {
       const path = headers[':path'];
       if (path === CHECK_PATH) {
         if (!this.governor.admit(connection)) return this.overloaded(stream, connection);
-        this.opened(stream, connection, true);
-        this.reader.read(stream, headers, this.check);
+        // In flight (and the connection busy) until the stream closes: the reader's close handler.
+        this.reader.read(stream, headers, this.check, undefined, true);
         return;
       }
-      this.opened(stream, connection, false);
       if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(this.reader, stream, headers, path);
       else sendError(stream, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path).slice(0, 200)}`);
     } catch (err) {
       this.failed(stream, err);
     }
   };
-
-  /** Count an open stream on its connection until it closes (and an admitted check in flight). */
-  private opened(stream: http2.ServerHttp2Stream, connection: ConnectionState, check: boolean): void {
-    connection.streams++;
-    connection.lastActive = this.tick;
-    connection.activity = ++this.activity;
-    stream.once('close', () => {
-      connection.streams--;
-      connection.lastActive = this.tick;
-      connection.activity = ++this.activity;
-      if (check) this.governor.finished(connection);
-    });
-  }
 
   /**
    * Over maxInFlight: a prepared 503 `overloaded` denial, without reading the request. The
