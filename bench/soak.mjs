@@ -5,6 +5,7 @@
 //
 //   npm run build && node bench/soak.mjs [--minutes 6] [--every 15] [--connections 1] [--streams 4]
 //        [--server-node-options '...'] [--env MALLOC_ARENA_MAX=2]
+//        [--api-key-spray KEY --keys-file FILE]   (distinct unknown API keys: the key cache fills)
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     streams: { type: 'string', default: '4' },
     'server-node-options': { type: 'string', default: '--max-old-space-size=160 --max-semi-space-size=2' },
     env: { type: 'string', multiple: true, default: [] },
+    'api-key-spray': { type: 'string' },
+    'keys-file': { type: 'string' },
   },
 });
 const minutes = Math.min(Number(values.minutes), 60);
@@ -30,10 +33,12 @@ const everyMs = Number(values.every) * 1000;
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pc-soak-'));
 const policy = path.join(work, 'policy.yaml');
-fs.copyFileSync(path.join(ROOT, 'bench/policies/minimal.yaml'), policy);
+const spray = values['api-key-spray'];
+fs.copyFileSync(path.join(ROOT, spray ? 'bench/policies/api-key.yaml' : 'bench/policies/minimal.yaml'), policy);
 // A mix like real traffic: public allows and denials, every request id and path distinct.
 const frames = [];
-for (let i = 0; i < 2000; i++) {
+if (spray) frames.push(grpcFrame(encodeCheckRequest(checkRequest({ path: '/v1/items/1', requestId: 'soak-spray', headers: { 'x-api-key': spray } }))));
+else for (let i = 0; i < 2000; i++) {
   const requestPath = i % 2 === 0 ? `/health?probe=${i}` : `/v1/items/${i}`;
   frames.push(grpcFrame(encodeCheckRequest(checkRequest({ path: requestPath, requestId: `soak-${i}-${(i * 2654435761) % 2 ** 32}` }))));
 }
@@ -45,7 +50,7 @@ const httpPort = await freePort();
 const extraEnv = Object.fromEntries(values.env.map((kv) => kv.split('=', 2)));
 const server = spawn(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'serve', '--config', policy, '--bind', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(httpPort)], {
   stdio: ['ignore', 'ignore', 'inherit'],
-  env: { ...process.env, NODE_OPTIONS: values['server-node-options'], ...extraEnv },
+  env: { ...process.env, NODE_OPTIONS: values['server-node-options'], BENCH_KEYS_FILE: values['keys-file'] ?? '', ...extraEnv },
 });
 for (let i = 0; ; i++) {
   const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
@@ -69,7 +74,7 @@ async function sample(t0) {
 const t0 = Date.now();
 const loadgen = spawn(
   process.execPath,
-  [path.join(ROOT, 'bench/loadgen.mjs'), '--port', String(grpcPort), '--frames', frameFile, '--connections', values.connections, '--streams', values.streams, '--duration', String(minutes * 60), '--warmup', '0'],
+  [path.join(ROOT, 'bench/loadgen.mjs'), '--port', String(grpcPort), '--frames', frameFile, '--connections', values.connections, '--streams', values.streams, '--duration', String(minutes * 60), '--warmup', '0', ...(spray ? ['--spray', 'api-key', '--spray-marker', spray] : [])],
   { stdio: ['ignore', 'pipe', 'inherit'] },
 );
 let loadOut = '';
