@@ -45,7 +45,7 @@ export class GrpcTransport {
   private readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
   private readonly clock: Clock;
-  /** Coarse time (ms), updated by the connection sweep: what idle and preface timeouts compare. */
+  /** Closes connections past their preface or idle timeout, refreshes the gauges (every ≤ 1 s). */
   private readonly sweeper: NodeJS.Timeout;
   private readonly refused;
   private readonly closedConnections;
