@@ -16,7 +16,7 @@ import { CHART_MEMORY_LIMIT_MB, startChildServer, type ChildServer } from '../su
 
 const CHECK = '/envoy.service.auth.v3.Authorization/Check';
 /** Old builds (PORTCULLIS_TEST_CLI) know no server.grpc section. */
-const LIMITS = process.env.PORTCULLIS_TEST_CLI ? '' : '  grpc: { prefaceTimeout: 1s, idleTimeout: 2s }\n';
+const LIMITS = process.env.PORTCULLIS_TEST_CLI ? '' : `  grpc: { prefaceTimeout: 1s, idleTimeout: 2s${process.env.TEST_BUDGET_MB ? `, memoryBudgetMb: ${process.env.TEST_BUDGET_MB}` : ''} }\n`;
 const POLICY = `server:\n  decisionLog: none\n${LIMITS}routes:\n  - { name: health, match: { path: /health }, public: true }\n`;
 /** The overload test refuses from 128 checks in flight, so refusals happen at whatever speed this machine runs h2load. */
 const OVERLOAD_POLICY = process.env.PORTCULLIS_TEST_CLI ? POLICY : POLICY.replace('idleTimeout: 2s }', 'idleTimeout: 2s, maxInFlight: 128 }');
