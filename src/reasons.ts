@@ -68,6 +68,7 @@ export const REASONS = {
   ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
   internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },
   not_ready: { status: 503, description: 'Portcullis has no policy loaded yet or is shutting down' },
+  overloaded: { status: 503, description: 'too many checks in flight on this replica; refused at once without reading the request (Retry-After: 1)' },
 } as const satisfies Record<string, ReasonRow>;
 
 export type ReasonCode = keyof typeof REASONS;
