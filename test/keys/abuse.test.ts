@@ -8,7 +8,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKeysCommand, runMigrateCommand } from '../../src/keys/cli.js';
 import { mintKey } from '../../src/keys/format.js';
-import { REVOCATION_WINDOW_MS } from '../../src/keys/revalidation.js';
+import { PostgresKeyStore } from '../../src/keys/postgres/store.js';
+import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, REVOCATION_WINDOW_MS } from '../../src/keys/revalidation.js';
+import { silentLogger } from '../../src/observability/logger.js';
 import { authorize } from '../../src/pipeline/authorize.js';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
 import type { Runtime } from '../../src/runtime.js';
@@ -146,5 +148,29 @@ describe.skipIf(!available)('API-key lookups under abuse (PostgreSQL 5 ms away)'
     expect({ refused, withinWindow: tookMs <= REVOCATION_WINDOW_MS }).toEqual({ refused: true, withinWindow: true });
     // And it stays refused once the listener is back.
     expect((await n.check(key, '203.0.113.50')).allowed).toBe(false);
+  });
+
+  it('detects a silently dead LISTEN connection within the heartbeat bound and listens again on a new one', async () => {
+    const viaProxy = new URL(DATABASE_URL);
+    viaProxy.port = String(proxy.port);
+    const states: boolean[] = [];
+    const store = new PostgresKeyStore({
+      url: viaProxy.toString(), schema: SCHEMA, poolSize: 1, connectTimeoutMs: 1000, lastUsedFlushMs: 0, listen: true,
+      logger: silentLogger(), onListenerState: (up) => states.push(up),
+    });
+    try {
+      expect(await eventually(() => store.listenerConnected, 3000)).toBe(true);
+      // This store's LISTEN connection and the serving node's (same channel) both go silent.
+      expect(proxy.stall('portcullis-key-listener')).toBe(2);
+      const stalledAt = Date.now();
+      // Down within one heartbeat interval plus its timeout (plus a tick of slack for a busy machine)...
+      expect(await eventually(() => states.includes(false), HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS + 1000)).toBe(true);
+      console.log(`silent LISTEN death detected after ${Date.now() - stalledAt} ms`);
+      // ...and back on a fresh connection, which is trusted again.
+      expect(await eventually(() => store.listenerConnected && store.changesTrusted(), 5000)).toBe(true);
+      expect(states).toEqual([true, false, true]);
+    } finally {
+      await store.close();
+    }
   });
 });
