@@ -12,6 +12,7 @@
 import { PortcullisError } from '../errors.js';
 import { effectiveKeyStoreConfig, storeLocation } from '../keys/settings.js';
 import type { ApiKeySourceConfig } from '../keys/config.js';
+import { fairnessClient } from '../keys/fair-lookups.js';
 import { isPlausibleKey, type ShapeRules } from '../keys/format.js';
 import { acquireVerifier } from '../keys/open.js';
 import type { ClientOf, KeyCheck, KeyVerifier } from '../keys/verifier.js';
@@ -60,7 +61,7 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
   const subject = config.subject;
   // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
   const xffTrustedHops = ctx.policy.clientIp.xffTrustedHops;
-  const clientOf: ClientOf<RequestAttributes> = (request) => clientIp(request, xffTrustedHops);
+  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, xffTrustedHops));
 
   function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
     if (check.ok) {

@@ -13,7 +13,27 @@
 //     queued lookup of the client with the most pending ones (shed), instead of being refused.
 // Everything is bounded by the verifier's cap: one map entry per client with pending lookups.
 
+import net from 'node:net';
 import { isPromise, type MaybePromise } from '../types.js';
+
+/**
+ * The client a share is counted for: an IPv4 address as it is, an IPv6 address by its /64 (one
+ * host gets a whole /64 and could otherwise take a fresh share with every address of it). Text that
+ * is not an IP address is used as it is.
+ */
+export function fairnessClient(ip: string): string {
+  if (!ip.includes(':')) return ip;
+  const zone = ip.indexOf('%');
+  const address = zone >= 0 ? ip.slice(0, zone) : ip;
+  if (net.isIPv6(address) === false) return ip;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head, tail] = address.includes('::') ? address.split('::') : [address, undefined];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array(8 - left.length - right.length).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
 
 /** A queued lookup was dropped: it waited too long, or it was shed for a client below its share. */
 export class LookupDroppedError extends Error {

@@ -5,7 +5,9 @@ import { ManualClock } from '../../src/clock.js';
 import { keyCacheSchema } from '../../src/keys/config.js';
 import { mintKey } from '../../src/keys/format.js';
 import { BcryptComparator, KeyHasher, sha256Hex } from '../../src/keys/hashing.js';
+import { fairnessClient } from '../../src/keys/fair-lookups.js';
 import { LOG_INTERVAL_MS } from '../../src/keys/log-throttle.js';
+import { REVALIDATE_INTERVAL_MS } from '../../src/keys/revalidation.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 import type { KeyChange, KeyStore, LookupQuery } from '../../src/keys/store.js';
 import { KeyVerifier, type KeyCheck } from '../../src/keys/verifier.js';
@@ -55,13 +57,26 @@ class ControlledStore implements KeyStore {
   async close(): Promise<void> {}
 }
 
+/** Like PostgreSQL: notifications may be missed; `trusted` says whether they are trusted now. */
+class NotifyingStore extends ControlledStore {
+  trusted = true;
+  rechecks = 0;
+  changesTrusted(): boolean {
+    return this.trusted;
+  }
+  async recheck(ids: readonly string[]): Promise<readonly KeyRecord[]> {
+    this.rechecks++;
+    return this.records.filter((r) => ids.includes(r.id));
+  }
+}
+
 const clock = new ManualClock(Date.UTC(2026, 0, 1));
 /** The client of a check, given as the request itself. */
 const byIp = (ip: string) => ip;
 const cache = keyCacheSchema.parse({ ttl: '60s', negativeTtl: '10s', staleFor: '1h' });
 
-function setup(options: { lookupTimeoutMs?: number; maxInflight?: number; maxInflightPerClient?: number; concurrency?: number; logger?: Logger } = {}) {
-  const store = new ControlledStore();
+function setup(options: { lookupTimeoutMs?: number; maxInflight?: number; maxInflightPerClient?: number; concurrency?: number; logger?: Logger; store?: ControlledStore } = {}) {
+  const store = options.store ?? new ControlledStore();
   store.lookupConcurrency = options.concurrency;
   const verifier = new KeyVerifier({
     store,
@@ -342,5 +357,58 @@ describe('KeyVerifier: fair lookups between clients (issue 13 §5)', () => {
     await verifier.check(mintKey('ak_'), '192.0.2.1', byIp);
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatchObject({ msg: 'key store lookup failed', suppressed: 199 });
+  });
+});
+
+describe('KeyVerifier: revalidation while notifications cannot be trusted (issue 14 §3)', () => {
+  it('re-reads cached keys on its own every interval while untrusted, and drops the changed ones; never while trusted', async () => {
+    const store = new NotifyingStore();
+    const { verifier } = setup({ store });
+    const { key, record } = addKey(store);
+    const other = addKey(store);
+    expect(await verifier.check(key)).toEqual(proves(record));
+    expect(await verifier.check(other.key)).toEqual(proves(other.record));
+    // Trusted: no re-reads at all (a policy whose listener is healthy pays nothing).
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(store.rechecks).toBe(0);
+
+    store.trusted = false;
+    store.records[0] = { ...record, revokedAt: clock.now() }; // revoked; the NOTIFY is lost
+    // No request needed to trigger it: the pass runs on its own.
+    let seen = false;
+    for (let i = 0; i < 40 && !seen; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      seen = store.rechecks > 0 && !isPromise(verifier.check(other.key)) && isPromise(verifier.check(key));
+    }
+    expect(seen).toBe(true);
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'key_revoked' });
+    expect(sync(verifier.check(other.key))).toEqual(proves(other.record)); // unchanged keys stay cached
+    // And again every interval while untrusted.
+    const passes = store.rechecks;
+    await new Promise((resolve) => setTimeout(resolve, REVALIDATE_INTERVAL_MS + 400));
+    expect(store.rechecks).toBeGreaterThan(passes);
+  });
+
+  it('a reconnect (resync) triggers one pass at once even when trusted', async () => {
+    const store = new NotifyingStore();
+    const { verifier } = setup({ store });
+    const { key } = addKey(store);
+    await verifier.check(key);
+    store.emit({ kind: 'all' });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(store.rechecks).toBe(1);
+  });
+});
+
+describe('fairnessClient', () => {
+  it('keys IPv4 by address and IPv6 by /64', () => {
+    expect(fairnessClient('203.0.113.7')).toBe('203.0.113.7');
+    expect(fairnessClient('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(fairnessClient('2001:0db8:0001:0002:ffff:ffff:ffff:ffff')).toBe('2001:db8:1:2::/64');
+    expect(fairnessClient('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(fairnessClient('::1')).toBe('0:0:0:0::/64');
+    expect(fairnessClient('::ffff:198.51.100.4')).toBe('198.51.100.4');
+    expect(fairnessClient('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(fairnessClient('not-an-ip')).toBe('not-an-ip');
   });
 });
