@@ -2,22 +2,27 @@
 // a revocation to every replica through LISTEN/NOTIFY within milliseconds, but only while the
 // LISTEN connection is alive; a connection that died silently (a NAT or proxy dropped it without a
 // reset) or that is reconnecting delivers nothing. So:
-//   - the listener sends a heartbeat on its own connection every HEARTBEAT_INTERVAL_MS and gives
-//     up on it after HEARTBEAT_TIMEOUT_MS; notifications count as trusted only while a heartbeat
-//     sent less than HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS ago has been answered (a NOTIFY
-//     committed before the heartbeat reached the server arrives before its answer);
+//   - the listener sends a heartbeat (SELECT 1) on its own connection every HEARTBEAT_INTERVAL_MS;
+//     notifications count as trusted only while a heartbeat sent less than TRUST_HORIZON_MS ago
+//     has been answered (a NOTIFY committed before the heartbeat reached the server arrives before
+//     its answer). Losing trust is cheap (revalidation below); the connection itself is given up
+//     and replaced only after HEARTBEAT_TIMEOUT_MS without an answer, so a slow moment of the
+//     database does not make the listener flap;
 //   - while they are not trusted, and once after every reconnect, the verifier re-reads every
 //     cached key by id (store.recheck, on a connection of its own that lookups never queue on)
 //     every REVALIDATE_INTERVAL_MS and drops the keys that changed.
-// Worst case from a revocation to its refusal: the heartbeat bound (2 s) plus one tick (0.25 s)
+// Worst case from a revocation to its refusal: the trust horizon (1.5 s) plus one tick (0.25 s)
 // plus the re-read itself, and never more than REVALIDATE_INTERVAL_MS plus the re-read once
-// revalidation runs: REVOCATION_WINDOW_MS, which README documents. Load does not lengthen it: the
-// re-read does not go through the lookup queue and needs no request to trigger it.
+// revalidation runs; REVOCATION_WINDOW_MS (README) leaves room for a slow re-read. Load does not
+// lengthen it: the re-read does not go through the lookup queue and needs no request to trigger it.
 
 import type { Logger } from '../observability/logger.js';
 
-export const HEARTBEAT_INTERVAL_MS = 1000;
-export const HEARTBEAT_TIMEOUT_MS = 1000;
+export const HEARTBEAT_INTERVAL_MS = 500;
+/** Notifications are trusted while a heartbeat sent less than this long ago has been answered. */
+export const TRUST_HORIZON_MS = 1500;
+/** A heartbeat unanswered this long: the connection is dead; it is replaced. */
+export const HEARTBEAT_TIMEOUT_MS = 2000;
 export const REVALIDATE_INTERVAL_MS = 1000;
 export const REVALIDATE_TICK_MS = 250;
 /** Longest time from a revocation to its refusal while the LISTEN connection is dead (README). */

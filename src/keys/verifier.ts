@@ -183,7 +183,7 @@ export class KeyVerifier {
     this.failureLog = new ThrottledWarning(this.logger, 'key store lookup failed', this.clock);
 
     const cache = options.metrics.counter('portcullis_apikey_cache_total', 'API key cache lookups by result (hit, stale, miss, negative_hit).', ['result']);
-    const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded).', ['store', 'result']);
+    const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded, limited).', ['store', 'result']);
     const seconds = options.metrics.histogram('portcullis_keystore_lookup_seconds', 'Time a key store lookup took.', ['store'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
     const store = this.store.kind;
     this.metric = {
@@ -398,10 +398,12 @@ export class KeyVerifier {
 
   private storeFailed(err: unknown): Resolution {
     if (err instanceof LookupDroppedError) {
-      // Dropped from its client's queue unstarted: waited past lookupTimeout, or shed for a client
-      // below its share (the shed client is over its share: 429, like a refusal at the door).
-      this.metric.lookup(err.why === 'shed' ? 'limited' : 'timeout').inc();
-      return err.why === 'shed' ? { failure: err.message, limited: true } : { failure: err.message };
+      // Dropped from its client's queue unstarted. Waited past lookupTimeout: its waiters have
+      // already been answered (and counted as timeouts). Shed for a client below its share: the
+      // shed client is over its share, so 429, as if refused at the door.
+      if (err.why === 'expired') return { failure: err.message };
+      this.metric.lookup('limited').inc();
+      return { failure: err.message, limited: true };
     }
     this.metric.lookup('error').inc();
     const failure = (err as Error)?.message ?? String(err);

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKeysCommand, runMigrateCommand } from '../../src/keys/cli.js';
 import { mintKey } from '../../src/keys/format.js';
 import { PostgresKeyStore } from '../../src/keys/postgres/store.js';
-import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, REVOCATION_WINDOW_MS } from '../../src/keys/revalidation.js';
+import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, REVOCATION_WINDOW_MS, TRUST_HORIZON_MS } from '../../src/keys/revalidation.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { authorize } from '../../src/pipeline/authorize.js';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
@@ -163,7 +163,10 @@ describe.skipIf(!available)('API-key lookups under abuse (PostgreSQL 5 ms away)'
       // This store's LISTEN connection and the serving node's (same channel) both go silent.
       expect(proxy.stall('portcullis-key-listener')).toBe(2);
       const stalledAt = Date.now();
-      // Down within one heartbeat interval plus its timeout (plus a tick of slack for a busy machine)...
+      // Untrusted first (revalidation starts), within the trust horizon...
+      expect(await eventually(() => !store.changesTrusted(), TRUST_HORIZON_MS + 500)).toBe(true);
+      console.log(`silent LISTEN untrusted after ${Date.now() - stalledAt} ms`);
+      // ...then given up within one heartbeat interval plus its timeout (plus slack for a busy machine)...
       expect(await eventually(() => states.includes(false), HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS + 1000)).toBe(true);
       console.log(`silent LISTEN death detected after ${Date.now() - stalledAt} ms`);
       // ...and back on a fresh connection, which is trusted again.

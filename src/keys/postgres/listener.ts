@@ -3,12 +3,13 @@
 // re-established with backoff when it fails; since notifications may have been missed meanwhile,
 // every (re)connect is reported as a resync. A heartbeat (SELECT 1 on this same connection) every
 // HEARTBEAT_INTERVAL_MS, given up after HEARTBEAT_TIMEOUT_MS, detects a connection that died
-// silently within about two seconds; `trusted` says whether notifications can be relied on right
-// now (see ../revalidation.ts for what the verifier does when they cannot).
+// silently within 2.5 s; `trusted` says whether notifications can be relied on right now (an
+// answered heartbeat sent less than TRUST_HORIZON_MS ago; see ../revalidation.ts for what the
+// verifier does when they cannot).
 
 import pg from 'pg';
 import type { Logger } from '../../observability/logger.js';
-import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS } from '../revalidation.js';
+import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TRUST_HORIZON_MS } from '../revalidation.js';
 
 export interface ListenerOptions {
   readonly url: string;
@@ -51,7 +52,7 @@ export class ChangeListener {
 
   /** Whether every change committed up to a moment ago has been (or is being) delivered. */
   get trusted(): boolean {
-    return this.connected && performance.now() - this.confirmedAt < HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS;
+    return this.connected && performance.now() - this.confirmedAt < TRUST_HORIZON_MS;
   }
 
   async close(): Promise<void> {
