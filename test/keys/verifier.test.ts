@@ -346,6 +346,17 @@ describe('KeyVerifier: fair lookups between clients (issue 13 §5)', () => {
     expect(outcomes.filter((c) => !c.ok && c.reason === 'key_lookup_limited')).toHaveLength(1);
   });
 
+  it('drops a queued lookup unstarted once its caller has had its 503 (nobody waits for it)', async () => {
+    const { store, verifier } = setup({ concurrency: 1, lookupTimeoutMs: 20 });
+    store.delayMs = 100;
+    const running = verifier.check(mintKey('ak_'), '192.0.2.1', byIp);
+    const queued = await verifier.check(mintKey('ak_'), '192.0.2.2', byIp);
+    expect(queued).toMatchObject({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
+    await running;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(store.calls).toBe(1);
+  });
+
   it('logs a failing store once per interval with the count of lines left out (issue 14 §5)', async () => {
     const lines: { msg: string; suppressed?: number }[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as { msg: string; suppressed?: number }) });
