@@ -29,7 +29,7 @@ import { CachedKey } from './cached-key.js';
 import { BcryptBudget } from './attempt-budget.js';
 import { FairLookups, LookupDroppedError } from './fair-lookups.js';
 import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
-import { ThrottledWarning } from './log-throttle.js';
+import { ThrottledLog } from './log-throttle.js';
 import { Revalidator } from './revalidation.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';
@@ -147,7 +147,7 @@ export class KeyVerifier {
   private readonly inflight = new Map<string, Pending>();
   private readonly fair: FairLookups;
   private readonly bcryptBudget: BcryptBudget;
-  private readonly failureLog: ThrottledWarning;
+  private readonly failureLog: ThrottledLog;
   private readonly revalidator: Revalidator | undefined;
   /** Bumped when every positive entry must be re-read (listener reconnect, file reload). */
   private generation = 0;
@@ -180,7 +180,7 @@ export class KeyVerifier {
     const perClient = options.maxInflightPerClient ?? Math.max(1, Math.floor(this.maxInflight / 8));
     this.fair = new FairLookups(perClient, this.store.lookupConcurrency ?? Number.POSITIVE_INFINITY, this.lookupTimeoutMs);
     this.bcryptBudget = new BcryptBudget(this.clock);
-    this.failureLog = new ThrottledWarning(this.logger, 'key store lookup failed', this.clock);
+    this.failureLog = new ThrottledLog({ logger: this.logger, clock: this.clock, level: 'warn', message: 'key store lookup failed' });
 
     const cache = options.metrics.counter('portcullis_apikey_cache_total', 'API key cache lookups by result (hit, stale, miss, negative_hit).', ['result']);
     const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded, limited).', ['store', 'result']);
@@ -409,7 +409,7 @@ export class KeyVerifier {
     const failure = (err as Error)?.message ?? String(err);
     // Counted above; logged at most once per interval with the number left out (a failing store
     // under load would otherwise write one line per request).
-    this.failureLog.warn({ store: this.store.kind, err: failure });
+    this.failureLog.note({ store: this.store.kind, err: failure });
     return { failure: `key store lookup failed: ${failure}` };
   }
 

@@ -8,7 +8,9 @@
 // verifier does when they cannot).
 
 import pg from 'pg';
+import { systemClock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
+import { ThrottledLog } from '../log-throttle.js';
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TRUST_HORIZON_MS } from '../revalidation.js';
 
 export interface ListenerOptions {
@@ -24,8 +26,6 @@ export interface ListenerOptions {
 
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2000;
-/** Disconnect warnings: the first, then at most one per this interval (with the count). */
-const LOG_INTERVAL_MS = 10_000;
 
 export class ChangeListener {
   private client: pg.Client | undefined;
@@ -37,10 +37,16 @@ export class ChangeListener {
   /** performance.now() when the last answered heartbeat (or the LISTEN itself) was sent. */
   private confirmedAt = Number.NEGATIVE_INFINITY;
   private heartbeatInFlight = false;
-  private lastWarnAt = Number.NEGATIVE_INFINITY;
-  private unloggedDisconnects = 0;
+  /** Disconnect warnings: the first, then at most one per interval (with the count left out). */
+  private readonly disconnects: ThrottledLog;
 
   constructor(private readonly options: ListenerOptions) {
+    this.disconnects = new ThrottledLog({
+      logger: options.logger,
+      clock: systemClock,
+      level: 'warn',
+      message: 'key change listener disconnected; reconnecting (cached keys are revalidated meanwhile)',
+    });
     this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_INTERVAL_MS);
     this.heartbeatTimer.unref();
     void this.connect();
@@ -110,17 +116,7 @@ export class ChangeListener {
   }
 
   private warnDisconnected(err: Error | undefined): void {
-    const now = performance.now();
-    if (now - this.lastWarnAt < LOG_INTERVAL_MS) {
-      this.unloggedDisconnects++;
-      return;
-    }
-    this.options.logger.warn(
-      { err: err?.message, retryInMs: this.backoffMs, suppressed: this.unloggedDisconnects },
-      'key change listener disconnected; reconnecting (cached keys are revalidated meanwhile)',
-    );
-    this.lastWarnAt = now;
-    this.unloggedDisconnects = 0;
+    this.disconnects.note({ err: err?.message, retryInMs: this.backoffMs });
   }
 
   private scheduleReconnect(): void {
