@@ -59,6 +59,7 @@ export const REASONS = {
 
   // 429: too many requests.
   rate_limited: { status: 429, description: 'a rate limit is exhausted; Retry-After says when to retry' },
+  key_lookup_limited: { status: 429, description: "the API key is not cached and this client already has its share of key lookups pending, or failed bcrypt comparisons of this client or key prefix are over budget" },
   locked_out: { status: 429, description: 'too many rate-limit violations; the key is locked out for a while' },
   banned: { status: 429, description: 'the caller is banned' },
 
