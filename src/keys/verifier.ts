@@ -29,7 +29,7 @@ import { CachedKey } from './cached-key.js';
 import { BcryptBudget } from './attempt-budget.js';
 import { FairLookups, LookupDroppedError } from './fair-lookups.js';
 import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
-import { ThrottledLog } from './log-throttle.js';
+import { ThrottledLog } from '../observability/throttled-log.js';
 import { Revalidator } from './revalidation.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';

@@ -6,6 +6,9 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from './logger.js';
 
+/** Default interval between two lines of one ThrottledLog. */
+export const THROTTLED_LOG_INTERVAL_MS = 10_000;
+
 export interface ThrottledLogOptions {
   readonly logger: Logger;
   readonly clock: Clock;
@@ -30,7 +33,7 @@ export class ThrottledLog {
   private suppressed = 0;
 
   constructor(private readonly options: ThrottledLogOptions) {
-    this.intervalMs = options.intervalMs ?? 10_000;
+    this.intervalMs = options.intervalMs ?? THROTTLED_LOG_INTERVAL_MS;
   }
 
   /**

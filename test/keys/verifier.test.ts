@@ -6,7 +6,7 @@ import { keyCacheSchema } from '../../src/keys/config.js';
 import { mintKey } from '../../src/keys/format.js';
 import { BcryptComparator, KeyHasher, sha256Hex } from '../../src/keys/hashing.js';
 import { fairnessClient } from '../../src/keys/fair-lookups.js';
-import { LOG_INTERVAL_MS } from '../../src/keys/log-throttle.js';
+import { THROTTLED_LOG_INTERVAL_MS as LOG_INTERVAL_MS } from '../../src/observability/throttled-log.js';
 import { REVALIDATE_INTERVAL_MS } from '../../src/keys/revalidation.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 import type { KeyChange, KeyStore, LookupQuery } from '../../src/keys/store.js';

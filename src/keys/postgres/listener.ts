@@ -10,7 +10,7 @@
 import pg from 'pg';
 import { systemClock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
-import { ThrottledLog } from '../log-throttle.js';
+import { ThrottledLog } from '../../observability/throttled-log.js';
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TRUST_HORIZON_MS } from '../revalidation.js';
 
 export interface ListenerOptions {
