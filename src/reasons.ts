@@ -33,6 +33,8 @@ export const REASONS = {
   key_revoked: { status: 401, description: 'the API key was revoked', bearerError: 'invalid_token' },
   key_expired: { status: 401, description: 'the API key is past its expiry', bearerError: 'invalid_token' },
   invalid_shared_secret: { status: 401, description: 'the shared-secret header does not match', bearerError: 'invalid_token' },
+  session_invalid: { status: 401, description: 'the session is unknown, signed out or expired (answered by the session lookup; cached at most one positive TTL)', bearerError: 'invalid_token' },
+  token_inactive: { status: 401, description: 'the introspection endpoint says the opaque token is not active (unknown, revoked or expired)', bearerError: 'invalid_token' },
 
   // 403: the caller is known but may not do this.
   insufficient_scope: { status: 403, description: 'the caller lacks a scope the route requires', bearerError: 'insufficient_scope' },
@@ -52,6 +54,7 @@ export const REASONS = {
   // 503: Portcullis cannot decide safely (fail closed).
   jwks_unavailable: { status: 503, description: "the issuer's keys could not be fetched (down, or slower than the refetch wait) and the token's key is not cached" },
   store_unavailable: { status: 503, description: 'the API key store is unreachable and the key is not cached' },
+  lookup_unavailable: { status: 503, description: 'a lookup target (session, introspection, external key or domain store, enrichment) is down, slow, answered garbage, or the lookup was shed; the answer is not cached' },
   ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
   internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },
   not_ready: { status: 503, description: 'Portcullis has no policy loaded yet or is shutting down' },

@@ -2,7 +2,9 @@ import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { IdentitySourceConfig } from '../policy/schema.js';
 import { compileApiKeySource } from './api-key.js';
 import { compileHostSource } from './host.js';
+import { compileIntrospectionSource } from './introspection.js';
 import { compileJwtSource } from './jwt.js';
+import { compileSessionSource } from './session.js';
 import { compileSharedSecretSource } from './shared-secret.js';
 import type { CredentialSource } from './source.js';
 
@@ -22,5 +24,7 @@ function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: Compile
   if (entry.apiKey) return compileApiKeySource(entry.apiKey, [...at, 'apiKey'], ctx);
   if (entry.host) return compileHostSource(entry.host);
   if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
+  if (entry.session) return compileSessionSource(entry.session, [...at, 'session'], ctx);
+  if (entry.introspection) return compileIntrospectionSource(entry.introspection, [...at, 'introspection'], ctx);
   return undefined;
 }

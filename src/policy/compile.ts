@@ -4,6 +4,7 @@
 import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileChain } from '../identity/registry.js';
+import { checkLookups } from '../lookup/acquire.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -81,6 +82,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   };
 
   checkMode(document, ctx);
+  checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
 

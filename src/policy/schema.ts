@@ -7,6 +7,7 @@ import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { AUTH_METHODS } from '../types.js';
+import { introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -46,13 +47,15 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    session: sessionSourceSchema.optional(),
+    introspection: introspectionSourceSchema.optional(),
   })
   .superRefine((entry, ctx) => {
     const kinds = Object.keys(entry).filter((k) => entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -167,6 +170,8 @@ export const policySchema = z
     identity: z.array(identitySourceSchema).default([]),
     issuers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'issuer names may contain letters, digits, _ and -'), issuerSchema).default({}),
     keyStore: keyStoreSchema.optional(),
+    /** Named HTTP/SQL lookups used by session, apiKey, host sources and enrichment (src/lookup). */
+    lookups: lookupsSchema.default({}),
     routes: z.array(routeSchema).default([]),
     /**
      * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)
