@@ -22,7 +22,7 @@ export function compileChain(entries: readonly IdentitySourceConfig[], path: Pol
 function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   if (entry.jwt) return compileJwtSource(entry.jwt, [...at, 'jwt'], ctx);
   if (entry.apiKey) return compileApiKeySource(entry.apiKey, [...at, 'apiKey'], ctx);
-  if (entry.host) return compileHostSource(entry.host);
+  if (entry.host) return compileHostSource(entry.host, [...at, 'host'], ctx);
   if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
   if (entry.session) return compileSessionSource(entry.session, [...at, 'session'], ctx);
   if (entry.introspection) return compileIntrospectionSource(entry.introspection, [...at, 'introspection'], ctx);

@@ -36,7 +36,7 @@ export function namedLookup<T>(
   at: PolicyPath,
   source: string,
   variant: string,
-  decode: (answer: TargetAnswer) => Decoded<T>,
+  decode: (answer: TargetAnswer, credential: string) => Decoded<T>,
   ctx: CompileContext,
 ): CachedLookup<T> | undefined {
   const lookups = ctx.policy.lookups ?? {};
@@ -67,7 +67,7 @@ export function cachedLookup<T>(
   lookup: string,
   source: string,
   limits: LookupLimits,
-  decode: (answer: TargetAnswer) => Decoded<T>,
+  decode: (answer: TargetAnswer, credential: string) => Decoded<T>,
 ): CachedLookup<T> {
   return runtime.resources.acquire(
     `lookup-cache:${key}:${JSON.stringify(limits)}`,

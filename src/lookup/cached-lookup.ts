@@ -73,7 +73,7 @@ export class CachedLookup<T> {
   constructor(
     private readonly target: LookupTarget,
     private readonly options: CachedLookupOptions,
-    private readonly decode: (answer: TargetAnswer) => Decoded<T>,
+    private readonly decode: (answer: TargetAnswer, credential: string) => Decoded<T>,
     private readonly runtime: Pick<Runtime, 'clock' | 'metrics' | 'logger'>,
   ) {
     this.cache = new LRUCache({ max: options.maxEntries });
@@ -171,7 +171,7 @@ export class CachedLookup<T> {
     this.breaker.success();
     let decoded: Decoded<T>;
     try {
-      decoded = this.decode(answer);
+      decoded = this.decode(answer, credential);
     } catch (err) {
       this.outcomes.error.inc();
       return new LookupFailure(`lookup ${this.options.lookup}: answer not usable (${(err as Error)?.name ?? 'error'})`);

@@ -40,6 +40,7 @@ export interface MappedAnswer {
   readonly subject: string | undefined;
   readonly email: string | undefined;
   readonly scopes: readonly string[];
+  readonly keyId: string | undefined;
   /** Epoch milliseconds; undefined when the answer carries none. */
   readonly expiresAtMs: number | undefined;
 }
@@ -66,6 +67,7 @@ export function compileAnswerMap(config: AnswerMapConfig, fixedScopes: readonly 
   const readScopes = scopePaths.map(compilePath);
   const readExpiry = opt(config.expiresAt ?? defaults.expiresAt);
   const readPresent = opt(config.present);
+  const readKeyId = opt(config.keyId);
   const fixed = fixedScopes.filter((s) => SCOPE_TOKEN.test(s));
 
   return (answer) => {
@@ -76,9 +78,11 @@ export function compileAnswerMap(config: AnswerMapConfig, fixedScopes: readonly 
     if (subject instanceof Unusable) return subject;
     const email = identityValue(readEmail?.(answer), 'email');
     if (email instanceof Unusable) return email;
+    const keyId = identityValue(readKeyId?.(answer), 'keyId');
+    if (keyId instanceof Unusable) return keyId;
     const scopes = new Set<string>(fixed);
     for (const read of readScopes) addScopes(scopes, read(answer));
-    return { tenant, subject, email, scopes: Object.freeze([...scopes]), expiresAtMs: readExpiry ? toEpochMs(readExpiry(answer)) : undefined };
+    return { tenant, subject, email, keyId, scopes: Object.freeze([...scopes]), expiresAtMs: readExpiry ? toEpochMs(readExpiry(answer)) : undefined };
   };
 }
 

@@ -20,6 +20,8 @@ export const answerMapSchema = z.strictObject({
   scopes: z.array(jsonPathSchema).default([]),
   /** ISO-8601 time, epoch seconds or epoch milliseconds: the answer is never used past it. */
   expiresAt: jsonPathSchema.optional(),
+  /** API keys only: the key's id for x-auth-key-id. */
+  keyId: jsonPathSchema.optional(),
   /** A path that must hold a truthy value for the answer to count (e.g. `session.id`, `valid`). */
   present: jsonPathSchema.optional(),
 });

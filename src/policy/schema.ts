@@ -7,7 +7,7 @@ import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { AUTH_METHODS } from '../types.js';
-import { introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
+import { hostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -15,14 +15,20 @@ const nonEmpty = z.string().min(1, 'must not be empty');
 /** Host header → tenant with fixed scopes (seed 002 storefronts). */
 export const hostSourceSchema = z.strictObject({
   /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
-  domains: z.record(
+  domains: z
+    .record(
     z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard'),
     z.strictObject({
       tenant: nonEmpty,
       scopes: z.array(nonEmpty).default([]),
       subject: nonEmpty.optional(),
     }),
-  ),
+  )
+    .default({}),
+  /** "{tenant}.shops.example.com": the tenant is the host's first label (src/lookup). */
+  patterns: z.array(hostPatternSchema).default([]),
+  /** Domains resolved by a lookup (a tenant_domains table, an API); cached, unknown hosts too. */
+  store: hostStoreSchema.optional(),
 });
 export type HostSourceConfig = z.output<typeof hostSourceSchema>;
 
