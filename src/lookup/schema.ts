@@ -155,13 +155,18 @@ export const hostPatternSchema = z.strictObject({
   scopes: z.array(nonEmpty).default([]),
 });
 
-/** `enrich:` after identification, look more up about the principal. */
+/** One `enrich:` step: after identification, look more up about the principal (seed 002 agents). */
 export const enrichSchema = z.strictObject({
   lookup: nonEmpty,
-  /** What is looked up: the principal's subject, tenant or email. */
-  by: z.enum(['subject', 'tenant', 'email']).default('subject'),
+  /** What is looked up: the principal's subject (default), tenant, email or key id. */
+  by: z.enum(['subject', 'tenant', 'email', 'keyId']).default('subject'),
+  /** Only principals proven by these methods (all when absent). */
+  methods: z.array(z.enum(['jwt', 'api-key', 'host', 'shared-secret', 'session', 'introspection'])).min(1).optional(),
+  /** Only principals without a tenant (default true): "tenant from the token, else the first org membership". */
+  onlyWithoutTenant: z.boolean().default(true),
+  /** tenant, email replace the principal's; scopes are added. */
   map: answerMapSchema.default(() => answerMapSchema.parse({})),
-  /** Only fill in a tenant when the principal has none (default) or always replace it. */
-  override: z.boolean().default(false),
+  scopes: z.array(nonEmpty).default([]),
 });
 export type EnrichConfig = z.output<typeof enrichSchema>;
+export const enrichListSchema = z.array(enrichSchema).max(8);

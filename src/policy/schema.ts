@@ -7,7 +7,7 @@ import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { AUTH_METHODS } from '../types.js';
-import { hostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
+import { enrichListSchema, hostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -178,6 +178,8 @@ export const policySchema = z
     keyStore: keyStoreSchema.optional(),
     /** Named HTTP/SQL lookups used by session, apiKey, host sources and enrichment (src/lookup). */
     lookups: lookupsSchema.default({}),
+    /** Steps after identification that look more up about the caller (src/lookup/enrich.ts). */
+    enrich: enrichListSchema.default([]),
     routes: z.array(routeSchema).default([]),
     /**
      * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)

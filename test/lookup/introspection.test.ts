@@ -19,8 +19,8 @@ const callers = [
   { id: 'globex-backend', secret: 'globex-secret-0123456789abcdef01234567', tenant: 'org-globex' },
 ];
 const introspectors = [
-  { id: 'portcullis-basic', secret: 'portcullis-basic-secret-0123456789abcdef', method: 'client_secret_basic' },
-  { id: 'portcullis-post', secret: 'portcullis-post-secret-0123456789abcdef0', method: 'client_secret_post' },
+  { id: 'portcullis-basic', secret: 'portcullis-basic-secret-0123456789abcdef', method: 'client_secret_basic' as const },
+  { id: 'portcullis-post', secret: 'portcullis-post-secret-0123456789abcdef0', method: 'client_secret_post' as const },
 ];
 
 describe('introspection source against oidc-provider', () => {
