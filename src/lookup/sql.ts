@@ -33,14 +33,15 @@ export class SqlTarget implements LookupTarget {
     logger: Logger,
   ) {
     const timeout = Math.max(1, Math.ceil(options.timeoutMs));
+    const ours = `-c default_transaction_read_only=on -c statement_timeout=${timeout}`;
     this.pool = new pg.Pool({
-      connectionString: options.url,
+      connectionString: withOptions(options.url, ours),
       max: options.poolSize,
       connectionTimeoutMillis: timeout,
       query_timeout: timeout,
       idleTimeoutMillis: 30_000,
       application_name: `portcullis-lookup-${options.name}`.slice(0, 63),
-      options: `-c default_transaction_read_only=on -c statement_timeout=${timeout}`,
+      options: ours,
     });
     // A connection killed while idle must not crash the process; the next query reconnects.
     this.pool.on('error', (err) => logger.warn({ lookup: options.name, err: err.message }, 'lookup database connection lost'));
@@ -67,4 +68,20 @@ export class SqlTarget implements LookupTarget {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/**
+ * Options in the URL (`?options=-c …`) would replace ours (pg lets the connection string win), so
+ * ours are appended to them: later `-c` settings win, a URL cannot turn read-only off.
+ */
+function withOptions(url: string, ours: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  const theirs = parsed.searchParams.get('options');
+  parsed.searchParams.set('options', theirs ? `${theirs} ${ours}` : ours);
+  return parsed.toString();
 }

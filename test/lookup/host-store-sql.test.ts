@@ -17,12 +17,12 @@ const TIMEOUT_MS = 500;
 const BOUND_MS = TIMEOUT_MS + 1_000;
 const available = await postgresAvailable();
 
-function policy(query = `select tenant, scopes from ${SCHEMA}.tenant_domains where domain = $1`): string {
+function policy(query = `select tenant, scopes from ${SCHEMA}.tenant_domains where domain = $1`, url = DATABASE_URL): string {
   return `
 lookups:
   ${NAME}:
     sql:
-      url: "${DATABASE_URL}"
+      url: "${url}"
       query: "${query}"
     timeout: ${TIMEOUT_MS}ms
     cache: { ttl: 30s, negativeTtl: 10s }
@@ -90,6 +90,15 @@ describe.skipIf(!available)('host with a tenant-domain store (PostgreSQL)', () =
     const compiled = compileYaml(policy(writing), testRuntime());
     expect(reasonOf(await decide(compiled, at('written.merchant.test')))).toBe('lookup_unavailable');
     const { rowCount } = await admin.query(`select 1 from ${SCHEMA}.tenant_domains where domain = 'written.merchant.test'`);
+    expect(rowCount).toBe(0);
+  });
+
+  it('stays read-only when the URL carries its own options (they cannot turn read-only off)', async () => {
+    const writing = `with x as (insert into ${SCHEMA}.tenant_domains (domain, tenant) values ($1, 'evil') returning tenant, scopes) select * from x`;
+    const url = `${DATABASE_URL}?options=${encodeURIComponent('-c default_transaction_read_only=off -c statement_timeout=0')}`;
+    const compiled = compileYaml(policy(writing, url), testRuntime());
+    expect(reasonOf(await decide(compiled, at('written2.merchant.test')))).toBe('lookup_unavailable');
+    const { rowCount } = await admin.query(`select 1 from ${SCHEMA}.tenant_domains where domain = 'written2.merchant.test'`);
     expect(rowCount).toBe(0);
   });
 
