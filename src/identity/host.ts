@@ -38,7 +38,7 @@ export function compileHostSource(config: HostSourceConfig, path: PolicyPath, ct
   }
   // Longest suffix first so "*.eu.shop.example" beats "*.shop.example".
   wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
-  const patterns = config.patterns.map((p) => ({ suffix: p.pattern.slice('{tenant}'.length).toLowerCase(), scopes: Object.freeze([...p.scopes]) }));
+  const patterns = config.patterns.map((p) => ({ suffix: p.pattern.slice('{tenant}'.length).toLowerCase(), tenant: p.tenant.split('{tenant}'), scopes: Object.freeze([...p.scopes]) }));
   patterns.sort((a, b) => b.suffix.length - a.suffix.length);
   // Principals computed from patterns, one per host seen (bounded: the oldest go first).
   const patternResults = new Map<string, IdentifyResult>();
@@ -74,13 +74,13 @@ export function compileHostSource(config: HostSourceConfig, path: PolicyPath, ct
       }
       if (patterns.length === 0 && store === undefined) return NOT_PRESENT;
       if (host.length > 253 || !HOST_NAME.test(host)) return NOT_PRESENT;
-      for (const { suffix, scopes } of patterns) {
+      for (const { suffix, tenant, scopes } of patterns) {
         if (host.length <= suffix.length || !host.endsWith(suffix)) continue;
         const label = host.slice(0, host.length - suffix.length);
         if (!LABEL.test(label)) continue;
         let result = patternResults.get(host);
         if (result === undefined) {
-          result = Object.freeze({ kind: 'principal', principal: Object.freeze({ method: 'host', tenant: label, subject: `host:${host}`, scopes }) });
+          result = Object.freeze({ kind: 'principal', principal: Object.freeze({ method: 'host', tenant: tenant.join(label), subject: `host:${host}`, scopes }) });
           if (patternResults.size >= 10_000) patternResults.delete(patternResults.keys().next().value!);
           patternResults.set(host, result);
         }

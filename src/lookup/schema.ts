@@ -152,6 +152,8 @@ export const hostStoreSchema = z.strictObject({
 export const hostPatternSchema = z.strictObject({
   /** "{tenant}.shops.example.com": one label captured as the tenant. */
   pattern: z.string().regex(/^\{tenant\}(\.[a-z0-9-]+)+$/i, 'must look like {tenant}.domain.example'),
+  /** The tenant made of the label: "{tenant}" (default) or e.g. "org_{tenant}". */
+  tenant: z.string().regex(/^[A-Za-z0-9_.:-]*\{tenant\}[A-Za-z0-9_.:-]*$/, 'must contain {tenant} once, with letters, digits, _ . : - around it').default('{tenant}'),
   scopes: z.array(nonEmpty).default([]),
 });
 
