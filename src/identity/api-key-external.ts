@@ -6,7 +6,7 @@
 // spray shed per client, a sick store → 503 lookup_unavailable.
 
 import type { ApiKeySourceConfig } from '../keys/config.js';
-import { namedLookup, plausibleCredential } from '../lookup/acquire.js';
+import { clientShareKey, namedLookup, plausibleCredential } from '../lookup/acquire.js';
 import { LookupFailure, type Decoded } from '../lookup/cached-lookup.js';
 import { compileAnswerMap, Unusable } from '../lookup/mapping.js';
 import type { TargetAnswer } from '../lookup/target.js';
@@ -102,7 +102,7 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
       if (key === undefined) return NOT_PRESENT;
       if (!plausibleCredential(key, 1024) || (prefixes !== undefined && !prefixes.some((p) => key.startsWith(p)))) return UNKNOWN;
       const at = slot;
-      const result = lookup.resolve(key, clientIp(request, hops));
+      const result = lookup.resolve(key, clientShareKey(clientIp(request, hops)));
       return isPromise(result) ? result.then((r) => settle(r, at)) : settle(result, at);
     },
   };

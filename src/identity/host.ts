@@ -7,7 +7,7 @@
 // from tenant_domains where domain = $1`), cached; unknown hosts are remembered for the negative
 // TTL and pass to the next source. A store that cannot answer is 503 lookup_unavailable.
 
-import { namedLookup } from '../lookup/acquire.js';
+import { clientShareKey, namedLookup } from '../lookup/acquire.js';
 import { LookupFailure, type Decoded } from '../lookup/cached-lookup.js';
 import { compileAnswerMap, Unusable } from '../lookup/mapping.js';
 import type { TargetAnswer } from '../lookup/target.js';
@@ -57,7 +57,7 @@ export function compileHostSource(config: HostSourceConfig, path: PolicyPath, ct
     const hops = ctx.policy.clientIp.xffTrustedHops;
     const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
     store = (host, request) => {
-      const result = lookup.resolve(host, clientIp(request, hops));
+      const result = lookup.resolve(host, clientShareKey(clientIp(request, hops)));
       return isPromise(result) ? result.then(settle) : settle(result);
     };
   }

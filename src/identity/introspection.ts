@@ -10,7 +10,7 @@
 //     credentials (401), failing, or slow is 503 lookup_unavailable.
 
 import { compileTokenPlace, hasJwsShape, MALFORMED } from '../jwt/token-places.js';
-import { cachedLookup, plausibleCredential } from '../lookup/acquire.js';
+import { cachedLookup, clientShareKey, plausibleCredential } from '../lookup/acquire.js';
 import { LookupFailure, type Decoded } from '../lookup/cached-lookup.js';
 import { HttpTarget, type HttpTargetOptions } from '../lookup/http.js';
 import { createHash } from 'node:crypto';
@@ -94,7 +94,7 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
       // A JWT is the jwt source's business (it comes earlier in the chain).
       if (hasJwsShape(found)) return NOT_PRESENT;
       if (!plausibleCredential(found) || !place.wellFormed(found)) return MALFORMED_RESULT;
-      const result = lookup.resolve(found, clientIp(request, hops));
+      const result = lookup.resolve(found, clientShareKey(clientIp(request, hops)));
       return isPromise(result) ? result.then(settle) : settle(result);
     },
   };

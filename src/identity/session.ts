@@ -7,7 +7,7 @@
 //   - the target down, slow, sick or the lookup shed → 503 lookup_unavailable, never an allow.
 
 import { compileTokenPlace, MALFORMED } from '../jwt/token-places.js';
-import { namedLookup, plausibleCredential } from '../lookup/acquire.js';
+import { clientShareKey, namedLookup, plausibleCredential } from '../lookup/acquire.js';
 import { LookupFailure, type Decoded } from '../lookup/cached-lookup.js';
 import { compileAnswerMap, Unusable } from '../lookup/mapping.js';
 import type { SessionSourceConfig } from '../lookup/schema.js';
@@ -59,7 +59,7 @@ export function compileSessionSource(config: SessionSourceConfig, path: PolicyPa
       const found = place.find(request.headers);
       if (found === undefined) return NOT_PRESENT;
       if (found === MALFORMED || !plausibleCredential(found)) return MALFORMED_RESULT;
-      const result = lookup.resolve(found, clientIp(request, hops));
+      const result = lookup.resolve(found, clientShareKey(clientIp(request, hops)));
       return isPromise(result) ? result.then(settle) : settle(result);
     },
   };

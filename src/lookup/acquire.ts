@@ -16,7 +16,10 @@ import type { LookupTarget, TargetAnswer } from './target.js';
 export function checkLookups(ctx: CompileContext): void {
   for (const [name, lookup] of Object.entries(ctx.policy.lookups ?? {})) {
     const at: PolicyPath = ['lookups', name];
-    if (lookup.http) for (const p of httpTemplateProblems(lookup.http)) ctx.error([...at, 'http', ...p.at], p.message);
+    if (lookup.http) {
+      for (const p of httpTemplateProblems(lookup.http)) ctx.error([...at, 'http', ...p.at], p.message);
+      if (lookup.http.method === 'GET' && (lookup.http.json || lookup.http.form)) ctx.error([...at, 'http', 'method'], 'a request body (json or form) needs method: POST');
+    }
     if (lookup.sql) {
       const problem = sqlQueryProblem(lookup.sql.query);
       if (problem) ctx.error([...at, 'sql', 'query'], problem);
@@ -90,6 +93,23 @@ export function cachedLookup<T>(
         runtime,
       ),
   );
+}
+
+/**
+ * The fairness key of a client address: IPv4 as is, IPv6 by its /64 (one subscriber's network
+ * holds 2^64 addresses; keying by the full address would let one client take every share).
+ */
+export function clientShareKey(ip: string): string {
+  if (!ip.includes(':')) return ip;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  const zone = ip.indexOf('%');
+  const address = (zone === -1 ? ip : ip.slice(0, zone)).toLowerCase();
+  const [head = '', tail] = address.split('::', 2);
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
 /** Visible ASCII only (it may travel in a header or a URL), bounded length. */

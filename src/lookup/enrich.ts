@@ -11,7 +11,7 @@ import { rejected, type Rejected } from '../identity/source.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext } from '../policy/context.js';
 import { isPromise, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
-import { namedLookup } from './acquire.js';
+import { clientShareKey, namedLookup } from './acquire.js';
 import { LookupFailure, type CachedLookup, type Decoded } from './cached-lookup.js';
 import { compileAnswerMap, Unusable, type MappedAnswer } from './mapping.js';
 import type { EnrichConfig } from './schema.js';
@@ -53,7 +53,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
       if (step.config.onlyWithoutTenant && principal.tenant) continue;
       const key = principal[step.config.by];
       if (key === undefined || key === '') continue;
-      const answer = step.lookup.resolve(key, clientIp(request, hops));
+      const answer = step.lookup.resolve(key, clientShareKey(clientIp(request, hops)));
       if (isPromise(answer)) {
         return answer.then((a) => {
           if (a instanceof LookupFailure) return unavailable(a);

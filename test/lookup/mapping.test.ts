@@ -44,3 +44,17 @@ describe('answer mapping', () => {
     expect(toEpochMs(null)).toBeUndefined();
   });
 });
+
+describe('client share keys', () => {
+  it('keys IPv4 by address and IPv6 by its /64 (mapped IPv4 as IPv4)', async () => {
+    const { clientShareKey } = await import('../../src/lookup/acquire.js');
+    expect(clientShareKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(clientShareKey('2001:db8:1:2:3:4:5:6')).toBe('2001:db8:1:2::/64');
+    expect(clientShareKey('2001:DB8:1:2::ffff')).toBe('2001:db8:1:2::/64');
+    expect(clientShareKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(clientShareKey('::1')).toBe('0:0:0:0::/64');
+    expect(clientShareKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(clientShareKey('::ffff:198.51.100.4')).toBe('198.51.100.4');
+    expect(clientShareKey('2001:0db8:0001:0002::')).toBe('2001:db8:1:2::/64');
+  });
+});

@@ -203,6 +203,19 @@ describe('session source over an HTTP lookup', () => {
     expect(target.requests).toBeLessThan(100_000 / 10);
   }, 60_000);
 
+  it('treats an IPv6 /64 as one client: rotating addresses inside it share one share of lookups', async () => {
+    const compiled = compileYaml(policy(target.url), testRuntime());
+    target.requests = 0;
+    target.sessions.set('v6-real', session('v6-real', 'org-real'));
+    const spray = Array.from({ length: 1_000 }, (_, i) => decide(compiled, withCookie(`v6-junk-${i}`, `2001:db8:1:2:${(i + 1).toString(16)}::1`)));
+    const real = decide(compiled, withCookie('v6-real', '2001:db8:9:9::1'));
+    const reasons = (await Promise.all(spray)).map(reasonOf);
+    expect(reasons.filter((r) => r === 'session_invalid').length).toBeLessThanOrEqual(4); // perClientInFlight
+    expect(reasons.filter((r) => r === 'lookup_unavailable').length).toBeGreaterThanOrEqual(996);
+    expect(header(await real, 'x-tenant-id')).toBe('org-real');
+    expect(target.requests).toBeLessThanOrEqual(5);
+  });
+
   it('counts lookups by outcome and cache hits', async () => {
     const runtime = testRuntime();
     const compiled = compileYaml(policy(target.url), runtime);
