@@ -68,7 +68,8 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
     const principal: Principal = Object.freeze({
       method: 'introspection',
       tenant: mapped.tenant,
-      subject: mapped.subject,
+      // Client-credentials tokens have no sub: the client is the subject then.
+      subject: mapped.subject ?? (config.map.subject === undefined && typeof body.client_id === 'string' && plausibleCredential(body.client_id, 256) ? body.client_id : undefined),
       email: mapped.email,
       scopes: mapped.scopes,
       ...(exp !== undefined ? { expiresAt: Math.floor(exp / 1000) } : {}),

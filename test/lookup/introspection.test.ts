@@ -100,7 +100,7 @@ identity:
       clientSecret: "${secret}"
       clientAuth: ${introspector.method === 'client_secret_post' ? 'post' : 'basic'}
       audiences: ["${API}"]
-      map: { tenant: org_id, subject: client_id }
+      map: { tenant: org_id }
       timeout: 2s
 routes:
   - { match: { pathPrefix: /v1/orders }, require: { allOf: ["orders:read"] } }
@@ -118,7 +118,7 @@ routes:
         const decision = await decide(compiled, withToken(token));
         expect(reasonOf(decision)).toBe('allow');
         expect(header(decision, 'x-tenant-id')).toBe(caller.tenant);
-        expect(header(decision, 'x-auth-subject')).toBe(caller.id);
+        expect(header(decision, 'x-auth-subject')).toBe(caller.id); // no sub in client credentials: client_id
         expect(header(decision, 'x-auth-scopes')).toBe('orders:read orders:write');
         expect(header(decision, 'x-auth-method')).toBe('introspection');
       }
