@@ -49,7 +49,7 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
 
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
-  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal: undefined, route: route.name });
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name });
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
@@ -135,7 +135,7 @@ function rateLimitThenAllow(
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
-  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name });
   const finish = (v: RateLimitVerdict): Decision =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)

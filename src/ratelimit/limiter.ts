@@ -7,6 +7,7 @@ import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
 import type { BanWatcher } from './bans-watcher.js';
+import type { ClientNetworkPrefixes } from './keys.js';
 import { renderHeaders, type HeaderStyle, type QuotaDescription, type ReportedLimit } from './headers.js';
 import { BackendUnavailableError } from './redis-store.js';
 import {
@@ -60,6 +61,8 @@ export interface SharedLimits {
   /** rateLimits.failure: used when the ban list is not loaded yet. */
   readonly failOpen: boolean;
   readonly bans: BanWatcher | undefined;
+  /** What per-IP bans match on (policy clientIp prefixes). */
+  readonly clientNetwork: ClientNetworkPrefixes;
   readonly bannedCounter: Counter.Internal;
   readonly bansUnavailableCounter: Counter.Internal;
   /** Remote backends only: keys known to be over their limit, skipped until they may pass. */
@@ -90,7 +93,7 @@ export class RouteLimiter implements RouteRateLimiter {
   evaluate(input: RateLimitInput): MaybePromise<RateLimitVerdict> {
     const shared = this.shared;
     if (shared.bans !== undefined) {
-      const ban = shared.bans.list.match(input);
+      const ban = shared.bans.list.match(input, shared.clientNetwork);
       if (ban === 'unavailable') {
         shared.bansUnavailableCounter.inc();
         if (!shared.failOpen) return { denial: { reason: 'ratelimit_unavailable', detail: 'the ban list has not been loaded yet' }, responseHeaders: NO_HEADERS };
