@@ -15,6 +15,7 @@ import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
+import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
@@ -150,12 +151,6 @@ function rateLimitThenAllow(
           joinNotes(preNote, v.note),
         );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
-}
-
-function joinNotes(a: string | undefined, b: string | undefined): string | undefined {
-  if (!a) return b;
-  if (!b) return a;
-  return `${a},${b}`;
 }
 
 function describeError(err: unknown): string {

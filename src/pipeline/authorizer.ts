@@ -4,6 +4,7 @@
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { CompiledPolicy } from '../policy/compile.js';
+import { allowLabel } from '../ratelimit/notes.js';
 import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
 import { denyDecision } from './decision.js';
@@ -50,7 +51,8 @@ export class Authorizer {
   private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number): Decision {
     const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
-    const reason = decision.allowed ? (decision.note ? decision.note.split(':')[0]! : 'ok') : decision.reason;
+    // A closed set of labels: never the note's text (two phases' notes would make new values).
+    const reason = decision.allowed ? allowLabel(decision.note) : decision.reason;
     const method = decision.principal?.method ?? 'none';
     this.counter(outcome, reason, method).inc();
     this.durations[outcome].observe(seconds);

@@ -8,6 +8,7 @@ import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
 import type { BanWatcher } from './bans-watcher.js';
 import type { ClientNetworkPrefixes } from './keys.js';
+import { FAIL_OPEN_NOTE, SHADOW_NOTE_PREFIX } from './notes.js';
 import { renderHeaders, type HeaderStyle, type QuotaDescription, type ReportedLimit } from './headers.js';
 import { BackendUnavailableError } from './redis-store.js';
 import {
@@ -71,7 +72,7 @@ export interface SharedLimits {
 
 const NO_HEADERS: readonly never[] = Object.freeze([]);
 const ALLOW: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS });
-const FAIL_OPEN: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS, note: 'ratelimit-fail-open' });
+const FAIL_OPEN: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS, note: FAIL_OPEN_NOTE });
 
 /** Placeholder outcome for limits not evaluated on a remembered refusal (neither counted nor advertised). */
 const NOT_EVALUATED: LimitOutcome = Object.freeze({ status: ALLOWED, remaining: 0, resetMs: 0, retryMs: 0 });
@@ -158,7 +159,7 @@ export class RouteLimiter implements RouteRateLimiter {
       const locked = outcome.status === LOCKED;
       if (policy.shadow) {
         (locked ? counters.shadowLockedOut : counters.shadowRateLimited).inc();
-        note = (note === undefined ? '' : note + ' ') + `shadow:${policy.name}${locked ? ':locked_out' : ''}`;
+        note = (note === undefined ? '' : note + ' ') + `${SHADOW_NOTE_PREFIX}${policy.name}${locked ? ':locked_out' : ''}`;
         continue;
       }
       (locked ? counters.lockedOut : counters.rateLimited).inc();
