@@ -146,7 +146,7 @@ export class RedisStore implements LimitStore {
    * and each group is cut into calls of at most MAX_BATCH_REQUESTS parts / MAX_BATCH_LIMITS limits,
    * each one EVALSHA of the batch script, all sent at once. A check resolves when all its parts
    * are answered; it fails when any of them fails or when the flight's deadline (`timeout`, from
-   * the flush) passes first. The flight counts once towards the circuit breaker: success when
+   * the flush, checked once more after the loop has read its sockets) passes first. The flight counts once towards the circuit breaker: success when
    * every call answered in time, one failure otherwise.
    */
   private readonly flush = (): void => {
@@ -156,8 +156,14 @@ export class RedisStore implements LimitStore {
     const flight: Flight = { requests, callsLeft: calls.length, started: performance.now(), timer: undefined, finished: false, failed: false };
     flight.timer = setTimeout(() => {
       flight.timer = undefined;
-      this.failFlight(flight, 'timeout', new Error(`no answer within ${this.timeoutMs}ms`), requests);
-      this.finishFlight(flight);
+      // Timers run before the loop reads sockets: after a stall (GC, a busy callback) this fires
+      // with the reply already waiting, unread. setImmediate runs after the next poll phase, which
+      // reads it; only a flight still unanswered then has missed its deadline.
+      setImmediate(() => {
+        if (flight.finished) return;
+        this.failFlight(flight, 'timeout', new Error(`no answer within ${this.timeoutMs}ms`), requests);
+        this.finishFlight(flight);
+      });
     }, this.timeoutMs);
     for (const parts of calls) {
       this.runScript(parts).then(
@@ -329,7 +335,10 @@ function createClient(config: RedisBackendConfig): ScriptClient {
   const common: RedisOptions = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
-    commandTimeout: config.timeout * 4,
+    // Only a backstop so a lost command leaves ioredis's queue: the check's deadline is the flight
+    // timer. Short, it would reject a reply that arrived during an event-loop stall before the
+    // loop could read it.
+    commandTimeout: Math.max(config.timeout * 4, 2000),
     connectTimeout: 2000,
     enableAutoPipelining: false,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
