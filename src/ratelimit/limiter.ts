@@ -14,6 +14,7 @@ import { BackendUnavailableError } from './redis-store.js';
 import {
   ALLOWED,
   LOCKED,
+  UNAVAILABLE,
   type LimitCheck,
   type LimitOutcome,
   type LimitShape,
@@ -147,6 +148,9 @@ export class RouteLimiter implements RouteRateLimiter {
   private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean): RateLimitVerdict {
     let deciding = -1;
     let note: string | undefined;
+    /** A counter whose Redis node could not answer and whose policy fails closed. */
+    let unavailable: LimitOutcome | undefined;
+    let failedOpen = false;
     for (let i = 0; i < applied.length; i++) {
       const { policy } = applied[i]!;
       const outcome = outcomes[i]!;
@@ -154,6 +158,17 @@ export class RouteLimiter implements RouteRateLimiter {
       const counters = policy.counters;
       if (outcome.status === ALLOWED) {
         counters.allowed.inc();
+        continue;
+      }
+      if (outcome.status === UNAVAILABLE) {
+        // Only this counter's node is down: it follows its policy, the others keep their answers.
+        if (policy.shadow || policy.failOpen) {
+          counters.failOpen.inc();
+          if (!policy.shadow) failedOpen = true;
+        } else {
+          counters.failClosed.inc();
+          if (unavailable === undefined || outcome.retryMs > unavailable.retryMs) unavailable = outcome;
+        }
         continue;
       }
       const locked = outcome.status === LOCKED;
@@ -166,6 +181,14 @@ export class RouteLimiter implements RouteRateLimiter {
       if (deciding < 0 || outcome.retryMs > outcomes[deciding]!.retryMs) deciding = i;
     }
     if (fromBackend && deciding >= 0) this.shared.overLimit?.remember(applied, outcomes, this.shared.clock.now());
+    if (failedOpen) note = note === undefined ? FAIL_OPEN_NOTE : `${FAIL_OPEN_NOTE} ${note}`;
+    // A definite refusal (429) outranks a counter that could not be asked; otherwise fail closed.
+    if (unavailable !== undefined && deciding < 0) {
+      return {
+        denial: { reason: 'ratelimit_unavailable', retryAfter: Math.max(1, Math.ceil(unavailable.retryMs / 1000)), detail: unavailable.detail },
+        responseHeaders: NO_HEADERS,
+      };
+    }
 
     const wantHeaders = this.shared.headerStyle !== 'none' && (deciding >= 0 || this.shared.quotaHeaders);
     const headers = wantHeaders ? renderHeaders(this.shared.headerStyle, reported(applied, outcomes), deciding < 0 ? -1 : enforcedIndex(applied, outcomes, deciding)) : NO_HEADERS;
@@ -203,7 +226,7 @@ export class RouteLimiter implements RouteRateLimiter {
 function reported(applied: readonly Applied[], outcomes: readonly LimitOutcome[]): ReportedLimit[] {
   const out: ReportedLimit[] = [];
   for (let i = 0; i < applied.length; i++) {
-    if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED) out.push({ quota: applied[i]!.variant.quota, outcome: outcomes[i]! });
+    if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED && outcomes[i]!.status !== UNAVAILABLE) out.push({ quota: applied[i]!.variant.quota, outcome: outcomes[i]! });
   }
   return out;
 }
@@ -211,7 +234,7 @@ function reported(applied: readonly Applied[], outcomes: readonly LimitOutcome[]
 /** Position of applied[index] among the enforced limits. */
 function enforcedIndex(applied: readonly Applied[], outcomes: readonly LimitOutcome[], index: number): number {
   let n = 0;
-  for (let i = 0; i < index; i++) if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED) n++;
+  for (let i = 0; i < index; i++) if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED && outcomes[i]!.status !== UNAVAILABLE) n++;
   return n;
 }
 
@@ -269,7 +292,7 @@ export class OverLimitMemory {
     for (let i = 0; i < applied.length; i++) {
       const { check } = applied[i]!;
       const outcome = outcomes[i]!;
-      if (!check.enforce || outcome.status === ALLOWED || outcome.retryMs <= 0) continue;
+      if (!check.enforce || outcome.status === ALLOWED || outcome.status === UNAVAILABLE || outcome.retryMs <= 0) continue;
       if (outcome.status !== LOCKED && check.lockout !== undefined) continue;
       this.entries.set(check.key, { until: now + outcome.retryMs, cost: check.cost, shape: check.shape, status: outcome.status });
     }
