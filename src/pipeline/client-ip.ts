@@ -64,12 +64,9 @@ function trimEntry(entry: string): string {
  */
 export function canonicalIp(text: string): string | undefined {
   if (net.isIPv4(text)) return text;
-  const groups = parseIPv6(text);
-  if (groups === undefined) return undefined;
-  if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
-    return `${groups[6]! >> 8}.${groups[6]! & 0xff}.${groups[7]! >> 8}.${groups[7]! & 0xff}`;
-  }
-  return formatIPv6(groups);
+  if (!parseIPv6(text, scratch)) return undefined;
+  if (isMappedIPv4(scratch)) return mappedIPv4(scratch);
+  return formatIPv6(scratch);
 }
 
 /**
@@ -78,68 +75,162 @@ export function canonicalIp(text: string): string | undefined {
  * prefix shares one key. Anything that is not an address is returned as it is.
  */
 export function clientNetwork(ip: string, ipv4Prefix: number, ipv6Prefix: number): string {
-  if (net.isIPv4(ip)) {
-    if (ipv4Prefix >= 32) return ip;
-    const parts = ip.split('.');
-    let value = ((Number(parts[0]) << 24) | (Number(parts[1]) << 16) | (Number(parts[2]) << 8) | Number(parts[3])) >>> 0;
-    value = ipv4Prefix === 0 ? 0 : (value & (~0 << (32 - ipv4Prefix))) >>> 0;
-    return `${value >>> 24}.${(value >>> 16) & 0xff}.${(value >>> 8) & 0xff}.${value & 0xff}/${ipv4Prefix}`;
-  }
-  const groups = parseIPv6(ip);
-  if (groups === undefined) return ip;
-  if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
-    return clientNetwork(canonicalIp(ip)!, ipv4Prefix, ipv6Prefix);
-  }
-  if (ipv6Prefix >= 128) return formatIPv6(groups);
-  for (let i = 0; i < 8; i++) {
-    const bits = Math.max(0, Math.min(16, ipv6Prefix - i * 16));
-    groups[i] = bits === 0 ? 0 : groups[i]! & ((0xffff << (16 - bits)) & 0xffff);
-  }
-  return `${formatIPv6(groups)}/${ipv6Prefix}`;
+  // One request asks up to three times (limits before and after identification, bans).
+  if (ip === memo.ip && ipv4Prefix === memo.ipv4Prefix && ipv6Prefix === memo.ipv6Prefix) return memo.network;
+  const network = computeNetwork(ip, ipv4Prefix, ipv6Prefix);
+  memo.ip = ip;
+  memo.ipv4Prefix = ipv4Prefix;
+  memo.ipv6Prefix = ipv6Prefix;
+  memo.network = network;
+  return network;
 }
 
-/** The eight 16-bit groups of an IPv6 address (zone index dropped); undefined when not IPv6. */
-function parseIPv6(text: string): number[] | undefined {
-  if (!net.isIPv6(text)) return undefined;
-  let s = text;
-  const zone = s.indexOf('%');
-  if (zone >= 0) s = s.slice(0, zone);
-  const lastColon = s.lastIndexOf(':');
-  if (s.indexOf('.', lastColon) >= 0) {
-    const v4 = s.slice(lastColon + 1).split('.').map(Number);
-    s = `${s.slice(0, lastColon + 1)}${((v4[0]! << 8) | v4[1]!).toString(16)}:${((v4[2]! << 8) | v4[3]!).toString(16)}`;
+const memo = { ip: '', ipv4Prefix: -1, ipv6Prefix: -1, network: '' };
+/** Parse target; every use is synchronous and complete before the next. */
+const scratch = new Uint16Array(8);
+
+function computeNetwork(ip: string, ipv4Prefix: number, ipv6Prefix: number): string {
+  if (net.isIPv4(ip)) return ipv4Network(ip, ipv4Prefix);
+  if (!parseIPv6(ip, scratch)) return ip;
+  if (isMappedIPv4(scratch)) return ipv4Network(mappedIPv4(scratch), ipv4Prefix);
+  if (ipv6Prefix >= 128) return formatIPv6(scratch);
+  for (let i = 0; i < 8; i++) {
+    const bits = Math.max(0, Math.min(16, ipv6Prefix - i * 16));
+    scratch[i] = bits === 0 ? 0 : scratch[i]! & ((0xffff << (16 - bits)) & 0xffff);
   }
-  const gap = s.indexOf('::');
-  let parts: string[];
-  if (gap < 0) {
-    parts = s.split(':');
-  } else {
-    const head = gap === 0 ? [] : s.slice(0, gap).split(':');
-    const tail = gap + 2 === s.length ? [] : s.slice(gap + 2).split(':');
-    parts = [...head, ...new Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+  return `${formatIPv6(scratch)}/${ipv6Prefix}`;
+}
+
+function ipv4Network(ip: string, prefix: number): string {
+  if (prefix >= 32) return ip;
+  const parts = ip.split('.');
+  let value = ((Number(parts[0]) << 24) | (Number(parts[1]) << 16) | (Number(parts[2]) << 8) | Number(parts[3])) >>> 0;
+  value = prefix === 0 ? 0 : (value & (~0 << (32 - prefix))) >>> 0;
+  return `${value >>> 24}.${(value >>> 16) & 0xff}.${(value >>> 8) & 0xff}.${value & 0xff}/${prefix}`;
+}
+
+function isMappedIPv4(g: Uint16Array): boolean {
+  return g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff;
+}
+
+function mappedIPv4(g: Uint16Array): string {
+  return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
+}
+
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/**
+ * Parses an IPv6 address (RFC 4291 text forms: "::" once, an IPv4 tail, a zone index after "%"
+ * ignored) into eight groups. False when the text is not one.
+ */
+function parseIPv6(text: string, out: Uint16Array): boolean {
+  const zone = text.indexOf('%');
+  const n = zone < 0 ? text.length : zone;
+  if (n < 2 || n > 45) return false;
+  let g = 0;
+  let gap = -1;
+  let i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return false;
+    gap = 0;
+    i = 2;
   }
-  if (parts.length !== 8) return undefined;
-  return parts.map((p) => parseInt(p, 16));
+  while (i < n) {
+    if (g >= 8) return false;
+    let value = 0;
+    let j = i;
+    for (; j < n && j - i < 5; j++) {
+      const h = hexDigit(text.charCodeAt(j));
+      if (h < 0) break;
+      value = value * 16 + h;
+    }
+    if (j < n && text.charCodeAt(j) === 46) {
+      // An IPv4 tail: the last two groups.
+      if (g > 6 || (gap < 0 && g !== 6)) return false;
+      const v4 = parseIPv4Tail(text, i, n);
+      if (v4 < 0) return false;
+      out[g++] = v4 >>> 16;
+      out[g++] = v4 & 0xffff;
+      i = n;
+      break;
+    }
+    if (j === i || j - i > 4) return false;
+    out[g++] = value;
+    i = j;
+    if (i === n) break;
+    if (text.charCodeAt(i) !== 58) return false;
+    i++;
+    if (i < n && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return false;
+      gap = g;
+      i++;
+    } else if (i === n) {
+      return false; // a single trailing ":"
+    }
+  }
+  if (gap < 0) return g === 8;
+  if (g > 7) return false; // "::" stands for at least one group
+  const tail = g - gap;
+  for (let k = 1; k <= tail; k++) out[8 - k] = out[g - k]!;
+  for (let k = gap; k < 8 - tail; k++) out[k] = 0;
+  return true;
+}
+
+/** a.b.c.d from `start` to `end` as a 32-bit number, -1 when malformed. */
+function parseIPv4Tail(text: string, start: number, end: number): number {
+  let value = 0;
+  let octets = 0;
+  let i = start;
+  while (i <= end) {
+    let octet = 0;
+    let j = i;
+    for (; j < end && j - i < 4; j++) {
+      const c = text.charCodeAt(j);
+      if (c < 48 || c > 57) break;
+      octet = octet * 10 + (c - 48);
+    }
+    const digits = j - i;
+    if (digits === 0 || digits > 3 || octet > 255 || (digits > 1 && text.charCodeAt(i) === 48)) return -1;
+    value = value * 256 + octet;
+    octets++;
+    if (j === end) break;
+    if (text.charCodeAt(j) !== 46 || octets === 4) return -1;
+    i = j + 1;
+  }
+  return octets === 4 ? value : -1;
 }
 
 /** RFC 5952: lower-case hex, no leading zeros, the longest run (2+) of zero groups as "::". */
-function formatIPv6(groups: readonly number[]): string {
+function formatIPv6(g: Uint16Array): string {
   let bestStart = -1;
   let bestLength = 1;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
+    if (g[i] !== 0) {
       i++;
       continue;
     }
     let j = i;
-    while (j < 8 && groups[j] === 0) j++;
+    while (j < 8 && g[j] === 0) j++;
     if (j - i > bestLength) {
       bestStart = i;
       bestLength = j - i;
     }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      text += i === 0 ? '::' : ':';
+      i += bestLength - 1;
+      continue;
+    }
+    text += g[i]!.toString(16);
+    if (i < 7) text += ':';
+  }
+  return text;
 }

@@ -267,11 +267,9 @@ export class OverLimitMemory {
       const { check } = applied[i]!;
       if (!check.enforce) continue;
       const e = this.entries.get(check.key);
-      if (e === undefined) continue;
-      if (e.until <= now) {
-        this.entries.delete(check.key);
-        continue;
-      }
+      // An expired entry stays until overwritten or evicted (deleting the last one makes
+      // lru-cache clear all its arrays: O(max) per check).
+      if (e === undefined || e.until <= now) continue;
       if (e.shape === check.shape && check.cost >= e.cost) {
         hit = i;
         entry = e;
