@@ -25,7 +25,8 @@ rateLimits:
   backend:
     redis:
       cluster: { nodes: [${servers.map((s) => `"${s.url}"`).join(', ')}] }
-      timeout: 250ms
+      # Generous: on a loaded test machine a healthy master must never miss it.
+      timeout: 1s
       circuitBreaker: { failures: 2, cooldown: 1s }
   failure: closed
   policies:
@@ -131,5 +132,35 @@ describe.skipIf(!redisServerInstalled())('redis cluster: one master down', () =>
     expect(recovered).toBe('allow');
     expect(await metricValue(runtime, 'portcullis_ratelimit_circuit_nodes_open', {})).toBe(0);
     for (const client of onHealthy) expect(outcome(await limiter.evaluate(input({ ip: client })))).toBe('rate_limited');
+  }, 60_000);
+
+  it('a killed master: its counters fail open by policy, the healthy masters keep exact limits', async ({ skip }) => {
+    if (clusterError) skip();
+    const owner = await slotOwners();
+    const victim = servers[2]!;
+    const healthy = [servers[0]!.port, servers[1]!.port];
+    const runtime = testRuntime();
+    runtimes.push(runtime);
+    const policy = compile(policyYaml('    - { name: per-ip-k, key: [ip], window: 1m, limit: 3, failure: open }'), runtime);
+    await policy.ready;
+    const limiter = limiterAt(policy, '/x');
+    const ip = (i: number) => `172.16.${(i >> 8) & 255}.${i & 255}`;
+    const onDown = valuesOn(owner, [victim.port], 'per-ip-k', 3, ip);
+    const onHealthy = valuesOn(owner, healthy, 'per-ip-k', 6, (i) => ip(i + 20_000));
+    for (const warm of valuesOn(owner, [victim.port, ...healthy], 'per-ip-k', 3, (i) => ip(i + 40_000))) expect(outcome(await limiter.evaluate(input({ ip: warm })))).toBe('allow');
+
+    await victim.kill();
+    const seen: Record<string, string[]> = {};
+    for (let r = 0; r < 6; r++) {
+      await Promise.all(
+        [...onDown, ...onHealthy].map(async (client) => {
+          const verdict = await limiter.evaluate(input({ ip: client }));
+          (seen[client] ??= []).push(verdict.note === 'ratelimit-fail-open' ? 'fail-open' : outcome(verdict));
+        }),
+      );
+    }
+    for (const client of onHealthy) expect(seen[client], client).toEqual(['allow', 'allow', 'allow', 'rate_limited', 'rate_limited', 'rate_limited']);
+    for (const client of onDown) expect(seen[client], client).toEqual(new Array(6).fill('fail-open'));
+    await victim.start(); // rejoins with its nodes.conf (its counters are gone: no persistence)
   }, 60_000);
 });
