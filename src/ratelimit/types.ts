@@ -11,7 +11,7 @@ import type { Denial, HeaderPair, MaybePromise, Principal, RequestAttributes } f
 
 export interface RateLimitInput {
   readonly request: RequestAttributes;
-  /** Client IP after x-forwarded-for trust (policy clientIp.xffTrustedHops). */
+  /** The client address as Envoy trusts it (policy clientIp; src/pipeline/client-ip.ts), canonical text. */
   readonly clientIp: string;
   /** Undefined on public routes and before identification. */
   readonly principal: Principal | undefined;
