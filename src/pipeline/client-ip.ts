@@ -22,18 +22,24 @@ export interface ClientIpSettings {
   readonly xffTrustedHops: number;
 }
 
-/** The client address (canonical text, see canonicalIp), or the raw peer when that is not an IP. */
-export function clientIp(request: RequestAttributes, settings: ClientIpSettings): string {
+/**
+ * The client address (canonical text, see canonicalIp), or the raw peer when that is not an IP.
+ * Pass the policy's `clientIp` settings; a bare number is xffTrustedHops with useRemoteAddress
+ * true (the default), for callers written before useRemoteAddress existed.
+ */
+export function clientIp(request: RequestAttributes, settings: ClientIpSettings | number): string {
   const peerText = request.sourceAddress;
   const peer = canonicalIp(peerText) ?? peerText;
-  const hops = settings.xffTrustedHops;
+  const numeric = typeof settings === 'number';
+  const hops = numeric ? settings : settings.xffTrustedHops;
+  const useRemoteAddress = numeric || settings.useRemoteAddress;
   // Envoy at the edge with no trusted hops: the peer, whatever x-forwarded-for says.
-  if (settings.useRemoteAddress && hops === 0) return peer;
+  if (useRemoteAddress && hops === 0) return peer;
   const xff = request.headers.get('x-forwarded-for');
   if (xff === undefined || xff === '') return peer;
 
   let end = xff.length;
-  if (settings.useRemoteAddress) {
+  if (useRemoteAddress) {
     // Envoy appended the peer: the last entry must be it. When it is not, this Envoy does not
     // append (a setting that disagrees with the proxy) and every entry may be the client's own
     // writing: the peer is the only address that cannot be forged.
@@ -43,7 +49,7 @@ export function clientIp(request: RequestAttributes, settings: ClientIpSettings)
     end = comma;
   }
   // Skip the N trusted proxies' entries (right to left), then read one.
-  let skip = settings.useRemoteAddress ? hops - 1 : hops;
+  let skip = useRemoteAddress ? hops - 1 : hops;
   while (skip > 0) {
     const comma = xff.lastIndexOf(',', end - 1);
     if (comma < 0) return peer; // fewer entries than trusted proxies

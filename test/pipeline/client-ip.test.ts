@@ -46,6 +46,10 @@ describe('client IP: Envoy behind one load balancer (use_remote_address: true, x
     // The policy says use_remote_address, the proxy does not append: every entry may be forged.
     expect(check(one, LB, `${FORGED}, ${CLIENT}`)).toBe(LB);
   });
+  it('a bare number is xffTrustedHops with use_remote_address (callers that pass only the hops)', () => {
+    expect(clientIp(request({ sourceAddress: LB, headers: { 'x-forwarded-for': `${FORGED}, ${CLIENT}, ${LB}` } }), 1)).toBe(CLIENT);
+    expect(clientIp(request({ sourceAddress: CLIENT, headers: { 'x-forwarded-for': `${FORGED}, ${CLIENT}` } }), 0)).toBe(CLIENT);
+  });
   it('two trusted proxies (CDN + load balancer)', () => {
     expect(check({ xffTrustedHops: 2 }, LB, `${FORGED}, ${CLIENT}, 192.0.2.44, ${LB}`)).toBe(CLIENT);
     expect(check({ xffTrustedHops: 2 }, LB, `192.0.2.44, ${LB}`)).toBe(LB);
