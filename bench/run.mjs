@@ -1,6 +1,8 @@
-// `npm run bench`: Portcullis against a do-nothing grpc-js ext_authz server (bench/null-server.mjs),
-// measured in the same run, on the scenarios of issue 7. Prints one table and saves the results
-// as JSON under bench/results/ (<timestamp>.json and latest.json).
+// `npm run bench`: Portcullis against two references measured in the same run — a do-nothing
+// grpc-js ext_authz server (bench/null-server.mjs) and the Node ceiling (bench/ceiling-server.mjs:
+// node:http2 answering one pre-framed CheckResponse, reading nothing) — on the scenarios of issues
+// 7 and 22. Prints one table and saves the results as JSON under bench/results/ (<timestamp>.json
+// and latest.json).
 //
 //   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers] [--no-save]
 //
@@ -64,13 +66,15 @@ async function main() {
   console.log(`${plan.note}; ${seconds} s per measurement after ${warmupSeconds} s warm-up${repeat > 1 ? `, best of ${repeat}` : ''}\n`);
 
   const fixtures = lazyFixtures(workDir);
-  const results = { version: 1, startedAt: startedAt.toISOString(), machine: machine(plan, h2load), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, scenarios: [], workers: undefined };
+  const results = { version: 2, startedAt: startedAt.toISOString(), machine: machine(plan, h2load), load: loadNote(), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, ceiling: undefined, scenarios: [], workers: undefined };
   try {
     results.null = await measureNull(plan, workDir);
+    results.ceiling = await measureCeiling(plan, workDir);
     for (const scenario of SCENARIOS) {
       if (only && !only.has(scenario.id)) continue;
       results.scenarios.push(await runScenario(scenario, plan, workDir, fixtures));
     }
+    compareFeatureRows(results.scenarios);
     if (!only || only.has('workers')) results.workers = await measureWorkers(plan, workDir, fixtures, results.scenarios);
   } finally {
     await fixtures.close();
@@ -89,6 +93,29 @@ async function main() {
     console.log(`\nsaved bench/results/${stamp}.json and bench/results/latest.json`);
   }
   return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' ? 1 : 0;
+}
+
+/** The machine's load averages when the run started (other engineers share these cores). */
+function loadNote() {
+  const [one, five, fifteen] = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  return { loadavg1: one, loadavg5: five, loadavg15: fifteen };
+}
+
+/**
+ * Feature rows (target.vs): each shape's throughput over the row it extends, measured in the same
+ * run: what the feature costs, or (target.within) that it costs nothing.
+ */
+function compareFeatureRows(rows) {
+  for (const row of rows) {
+    const baseId = row.target?.vs;
+    if (!baseId || row.status !== 'measured') continue;
+    const base = rows.find((r) => r.id === baseId);
+    if (base?.status !== 'measured') continue;
+    for (const [shape, result] of Object.entries(row.results)) {
+      const b = base.results[shape];
+      if (b?.checksPerSec > 0) result.ratioToBase = round2(result.checksPerSec / b.checksPerSec);
+    }
+  }
 }
 
 function machine(plan, h2load) {
@@ -147,7 +174,7 @@ async function createApiKey(workDir) {
 async function measureNull(plan, workDir) {
   console.log('null server (grpc-js + proto-loader, fixed OK)');
   const request = publicRouteRequest();
-  const out = await measureNullWith(plan, workDir, 'null', [request], ['h2load', 'raw'], { checkRawClient: true });
+  const out = await measureReference(NULL_SERVER, plan, workDir, 'null', [request], ['h2load', 'raw'], { checkRawClient: true });
   // The bench's own generator must be able to drive the null server as hard as h2load does;
   // otherwise scenario (b) would measure the generator.
   out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
@@ -155,18 +182,30 @@ async function measureNull(plan, workDir) {
   return out;
 }
 
+/** The Node ceiling on the public-route request, with both generators: the table's next rows. */
+async function measureCeiling(plan, workDir) {
+  console.log('Node ceiling (node:http2, one pre-framed CheckResponse, reads nothing)');
+  const out = await measureReference(CEILING_SERVER, plan, workDir, 'ceiling', [publicRouteRequest()], ['h2load', 'raw']);
+  out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
+  return out;
+}
+
+const NULL_SERVER = { id: 'null', script: 'null-server.mjs' };
+const CEILING_SERVER = { id: 'ceiling', script: 'ceiling-server.mjs' };
+
 /**
- * The null server driven with `requests` (a scenario's own CheckRequests: the reference decodes
- * every field, so a request carrying a JWT costs it more than a bare one) by each generator.
+ * A reference server driven with `requests` (a scenario's own CheckRequests: the null server
+ * decodes every field, so a request carrying a JWT costs it more than a bare one; the ceiling
+ * only receives the bytes) by each generator.
  */
-async function measureNullWith(plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
+async function measureReference(reference, plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
   const port = await freePort();
   const server = startProcess({
     cpu: plan.serverCpu,
     command: process.execPath,
-    args: [path.join(ROOT, 'bench', 'null-server.mjs'), '--port', String(port)],
+    args: [path.join(ROOT, 'bench', reference.script), '--port', String(port)],
     env: process.env,
-    logFile: path.join(workDir, `null-server-${name}.log`),
+    logFile: path.join(workDir, `${reference.id}-server-${name}.log`),
     cwd: ROOT,
   });
   const expect = { kind: 'ok' };
@@ -180,7 +219,7 @@ async function measureNullWith(plan, workDir, name, requests, generators, { chec
       for (const shape of SHAPES) {
         const result = await measureBest({ generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect, expectedResponseBytes: frameBytes, workDir });
         out[generator][shape.id] = result;
-        logMeasurement(name === 'null' ? 'null' : `null(${name})`, generator, shape, result);
+        logMeasurement(name === reference.id ? reference.id : `${reference.id}(${name})`, generator, shape, result);
       }
     }
     out.peakRssMb = kbToMb(readVmHwmKb(server.pid));
@@ -213,9 +252,10 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     throw error;
   }
   if (prepared.note) row.note = prepared.note;
-  // The reference for this scenario: the null server sent the very same requests, just before.
-  const reference = await measureNullWith(plan, workDir, scenario.id, prepared.requests, [scenario.generator]);
-  row.null = reference[scenario.generator];
+  // The references for this scenario: the null server and the ceiling sent the very same
+  // requests, just before.
+  row.null = (await measureReference(NULL_SERVER, plan, workDir, scenario.id, prepared.requests, [scenario.generator]))[scenario.generator];
+  row.ceiling = (await measureReference(CEILING_SERVER, plan, workDir, scenario.id, prepared.requests, [scenario.generator]))[scenario.generator];
   const { port, httpPort, server } = await startPortcullis(scenario.policy, prepared.env, { cpu: plan.serverCpu, workDir, name: scenario.id });
   try {
     let frameBytes;
@@ -236,6 +276,8 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     for (const shape of SHAPES) {
       const result = await measureBest({ generator: scenario.generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir, cursor });
       result.ratioToNull = round2(result.checksPerSec / row.null[shape.id].checksPerSec);
+      result.ratioToCeiling = round2(result.checksPerSec / row.ceiling[shape.id].checksPerSec);
+      result.p99ToCeiling = round2(result.p99Ms / row.ceiling[shape.id].p99Ms);
       row.results[shape.id] = result;
       logMeasurement(scenario.id, scenario.generator, shape, result);
       if (result.problems.length > 0) row.status = 'failed';
