@@ -308,6 +308,8 @@ async function startPortcullis(policy, env, { cpu, workDir, name, workers }) {
   const port = await freePort();
   const httpPort = await freePort();
   const args = [CLI, 'serve', '--config', path.join(ROOT, 'bench', 'policies', policy), '--grpc-port', String(port), '--http-port', String(httpPort), '--bind', '127.0.0.1'];
+  // The bench stops servers between rows: no need to keep answering for a load balancer.
+  if (fs.readFileSync(path.join(ROOT, 'src', 'cli.ts'), 'utf8').includes('--drain-delay')) args.push('--drain-delay', '0s');
   if (workers !== undefined) args.push('--workers', String(workers));
   const server = startProcess({ cpu, command: process.execPath, args, env: { ...process.env, ...env }, logFile: path.join(workDir, `server-${name}.log`), cwd: ROOT });
   return { port, httpPort, server };

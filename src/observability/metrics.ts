@@ -19,6 +19,8 @@ export class Metrics {
   readonly ready: Gauge;
   /** Read at scrape time by portcullis_checks_in_flight; the pipeline wrapper registers it. */
   private inFlightSource: () => number = () => 0;
+  /** Read at scrape time by portcullis_log_lines_dropped_total (the log destination's count). */
+  private logDropSource: () => number = () => 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, …), no prefix: the
@@ -42,6 +44,22 @@ export class Metrics {
           },
         }),
     ) as Gauge;
+    const logDrops = () => this.logDropSource();
+    let dropsSeen = 0;
+    this.instrument(
+      'portcullis_log_lines_dropped_total',
+      () =>
+        new Counter({
+          name: 'portcullis_log_lines_dropped_total',
+          help: 'Log lines (decision log included) dropped because stdout did not keep up and the bounded log buffer was full.',
+          registers: [this.registry],
+          collect() {
+            const now = logDrops();
+            if (now > dropsSeen) this.inc(now - dropsSeen);
+            dropsSeen = now;
+          },
+        }),
+    );
     this.ready = this.gauge('portcullis_ready', '1 when serving checks (policy loaded, dependencies ready, not draining).', []);
     const info = this.gauge('portcullis_build_info', 'Build information; the value is always 1.', ['version', 'node']);
     info.set({ version: PORTCULLIS_VERSION, node: process.version }, 1);
@@ -50,6 +68,11 @@ export class Metrics {
   /** Where portcullis_checks_in_flight reads its value (one counter kept by the pipeline wrapper). */
   observeInFlight(source: () => number): void {
     this.inFlightSource = source;
+  }
+
+  /** Where portcullis_log_lines_dropped_total reads the count of dropped log lines. */
+  observeLogDrops(source: () => number): void {
+    this.logDropSource = source;
   }
 
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {

@@ -2,6 +2,7 @@
 // metrics. Keeping these here keeps every transport a thin adapter.
 
 import type { Logger } from '../observability/logger.js';
+import { DecisionLog, type DecisionEntry } from '../observability/decision-log.js';
 import type { Metrics } from '../observability/metrics.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
@@ -40,12 +41,16 @@ export class Authorizer {
   private readonly durations;
   /** Checks between check() and their decision: portcullis_checks_in_flight. */
   private inFlight = 0;
+  private readonly decisionLog: DecisionLog;
+  /** decisionLog: sample — millionths of a line owed; starts at a whole line, so the first allow is logged. */
+  private allowCredit = 1e6;
 
   constructor(
     private readonly policies: PolicySource,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
   ) {
+    this.decisionLog = new DecisionLog(logger);
     this.durations = { allow: metrics.checkDuration.labels('allow'), deny: metrics.checkDuration.labels('deny') };
     metrics.observeInFlight(() => this.inFlight);
   }
@@ -88,9 +93,9 @@ export class Authorizer {
     }
 
     const mode = policy?.decisionLog ?? 'all';
-    if (mode === 'all' || (mode === 'deny' && !decision.allowed) || reason === 'internal_error') {
+    if (mode === 'all' || (mode !== 'none' && !decision.allowed) || reason === 'internal_error' || (mode === 'sample' && this.sampleAllow(policy!.decisionLogAllowRate))) {
       // Never headers, never credentials: only what identifies the decision.
-      const entry = {
+      const entry: DecisionEntry = {
         requestId: decision.requestId,
         decision: outcome,
         reason,
@@ -106,10 +111,21 @@ export class Authorizer {
         detail: decision.allowed ? decision.note || undefined : decision.detail,
         latencyMs: Math.round(seconds * 1e6) / 1e3,
       };
-      if (reason === 'internal_error') this.logger.error(entry, 'check failed inside Portcullis (denied 503)');
-      else this.logger.info(entry, 'decision');
+      if (reason === 'internal_error') this.decisionLog.write(entry, 'error', 'check failed inside Portcullis (denied 503)');
+      else this.decisionLog.write(entry, 'info', 'decision');
     }
     return decision;
+  }
+
+  /**
+   * decisionLog: sample — `rate` of the allows, evenly spaced (a credit in millionths, no
+   * randomness and no rounding drift): at 0.01 exactly one allow in a hundred, the first included.
+   */
+  private sampleAllow(rate: number): boolean {
+    const owed = this.allowCredit >= 1e6;
+    if (owed) this.allowCredit -= 1e6;
+    this.allowCredit += Math.round(rate * 1e6);
+    return owed;
   }
 
   private counter(table: CounterTable, outcome: 'allow' | 'deny', reason: string, credential: string, route: string | undefined): CheckCounter {

@@ -81,7 +81,9 @@ export interface CompiledPolicy {
   /** How the client IP is picked (clientIp in the policy). */
   readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
-  readonly decisionLog: 'all' | 'deny' | 'none';
+  readonly decisionLog: 'sample' | 'all' | 'deny' | 'none';
+  /** With decisionLog: sample, the share of allows logged. */
+  readonly decisionLogAllowRate: number;
   readonly tenantMetrics: boolean;
   readonly warnings: readonly string[];
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
@@ -197,6 +199,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
+    decisionLogAllowRate: document.server.decisionLogAllowRate,
     tenantMetrics: document.server.tenantMetrics,
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
