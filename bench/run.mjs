@@ -7,6 +7,9 @@
 //   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers] [--no-save]
 //
 // --repeat N measures every row N times and keeps the best (on a shared, noisy machine).
+// --cli FILE measures another build of Portcullis (default dist/cli.js): before/after a change,
+// each against the references of its own run. --quiet-wait S: how long to wait for a quiet
+// machine before each measurement (default 10).
 //
 // Load goes to 127.0.0.1 only and every run is bounded in time. Needs h2load (nghttp2-client),
 // and taskset (util-linux) to pin the server and the load generator to different cores.
@@ -30,6 +33,8 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '2' },
     only: { type: 'string' },
     repeat: { type: 'string', default: '1' },
+    cli: { type: 'string' },
+    'quiet-wait': { type: 'string', default: '10' },
     'no-save': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -51,7 +56,8 @@ if (!(Number.isInteger(repeat) && repeat >= 1 && repeat <= 5)) {
   process.exit(2);
 }
 const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+// --cli measures another build (e.g. the code before a change, built elsewhere) with this harness.
+const CLI = args.cli ? path.resolve(args.cli) : path.join(ROOT, 'dist', 'cli.js');
 
 async function main() {
   const h2load = h2loadVersion();
@@ -66,7 +72,7 @@ async function main() {
   console.log(`${plan.note}; ${seconds} s per measurement after ${warmupSeconds} s warm-up${repeat > 1 ? `, best of ${repeat}` : ''}\n`);
 
   const fixtures = lazyFixtures(workDir);
-  const results = { version: 2, startedAt: startedAt.toISOString(), machine: machine(plan, h2load), load: loadNote(), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, ceiling: undefined, scenarios: [], workers: undefined };
+  const results = { version: 2, cli: path.relative(ROOT, CLI), startedAt: startedAt.toISOString(), machine: machine(plan, h2load), load: loadNote(), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, ceiling: undefined, scenarios: [], workers: undefined };
   try {
     results.null = await measureNull(plan, workDir);
     results.ceiling = await measureCeiling(plan, workDir);
@@ -114,6 +120,7 @@ function compareFeatureRows(rows) {
     for (const [shape, result] of Object.entries(row.results)) {
       const b = base.results[shape];
       if (b?.checksPerSec > 0) result.ratioToBase = round2(result.checksPerSec / b.checksPerSec);
+      if (b?.cpuUsPerCheck > 0) result.cpuRatioToBase = round2(b.cpuUsPerCheck / result.cpuUsPerCheck);
     }
   }
 }
@@ -278,6 +285,7 @@ async function runScenario(scenario, plan, workDir, fixtures) {
       result.ratioToNull = round2(result.checksPerSec / row.null[shape.id].checksPerSec);
       result.ratioToCeiling = round2(result.checksPerSec / row.ceiling[shape.id].checksPerSec);
       result.p99ToCeiling = round2(result.p99Ms / row.ceiling[shape.id].p99Ms);
+      result.cpuRatioToCeiling = round2(row.ceiling[shape.id].cpuUsPerCheck / result.cpuUsPerCheck);
       row.results[shape.id] = result;
       logMeasurement(scenario.id, scenario.generator, shape, result);
       if (result.problems.length > 0) row.status = 'failed';
@@ -309,7 +317,7 @@ async function startPortcullis(policy, env, { cpu, workDir, name, workers }) {
   const httpPort = await freePort();
   const args = [CLI, 'serve', '--config', path.join(ROOT, 'bench', 'policies', policy), '--grpc-port', String(port), '--http-port', String(httpPort), '--bind', '127.0.0.1'];
   // The bench stops servers between rows: no need to keep answering for a load balancer.
-  if (fs.readFileSync(path.join(ROOT, 'src', 'cli.ts'), 'utf8').includes('--drain-delay')) args.push('--drain-delay', '0s');
+  if (fs.readFileSync(CLI, 'utf8').includes('drain-delay')) args.push('--drain-delay', '0s');
   if (workers !== undefined) args.push('--workers', String(workers));
   const server = startProcess({ cpu, command: process.execPath, args, env: { ...process.env, ...env }, logFile: path.join(workDir, `server-${name}.log`), cwd: ROOT });
   return { port, httpPort, server };
@@ -361,7 +369,7 @@ async function measureBest(options) {
   let best;
   const runs = [];
   for (let i = 0; i < repeat; i++) {
-    const result = await measure(options);
+    const result = await measure({ ...options, quietWaitMs: Number(args["quiet-wait"]) * 1000 });
     runs.push(result.checksPerSec);
     if (result.problems.length > 0) return { ...result, runs };
     if (!best || result.checksPerSec > best.checksPerSec) best = result;

@@ -16,6 +16,8 @@ const COLUMNS = [
   ['ceiling, same req', 'right'],
   ['x ceiling', 'right'],
   ['ceiling p99', 'right'],
+  ['CPU µs/check', 'right'],
+  ['x ceiling CPU', 'right'],
   ['x base', 'right'],
   ['target', 'left'],
 ];
@@ -27,9 +29,9 @@ function targetCell(target, shapeId, result) {
   if (!target) return '';
   const cells = [];
   if (shapeId === '8x16') {
-    if (target.ceiling !== undefined) cells.push(`>=${target.ceiling.toFixed(2)}x ceiling ${verdict(result.ratioToCeiling >= target.ceiling)}`);
+    if (target.ceiling !== undefined) cells.push(`>=${target.ceiling.toFixed(2)}x ceiling ${verdict(result.ratioToCeiling >= target.ceiling)} (by CPU ${verdict(result.cpuRatioToCeiling >= target.ceiling)})`);
     if (target.p99x !== undefined && Number.isFinite(result.p99ToCeiling)) cells.push(`p99<=${target.p99x}x ceiling's ${verdict(result.p99ToCeiling <= target.p99x)}`);
-    if (target.within !== undefined && result.ratioToBase !== undefined) cells.push(`${target.vs} ±${Math.round(target.within * 100)}% ${verdict(Math.abs(result.ratioToBase - 1) <= target.within)}`);
+    if (target.within !== undefined && result.ratioToBase !== undefined) cells.push(`${target.vs} ±${Math.round(target.within * 100)}% ${verdict(Math.abs(result.ratioToBase - 1) <= target.within)} (by CPU ${verdict(Math.abs(result.cpuRatioToBase - 1) <= target.within)})`);
   }
   if (shapeId === '1x1' && target.p99Ms !== undefined) cells.push(`p99<=${target.p99Ms} ${verdict(result.p99Ms <= target.p99Ms)}`);
   return cells.join('; ');
@@ -37,6 +39,7 @@ function targetCell(target, shapeId, result) {
 
 const ms = (value) => (Number.isFinite(value) ? value.toFixed(3) : '-');
 const mb = (value) => (value === undefined ? '-' : `${value} MB`);
+const us = (value) => (Number.isFinite(value) ? value.toFixed(1) : '-');
 const x = (value) => (Number.isFinite(value) ? value.toFixed(2) : '-');
 const noisy = (result) => (result?.otherUserCpuCores > 0.1 ? '*' : '');
 const rate = (result) => (result ? `${result.checksPerSec}${noisy(result)}` : '-');
@@ -49,7 +52,7 @@ export function tableRows(results) {
       for (const shape of SHAPES) {
         const r = reference[generator][shape.id];
         const toNull = results.null?.[generator]?.[shape.id];
-        rows.push([name, shape.label, generator, rate(r), ms(r.p50Ms), ms(r.p99Ms), mb(reference.peakRssMb), '', x(r.checksPerSec / toNull.checksPerSec), '', x(r.checksPerSec / (results.ceiling?.[generator]?.[shape.id]?.checksPerSec ?? NaN)), '', '', '']);
+        rows.push([name, shape.label, generator, rate(r), ms(r.p50Ms), ms(r.p99Ms), mb(reference.peakRssMb), '', x(r.checksPerSec / toNull.checksPerSec), '', x(r.checksPerSec / (results.ceiling?.[generator]?.[shape.id]?.checksPerSec ?? NaN)), '', us(r.cpuUsPerCheck), x((results.ceiling?.[generator]?.[shape.id]?.cpuUsPerCheck ?? NaN) / r.cpuUsPerCheck), '', '']);
       }
     }
   }
@@ -69,8 +72,8 @@ export function tableRows(results) {
       const ceiling = s.ceiling?.[shape.id];
       rows.push([
         name, shape.label, s.generator, `${r.checksPerSec}${noisy(r)}${failed}`, ms(r.p50Ms), ms(r.p99Ms), mb(s.peakRssMb),
-        rate(s.null?.[shape.id]), x(r.ratioToNull), rate(ceiling), x(r.ratioToCeiling), ms(ceiling?.p99Ms),
-        r.ratioToBase === undefined ? '' : `${x(r.ratioToBase)} (${s.target.vs})`, targetCell(s.target, shape.id, r),
+        rate(s.null?.[shape.id]), x(r.ratioToNull), rate(ceiling), x(r.ratioToCeiling), ms(ceiling?.p99Ms), us(r.cpuUsPerCheck), x(r.cpuRatioToCeiling),
+        r.ratioToBase === undefined ? '' : `${x(r.ratioToBase)} (${s.target.vs}; CPU ${x(r.cpuRatioToBase)})`, targetCell(s.target, shape.id, r),
       ]);
     }
   }
@@ -88,7 +91,7 @@ export function formatTable(results) {
     out.push(row.length === COLUMNS.length ? line(row) : `| ${row[0]} | ${row[1]} |${' |'.repeat(COLUMNS.length - 2)}`);
   }
   const notes = [];
-  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). null / ceiling, same req: the grpc-js null server and the Node ceiling (node:http2, one pre-framed CheckResponse, reads nothing) sent the scenario's own requests with the same generator and load, measured just before it. x null, x ceiling: checks/s over those. x base: checks/s over the row the feature row extends (its own cost).`);
+  notes.push(`gen: h2load, or raw = bench/loadgen.mjs (a new body per request). null / ceiling, same req: the grpc-js null server and the Node ceiling (node:http2, one pre-framed CheckResponse, reads nothing) sent the scenario's own requests with the same generator and load, measured just before it. x null, x ceiling: checks/s over those. CPU µs/check: the server's CPU (user + system) per answered check; x ceiling CPU: the ceiling's CPU per check over the row's (what x ceiling would be if both had a whole core: the figure to read when other processes share the cores). x base: checks/s (and CPU per check) over the row the feature row extends (its own cost).`);
   if (results.null?.rawVsH2load !== undefined) notes.push(`The raw generator drives the null server to ${results.null.rawVsH2load.toFixed(2)}x of h2load's throughput (8x16), using ${Math.round((results.null.rawGeneratorCpuCores ?? NaN) * 100)}% of its core${results.ceiling?.rawVsH2load !== undefined ? `; the ceiling to ${results.ceiling.rawVsH2load.toFixed(2)}x` : ''}.`);
   if (results.load) notes.push(`Load average when the run started: ${results.load.loadavg1} / ${results.load.loadavg5} / ${results.load.loadavg15} (1 / 5 / 15 min).`);
   for (const s of results.scenarios) if (s.note) notes.push(`(${s.id}) ${s.note}.`);
