@@ -2,7 +2,9 @@
 // h2load drives one scenario at 8 connections x 16 streams from core 0, then the profile's self
 // time is summarised by function and by where the code lives (Portcullis, node:http2, pino, GC...).
 //
-//   npm run build && node bench/profile.mjs --only a,c,e,f [--duration 8] [--keep DIR]
+//   npm run build && node bench/profile.mjs --only ceiling,a,c,e,f [--duration 8] [--keep DIR] [--cli FILE]
+//
+// `ceiling` profiles the Node ceiling server; --cli profiles another build (before/after a change).
 //
 // Relative attribution stays meaningful on a loaded machine; absolute rates do not.
 
@@ -10,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuPlan, freePort, runToCompletion, startProcess } from './lib/processes.mjs';
+import { cpuPlan, freePort, processCpuSeconds, runToCompletion, startProcess } from './lib/processes.mjs';
 import { ROOT, encodeCheckRequest, grpcFrame, sanityCheck } from './lib/proto.mjs';
 import { SCENARIOS, publicRouteRequest } from './lib/scenarios.mjs';
 import { signToken, startIssuer, startSessionTarget } from './lib/fixtures.mjs';
@@ -22,13 +24,14 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '8' },
     keep: { type: 'string' },
     top: { type: 'string', default: '25' },
+    cli: { type: 'string' },
   },
 });
 const plan = cpuPlan();
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-profile-'));
 const profileDir = args.keep ? path.resolve(args.keep) : path.join(workDir, 'profiles');
 fs.mkdirSync(profileDir, { recursive: true });
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+const CLI = args.cli ? path.resolve(args.cli) : path.join(ROOT, 'dist', 'cli.js');
 
 let issuer;
 let sessionTarget;
@@ -75,11 +78,15 @@ try {
     }
     const frameFile = path.join(workDir, `frame-${id}.bin`);
     fs.writeFileSync(frameFile, grpcFrame(encodeCheckRequest(prepared.requests[0])));
+    const cpuBefore = processCpuSeconds(server.pid);
     const run = await runToCompletion({ cpu: plan.loadCpu, command: 'h2load', args: ['-c', '8', '-m', '16', '-t', '1', '-D', args.duration, '-d', frameFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', `http://127.0.0.1:${port}${CHECK_PATH}`], timeoutMs: (Number(args.duration) + 30) * 1000 });
     const rate = /finished in [\d.]+s, ([\d.]+) req\/s/.exec(run.stdout)?.[1];
+    const done = Number(/requests: \d+ total, \d+ started, (\d+) done/.exec(run.stdout)?.[1] ?? 0);
+    const cpuAfter = processCpuSeconds(server.pid);
+    const cpuUs = cpuBefore && cpuAfter && done > 0 ? ((cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / done) * 1e6 : NaN;
     await server.stop(10_000);
     const file = fs.readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-    console.log(`\n(${id}) ${scenario.title}: ${rate} checks/s under the profiler (h2load 8x16)`);
+    console.log(`\n(${id}) ${scenario.title}: ${rate} checks/s under the profiler (h2load 8x16); server CPU ${cpuUs.toFixed(1)} µs per check (user + system, from /proc)`);
     if (file) summarise(JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')), Number(rate));
     else console.log('  no profile written');
   }
@@ -129,7 +136,7 @@ function areaOf(functionName, url) {
   if (functionName === '(garbage collector)') return 'GC';
   if (!url) return functionName.startsWith('(') ? functionName : 'native';
   if (url.includes('/bench/')) return 'bench server';
-  if (url.includes('/dist/')) return `portcullis ${url.slice(url.indexOf('/dist/') + 6).split('/').slice(0, -1).join('/') || '.'}`;
+  if (url.includes('/dist/') || url.includes('/src/')) return `portcullis ${url.slice(url.indexOf('/dist/') + 6).split('/').slice(0, -1).join('/') || '.'}`;
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1];
   if (url.startsWith('node:internal/http2') || url.includes('internal/http2')) return 'node:http2';
