@@ -2,6 +2,19 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { PORTCULLIS_VERSION } from '../version.js';
 import { FastHistogram } from './histogram.js';
 
+/** A counter child counted in a plain number until the counter is read (Metrics#batchedChild). */
+export class BatchedCount {
+  pending = 0;
+  constructor(
+    readonly key: string,
+    readonly labels: Readonly<Record<string, string>>,
+  ) {}
+
+  inc(by = 1): void {
+    this.pending += by;
+  }
+}
+
 /**
  * The metrics registry of one Portcullis process. Modules ask for their metrics by name; asking
  * twice returns the same instrument, so a module may do it on every policy compile.
@@ -9,6 +22,7 @@ import { FastHistogram } from './histogram.js';
 export class Metrics {
   readonly registry = new Registry();
   private readonly instruments = new Map<string, Counter | Gauge | Histogram>();
+  private readonly batched = new Map<Counter, Map<string, BatchedCount>>();
 
   /** `route` is set only when the policy says server.routeMetrics: true. */
   readonly checks: Counter<'decision' | 'reason' | 'credential' | 'route'>;
@@ -78,7 +92,51 @@ export class Metrics {
   }
 
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
-    return this.instrument(name, () => new Counter({ name, help, labelNames, registers: [this.registry] })) as Counter<L>;
+    const flush = (counter: Counter) => this.flushBatched(counter);
+    return this.instrument(
+      name,
+      () =>
+        new Counter({
+          name,
+          help,
+          labelNames,
+          registers: [this.registry],
+          collect() {
+            flush(this);
+          },
+        }),
+    ) as Counter<L>;
+  }
+
+  /**
+   * A child of `counter` (made by counter()) for code that counts on every check: inc() only adds
+   * to a number, and the sum is handed to prom-client when the counter is read (/metrics, the
+   * cluster aggregation). prom-client's own child validates and hashes its labels on every inc.
+   */
+  batchedChild<L extends string>(counter: Counter<L>, labels: Partial<Record<L, string>>): BatchedCount {
+    // One child per series: asking again (a policy reload) returns it, so the set stays bounded.
+    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)));
+    let children = this.batched.get(counter as Counter);
+    if (!children) this.batched.set(counter as Counter, (children = new Map()));
+    let child = children.get(key);
+    if (!child) children.set(key, (child = new BatchedCount(key, Object.freeze({ ...labels }) as Record<string, string>)));
+    return child;
+  }
+
+  /** Stop following a batched child (its series is being removed): what it counted so far is kept. */
+  releaseBatched(counter: Counter<string>, child: BatchedCount): void {
+    this.flushBatched(counter as Counter);
+    this.batched.get(counter as Counter)?.delete(child.key);
+  }
+
+  private flushBatched(counter: Counter): void {
+    const children = this.batched.get(counter);
+    if (!children) return;
+    for (const child of children.values()) {
+      if (child.pending === 0) continue;
+      counter.inc(child.labels, child.pending);
+      child.pending = 0;
+    }
   }
 
   gauge<L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L> {

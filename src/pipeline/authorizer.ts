@@ -3,7 +3,7 @@
 
 import type { Logger } from '../observability/logger.js';
 import { DecisionLog, type DecisionEntry } from '../observability/decision-log.js';
-import type { Metrics } from '../observability/metrics.js';
+import type { BatchedCount, Metrics } from '../observability/metrics.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { allowLabel } from '../ratelimit/notes.js';
@@ -18,7 +18,7 @@ export interface PolicySource {
 
 const NOT_READY_POLICY = { realm: 'portcullis' };
 
-type CheckCounter = ReturnType<Metrics['checks']['labels']>;
+type CheckCounter = BatchedCount;
 /** Bound children by decision, then reason, then credential kind. */
 type CounterTable = { readonly allow: Map<string, Map<string, CheckCounter>>; readonly deny: Map<string, Map<string, CheckCounter>> };
 const newTable = (): CounterTable => ({ allow: new Map(), deny: new Map() });
@@ -135,7 +135,7 @@ export class Authorizer {
     let child = byCredential.get(credential);
     if (!child) {
       const labels = route === undefined ? { decision: outcome, reason, credential } : { decision: outcome, reason, credential, route };
-      byCredential.set(credential, (child = this.metrics.checks.labels(labels)));
+      byCredential.set(credential, (child = this.metrics.batchedChild(this.metrics.checks, labels)));
     }
     return child;
   }
@@ -166,7 +166,10 @@ export class Authorizer {
       this.routeCounters.delete(label);
       for (const decision of ['allow', 'deny'] as const) {
         for (const [reason, byCredential] of table[decision]) {
-          for (const credential of byCredential.keys()) this.metrics.checks.remove({ decision, reason, credential, route: label });
+          for (const [credential, child] of byCredential) {
+            this.metrics.releaseBatched(this.metrics.checks, child);
+            this.metrics.checks.remove({ decision, reason, credential, route: label });
+          }
         }
       }
     }

@@ -48,3 +48,28 @@ describe('FastHistogram', () => {
     expect(metrics.checkDuration).toBeInstanceOf(FastHistogram);
   });
 });
+
+describe('batched counter children (counted on every check)', () => {
+  it('show every count when read, keep one child per series, and a released series stays removed', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const counter = metrics.counter('t_total', 'help', ['result', 'route']);
+    const hit = metrics.batchedChild(counter, { result: 'hit', route: 'a' });
+    expect(metrics.batchedChild(counter, { route: 'a', result: 'hit' })).toBe(hit);
+    const miss = metrics.batchedChild(counter, { result: 'miss', route: 'a' });
+    for (let i = 0; i < 5; i++) hit.inc();
+    miss.inc(2);
+    let text = await metrics.registry.metrics();
+    expect(text).toMatch(/^t_total\{result="hit",route="a"\} 5$/m);
+    expect(text).toMatch(/^t_total\{result="miss",route="a"\} 2$/m);
+    hit.inc();
+    expect((await counter.get()).values.find((v) => v.labels.result === 'hit')?.value).toBe(6);
+    miss.inc();
+    metrics.releaseBatched(counter, miss);
+    expect((await counter.get()).values.find((v) => v.labels.result === 'miss')?.value).toBe(3);
+    counter.remove({ result: 'miss', route: 'a' });
+    miss.inc();
+    text = await metrics.registry.metrics();
+    expect(text).not.toContain('result="miss"');
+    expect(text).toMatch(/^t_total\{result="hit",route="a"\} 6$/m);
+  });
+});
