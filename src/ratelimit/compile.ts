@@ -93,7 +93,8 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext): PolicyE
     const lockout: LockoutShape | undefined = policy.lockout
       ? { after: policy.lockout.after, withinMs: policy.lockout.within ?? policy.lockout.for, forMs: policy.lockout.for }
       : undefined;
-    const c = (result: string) => decisions.labels(policy.name, result);
+    // Counted on every check: batched children (an addition each, handed over when read).
+    const c = (result: string) => ctx.runtime.metrics.batchedChild(decisions, { policy: policy.name, result });
     entries.push({
       name: policy.name,
       identityFree: policy.key.every((part) => typeof part === 'object' || !IDENTITY_PARTS.has(part)),
