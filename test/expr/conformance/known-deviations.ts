@@ -11,6 +11,7 @@
 // "Expressions (CEL)" says what that means for policies.
 
 const R = {
+  codepoint: "SECURITY-RELEVANT: strings are ordered by UTF-16 code unit, not by code point: a character at U+E000–U+FFFF sorts after one beyond U+FFFF; only <, <=, >, >= between such strings differ — see README \"Expressions (CEL)\"",
   depth: "Portcullis' own parse limit (EXPRESSION_LIMITS.maxDepth = 24) refuses it at load — by design, not a library fault",
   rawbytes: "raw bytes literals (br'…', bR'…') are a syntax error in the library",
   unbound: "an unbound variable or function is an error the library does not absorb in `… || true` (spec: true); Portcullis refuses undeclared names at load, and an evaluation error denies",
@@ -370,4 +371,12 @@ export const KNOWN_DEVIATIONS: Readonly<Record<string, string>> = {
   // tsarith: 2
   "timestamps/timestamp_arithmetic/add_time_to_duration": R.tsarith,
   "timestamps/timestamp_arithmetic/add_time_to_duration_nanos_positive": R.tsarith,
+
+  // supplement (conformance/supplement.ts)
+  "supplement/string_lt_codepoint_bmp_vs_astral": R.codepoint,
+  "supplement/string_gt_codepoint_astral_vs_bmp": R.codepoint,
+  "supplement/int_negate_min_var": R.intmath,
+  "supplement/int_div_min_by_minus_one_var": R.intmath,
+  "supplement/int_from_double_over": R.intrange,
+  "supplement/lower_ascii_kelvin_sign": R.ascii,
 };
