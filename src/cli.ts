@@ -18,11 +18,8 @@ import { startServer } from './server.js';
 import { systemClock } from './clock.js';
 import { PORTCULLIS_VERSION } from './version.js';
 
-export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
-  env: Readonly<Record<string, string | undefined>>;
-}
+export type { CliIo } from './cli/io.js';
+import type { CliIo } from './cli/io.js';
 
 const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for Envoy and Istio
 
@@ -44,6 +41,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return serve(rest, io);
     case 'validate':
       return validate(rest, io);
+    case 'check': {
+      const { runCheckCommand } = await import('./cli/check.js');
+      return runCheckCommand(rest, io);
+    }
     case 'keys': {
       const { runKeysCommand } = await import('./keys/cli.js');
       return runKeysCommand(rest, io);

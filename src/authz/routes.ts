@@ -30,6 +30,16 @@ interface Candidate<T> {
   readonly specificity: number;
   readonly methods: ReadonlySet<string> | undefined;
   readonly test: (path: string) => boolean;
+  /** The route's match as written (explanations and validation warnings; never read per request). */
+  readonly spec: RouteMatchSpec;
+}
+
+/** One route as `explain` saw it for a request. */
+export interface ConsideredRoute<T> {
+  readonly value: T;
+  readonly spec: RouteMatchSpec;
+  readonly matched: boolean;
+  readonly why: string;
 }
 
 class HostTable<T> {
@@ -64,6 +74,14 @@ class HostTable<T> {
 
   get size(): number {
     return this.exact.size + this.others.length;
+  }
+
+  /** Every candidate in the order match() tries them (exact paths first), for explanations. */
+  ordered(): Candidate<T>[] {
+    const out: Candidate<T>[] = [];
+    for (const list of this.exact.values()) out.push(...list);
+    out.sort(compareCandidates);
+    return [...out, ...this.others];
   }
 }
 
@@ -107,6 +125,40 @@ export class RouteTable<T> {
     return this.anyHost.match(method, path);
   }
 
+  /**
+   * What match() does, step by step: every route with whether it matched and why it was or was
+   * not chosen. For `portcullis check` and server.explain only; match() is the hot path.
+   */
+  explain(host: string, method: string, path: string): { chosen: T | undefined; considered: ConsideredRoute<T>[] } {
+    const considered: ConsideredRoute<T>[] = [];
+    let chosen: T | undefined;
+    const levels: { label: string; table: HostTable<T>; applies: boolean }[] = [];
+    for (const [name, table] of this.exactHosts) levels.push({ label: `host ${name}`, table, applies: name === host });
+    for (const { suffix, table } of this.wildcardHosts) {
+      levels.push({ label: `host *${suffix}`, table, applies: host.length > suffix.length && host.endsWith(suffix) });
+    }
+    levels.push({ label: 'any host', table: this.anyHost, applies: true });
+    for (const level of levels) {
+      for (const c of level.table.ordered()) {
+        const pathOk = c.spec.path !== undefined && !c.spec.path.includes('{') ? c.spec.path === path : c.test(path);
+        const methodOk = c.methods === undefined || c.methods.has(method);
+        let why: string;
+        let matched = false;
+        if (!level.applies) why = `${level.label} does not match "${host}"`;
+        else if (!pathOk) why = `path "${path}" does not match`;
+        else if (!methodOk) why = `method ${method} is not one of ${[...c.methods!].join(', ')}`;
+        else if (chosen !== undefined) why = 'matches, but a more specific route was chosen first';
+        else {
+          chosen = c.value;
+          matched = true;
+          why = `${level.label}, ${kindLabel(c.kind)} match${c.methods ? `, method ${method}` : ''}`;
+        }
+        considered.push({ value: c.value, spec: c.spec, matched, why });
+      }
+    }
+    return { chosen, considered };
+  }
+
   private tableFor(host: string | undefined): HostTable<T> {
     if (host === undefined) return this.anyHost;
     const name = host.toLowerCase();
@@ -132,7 +184,7 @@ const TEMPLATE_PARAM = /^\{[A-Za-z_][A-Za-z0-9_]*\}$/;
 
 function compileCandidate<T>(spec: RouteMatchSpec, value: T, index: number): { candidate: Candidate<T>; exactPath?: string } {
   const methods = spec.methods ? new Set(spec.methods) : undefined;
-  const base = { value, index, methods };
+  const base = { value, index, methods, spec };
   if (spec.path !== undefined) {
     if (!spec.path.includes('{')) {
       return { candidate: { ...base, kind: Kind.Exact, specificity: 0, test: () => true }, exactPath: spec.path };
@@ -184,6 +236,10 @@ export function templateProblem(path: string): string | undefined {
     }
   }
   return undefined;
+}
+
+function kindLabel(kind: Kind): string {
+  return kind === Kind.Exact ? 'exact path' : kind === Kind.Template ? 'path template' : 'prefix/glob';
 }
 
 function escapeRegExp(text: string): string {
