@@ -41,6 +41,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return serve(rest, io);
     case 'validate':
       return validate(rest, io);
+    case 'test': {
+      const { runTestCommand } = await import('./cli/test.js');
+      return runTestCommand(rest, io);
+    }
     case 'check': {
       const { runCheckCommand } = await import('./cli/check.js');
       return runCheckCommand(rest, io);
