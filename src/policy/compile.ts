@@ -49,6 +49,8 @@ export interface CompiledPolicy {
   readonly disabledTenants: ReadonlySet<string>;
   readonly decisionLog: 'all' | 'deny' | 'none';
   readonly tenantMetrics: boolean;
+  /** server.explain: decision log lines carry the explanation. */
+  readonly explain: boolean;
   readonly warnings: readonly string[];
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
@@ -146,6 +148,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
     tenantMetrics: document.server.tenantMetrics,
+    explain: document.server.explain,
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
   });

@@ -133,6 +133,11 @@ export const serverSchema = z.strictObject({
   decisionLog: z.enum(['all', 'deny', 'none']).default('all'),
   /** Label checks_total by tenant as well (off by default: cardinality). */
   tenantMetrics: z.boolean().default(false),
+  /**
+   * Add the decision's explanation (routes considered, identity source, rule, limits) to each
+   * decision log line. Off by default: it costs an allocation per check. Never served on a port.
+   */
+  explain: z.boolean().default(false),
 });
 
 export const clientIpSchema = z.strictObject({
