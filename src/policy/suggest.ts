@@ -17,7 +17,8 @@ export function closest(name: string, known: Iterable<string>): string | undefin
     }
   }
   const allowed = Math.max(1, Math.floor(Math.max(name.length, 3) / 3));
-  return best !== undefined && bestDistance <= allowed ? best : undefined;
+  // A suggestion shares most of the name: never "a" for "b".
+  return best !== undefined && bestDistance <= allowed && bestDistance < Math.min(name.length, best.length) ? best : undefined;
 }
 
 /** ' (did you mean "x"?)' or ''. */
