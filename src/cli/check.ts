@@ -5,6 +5,7 @@
 import { PolicyError, formatPolicyIssue } from '../errors.js';
 import { systemClock } from '../clock.js';
 import { loadPolicyFileWithLocator } from '../policy/load.js';
+import type { PolicyDocument } from '../policy/schema.js';
 import { parseCommand, usageError } from './args.js';
 import { buildRequest, decide, formatReport, parseHeaderFlag } from './decide.js';
 import type { CliIo } from './io.js';
@@ -27,6 +28,25 @@ Runs the real policy pipeline on one request and prints the decision and why.
 The URL gives scheme, host, path and query: https://api.example.com/v1/items/42?x=1
 Exit status: 0 allow, 3 deny, 1 invalid policy, 2 usage error.
 `;
+
+/**
+ * A check asks; it never changes shared state: rate limits count in memory for this run (a Redis
+ * backend is not contacted, so production counters are not spent), and bans come only from a file.
+ */
+function noSharedState(document: PolicyDocument): string[] {
+  const notes: string[] = [];
+  const limits = document.rateLimits as { backend: unknown; bans?: { postgres?: unknown } } | undefined;
+  if (!limits) return notes;
+  if (typeof limits.backend === 'object' && limits.backend !== null && 'redis' in limits.backend) {
+    limits.backend = { memory: { maxKeys: 100_000 } };
+    notes.push('rate limits are counted in memory for this check (Redis is not contacted): remaining quota is what a caller starts with');
+  }
+  if (limits.bans?.postgres !== undefined) {
+    limits.bans = undefined;
+    notes.push('bans in PostgreSQL are not consulted by check');
+  }
+  return notes;
+}
 
 export async function runCheckCommand(args: string[], io: CliIo): Promise<number> {
   const parsed = parseCommand(
@@ -61,9 +81,10 @@ export async function runCheckCommand(args: string[], io: CliIo): Promise<number
   }
 
   let session;
+  const notes: string[] = [];
   try {
     const loaded = await loadPolicyFileWithLocator(file, io.env);
-    session = await openSession(loaded, { file, env: io.env, clock: systemClock, keySets, offline: values.offline === true });
+    session = await openSession(loaded, { file, env: io.env, clock: systemClock, keySets, offline: values.offline === true, rewrite: (document) => notes.push(...noSharedState(document)) });
   } catch (err) {
     if (err instanceof PolicyError) {
       for (const issue of err.issues) io.err(`${formatPolicyIssue(issue)}\n`);
@@ -76,6 +97,7 @@ export async function runCheckCommand(args: string[], io: CliIo): Promise<number
   }
   try {
     const result = await decide(session.policy, request);
+    result.explain.notes.push(...notes);
     for (const name of session.unverifiable) {
       result.explain.notes.push(`--offline: the JWKS of issuer ${name} was not fetched, so its tokens are refused (give its keys with --jwks ${name}=FILE)`);
     }

@@ -122,6 +122,16 @@ describe('portcullis check', () => {
     expect(run.stdout).toContain('--offline: the JWKS of issuer auth0 was not fetched, so its tokens are refused (give its keys with --jwks auth0=FILE)');
   });
 
+  it('never spends shared quota: a Redis backend is replaced by memory for the check, and says so', async () => {
+    // Nothing listens on port 1: contacting Redis would be ratelimit_unavailable (or fail-open).
+    const file = tempFile('redis.yaml', `routes:\n  - { name: login, match: { path: /login }, public: true }\nrateLimits:\n  backend: { redis: { url: "redis://127.0.0.1:1" } }\n  policies:\n    - { name: per-ip, key: [ip], window: 60s, limit: 20 }\n`);
+    const run = await portcullis(['check', '--json', '--config', file, 'POST', 'https://a.example/login']);
+    expect(run.code).toBe(0);
+    const r = JSON.parse(run.stdout);
+    expect(r.explain.limits).toEqual([expect.objectContaining({ policy: 'per-ip', outcome: 'allowed', remaining: 19, phase: 'all' })]);
+    expect(r.explain.notes).toContain('rate limits are counted in memory for this check (Redis is not contacted): remaining quota is what a caller starts with');
+  });
+
   it('exit 1 for an invalid policy, 2 for usage errors, --help prints the usage', async () => {
     const bad = tempFile('bad.yaml', 'routes:\n  - match: { path: /x }\n    pubic: true\n');
     const invalid = await portcullis(['check', '--config', bad, 'GET', 'https://a.example/x']);
