@@ -43,7 +43,7 @@ export const expectSchema = z.strictObject({
   removedHeaders: z.array(z.string()).optional(),
   /** Header → value the client must get (WWW-Authenticate, Retry-After, RateLimit...); null: absent. */
   responseHeaders: z.record(z.string(), z.string().nullable()).optional(),
-});
+}).refine((e) => Object.values(e).some((v) => v !== undefined), { message: 'expect states nothing: give decision, status, reason, route or headers' });
 export type Expectation = z.output<typeof expectSchema>;
 
 const requestSchema = z.union([
