@@ -7,6 +7,7 @@ import { systemClock } from '../clock.js';
 import { loadPolicyFileWithLocator } from '../policy/load.js';
 import type { PolicyDocument } from '../policy/schema.js';
 import { parseCommand, usageError } from './args.js';
+import { allProblems } from './problems.js';
 import { buildRequest, decide, formatReport, parseHeaderFlag } from './decide.js';
 import type { CliIo } from './io.js';
 import { openSession, readKeySets } from './session.js';
@@ -87,8 +88,9 @@ export async function runCheckCommand(args: string[], io: CliIo): Promise<number
     session = await openSession(loaded, { file, env: io.env, clock: systemClock, keySets, offline: values.offline === true, rewrite: (document) => notes.push(...noSharedState(document)) });
   } catch (err) {
     if (err instanceof PolicyError) {
-      for (const issue of err.issues) io.err(`${formatPolicyIssue(issue)}\n`);
-      io.err(`${file}: ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}\n`);
+      const issues = await allProblems(err, file, io.env);
+      for (const issue of issues) io.err(`${formatPolicyIssue(issue)}\n`);
+      io.err(`${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n`);
       return 1;
     }
     if ((err as Error).message.startsWith('--jwks')) return usageError((err as Error).message, CHECK_USAGE, io);

@@ -24,6 +24,7 @@ import { loadPolicyFileWithLocator, type LoadedPolicy } from '../policy/load.js'
 import type { PolicyDocument } from '../policy/schema.js';
 import { parseDuration } from '../policy/units.js';
 import { parseCommand, usageError } from './args.js';
+import { allProblems } from './problems.js';
 import { buildRequest, decide, type DecisionReport } from './decide.js';
 import type { CliIo } from './io.js';
 import { jwksIssuers, openSession } from './session.js';
@@ -114,7 +115,7 @@ async function runFile(file: string, configFlag: string | undefined, io: CliIo):
   try {
     loaded = await loadPolicyFileWithLocator(policyFile, env);
   } catch (err) {
-    const message = err instanceof PolicyError ? err.issues.map(formatPolicyIssue).join('\n') : (err as Error).message;
+    const message = err instanceof PolicyError ? (await allProblems(err, policyFile, env)).map(formatPolicyIssue).join('\n') : (err as Error).message;
     return { file, cases: [], error: message };
   }
 
