@@ -47,7 +47,8 @@ export class HealthService {
 
   /** Answer a call to grpc.health.v1.Health (`path` is one of the two methods). */
   serve(reader: RequestReader, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: typeof HEALTH_CHECK_PATH | typeof HEALTH_WATCH_PATH): void {
-    reader.read(stream, headers, path === HEALTH_CHECK_PATH ? this.check : this.watch, MAX_REQUEST_BYTES);
+    const unary = path === HEALTH_CHECK_PATH;
+    reader.read(stream, headers, unary ? this.check : this.watch, MAX_REQUEST_BYTES, false, unary);
   }
 
   private readonly check = (stream: ServerHttp2Stream, request: Buffer): void => {

@@ -70,8 +70,17 @@ export class GrpcTransport {
     this.clock = options.clock ?? systemClock;
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
-    const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
-    this.closedConnections = { preface_timeout: closed.labels('preface_timeout'), idle: closed.labels('idle'), connection_limit: closed.labels('connection_limit') };
+    const closed = metrics.counter(
+      'portcullis_grpc_connections_closed_total',
+      'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit, stalled (an answer not taken within the read timeout).',
+      ['reason'],
+    );
+    this.closedConnections = {
+      preface_timeout: closed.labels('preface_timeout'),
+      idle: closed.labels('idle'),
+      connection_limit: closed.labels('connection_limit'),
+      stalled: closed.labels('stalled'),
+    };
     this.gauges = {
       inFlight: metrics.gauge('portcullis_grpc_in_flight', 'Checks in flight (admitted, not yet answered and closed).', []),
       buffered: metrics.gauge('portcullis_grpc_request_bytes', 'Request bytes held (being received or inflated), against the memory budget.', []),
@@ -90,6 +99,7 @@ export class GrpcTransport {
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
+    this.reader.onStalled = () => this.closedConnections.stalled.inc();
     this.server = http2.createServer({
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
@@ -277,6 +287,7 @@ export class GrpcTransport {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
     sendUnary(stream, OVERLOADED_FRAME);
+    this.reader.answered(stream);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
