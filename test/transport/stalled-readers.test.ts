@@ -79,6 +79,39 @@ async function start(): Promise<number> {
   return server.server.grpcPort;
 }
 
+/** A connection with one check whose request never completes (a slowloris): busy, never idle. */
+async function slowSender(port: number): Promise<http2.ClientHttp2Session> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  sessions.push(session);
+  session.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    session.once('remoteSettings', () => resolve());
+    session.once('error', reject);
+  });
+  const stream = session.request({ ':method': 'POST', ':path': CHECK, 'content-type': 'application/grpc', te: 'trailers' });
+  stream.on('error', () => undefined);
+  stream.write(framed().subarray(0, 3)); // and never the rest
+  return session;
+}
+
+describe('a connection cap full of busy connections', () => {
+  it('a newcomer gets in: the least recently active connection is closed for it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pc-stall-'));
+    const file = path.join(dir, 'policy.yaml');
+    // A read timeout long enough that the slow senders stay busy for the whole test.
+    writeFileSync(file, POLICY.replace('readTimeout: 500ms', 'readTimeout: 30s'));
+    server = await startTestServer(file);
+    const port = server.server.grpcPort;
+    const slow: http2.ClientHttp2Session[] = [];
+    for (let i = 0; i < 8; i++) slow.push(await slowSender(port));
+    await sleep(100);
+    // Before: every connection busy, so every newcomer was dropped — Envoy could not connect.
+    const { allowedInARow, outcomes } = await wellBehaved(port);
+    expect(allowedInARow, `outcomes: ${outcomes.slice(-10).join(' | ')}`).toBeGreaterThanOrEqual(20);
+    expect(slow.filter((s) => s.closed || s.destroyed).length).toBeGreaterThan(0);
+  }, 30_000);
+});
+
 describe('clients that never read their answers', () => {
   it('stalled health Check answers cannot hold the connection cap either', async () => {
     const port = await start();

@@ -180,22 +180,33 @@ export class GrpcTransport {
 
   /**
    * A new connection: at the connection cap the longest-idle connection (no open stream; one that
-   * never sent its preface counts as idle since it opened) is closed to make room, or else the
-   * newcomer is.
+   * never sent its preface counts as idle since it opened) is closed to make room; when every
+   * connection is busy, the least recently active one (a stream opened or closed longest ago).
+   * Refusing the newcomer instead let a few slow senders (a stream that trickles its request, a new
+   * one after each read timeout) hold the whole cap for ever, and Envoy could never connect; the
+   * connections Envoy uses open and close streams all the time and are the last to go.
    */
   private readonly onSession = (session: http2.ServerHttp2Session): void => {
     if (this.connections.size >= this.governor.limits.maxConnections) {
       // Least recently active first; connections that never sent the preface before all others.
       let victim: http2.ServerHttp2Session | undefined;
       let oldest = Infinity;
+      let busyVictim: http2.ServerHttp2Session | undefined;
+      let oldestBusy = Infinity;
       for (const [s, state] of this.connections) {
         const rank = state.ready ? state.activity : state.activity - 2 ** 52;
-        if (state.streams === 0 && rank < oldest) {
-          oldest = rank;
-          victim = s;
+        if (state.streams === 0) {
+          if (rank < oldest) {
+            oldest = rank;
+            victim = s;
+          }
+        } else if (rank < oldestBusy) {
+          oldestBusy = rank;
+          busyVictim = s;
         }
       }
       this.closedConnections.connection_limit.inc();
+      victim ??= busyVictim;
       if (victim === undefined) {
         session.destroy();
         return;
