@@ -68,6 +68,7 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
   }
   const request = host === original.host ? original : { ...original, host };
 
+  if (request.method === 'HEAD') return decideHead(policy, request);
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
   if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
     const route = policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute;
@@ -85,6 +86,25 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
   }
   if (explain) explainRoute(policy, request, candidates as CompiledRoute, explain);
   return decideOnRoute(policy, request, candidates as CompiledRoute, explain);
+}
+
+/**
+ * Express, Spring, Tomcat, Flask and Django serve HEAD with the GET handler: a HEAD request is
+ * judged by the routes a GET of the same path reaches as well as by its own (a `methods: [GET]`
+ * rule must not be escaped by sending HEAD to a weaker fallback). Where they differ, all must
+ * allow; the GET routes come first.
+ */
+function decideHead(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+  const asGet = routeCandidates(policy, { ...request, method: 'GET' });
+  if (!Array.isArray(asGet) && 'reason' in asGet) return denyDecision(policy, request.requestId, 'none', asGet);
+  const asHead = routeCandidates(policy, request);
+  if (!Array.isArray(asHead) && 'reason' in asHead) return denyDecision(policy, request.requestId, 'none', asHead);
+  const routes = [...new Set([...listOf(asGet as CompiledRoute | readonly CompiledRoute[]), ...listOf(asHead as CompiledRoute | readonly CompiledRoute[])])];
+  return routes.length === 1 ? decideOnRoute(policy, request, routes[0]!) : decideOnAll(policy, request, routes);
+}
+
+function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {
+  return Array.isArray(candidates) ? candidates : [candidates as CompiledRoute];
 }
 
 /**
