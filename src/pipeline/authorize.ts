@@ -68,7 +68,7 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
   }
   const request = host === original.host ? original : { ...original, host };
 
-  if (request.method === 'HEAD') return decideHead(policy, request);
+  if (request.method === 'HEAD') return decideHead(policy, request, explain);
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
   if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
     const route = policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute;
@@ -94,13 +94,18 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
  * rule must not be escaped by sending HEAD to a weaker fallback). Where they differ, all must
  * allow; the GET routes come first.
  */
-function decideHead(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+function decideHead(policy: CompiledPolicy, request: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
   const asGet = routeCandidates(policy, { ...request, method: 'GET' });
   if (!Array.isArray(asGet) && 'reason' in asGet) return denyDecision(policy, request.requestId, 'none', asGet);
   const asHead = routeCandidates(policy, request);
   if (!Array.isArray(asHead) && 'reason' in asHead) return denyDecision(policy, request.requestId, 'none', asHead);
   const routes = [...new Set([...listOf(asGet as CompiledRoute | readonly CompiledRoute[]), ...listOf(asHead as CompiledRoute | readonly CompiledRoute[])])];
-  return routes.length === 1 ? decideOnRoute(policy, request, routes[0]!) : decideOnAll(policy, request, routes);
+  if (routes.length === 1) {
+    if (explain) explainRoute(policy, request, routes[0]!, explain);
+    return decideOnRoute(policy, request, routes[0]!, explain);
+  }
+  if (explain) explain.note(`HEAD is also judged as GET; every route they reach must allow: ${routes.map((c) => c.name).join(', ')}`);
+  return decideOnAll(policy, request, routes, explain);
 }
 
 function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {
