@@ -74,7 +74,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const ops = new OpsServer(metrics.registry, {
     ready: () => grpcTransport.health.current === ServingStatus.SERVING,
     readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
-  });
+  }, () => policies.current()?.identityToken?.keyring.current.jwksJson);
 
   let draining = false;
   let dependenciesReady = false;

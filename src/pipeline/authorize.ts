@@ -20,7 +20,7 @@ import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue } from './decision.js';
+import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue } from './decision.js';
 import { routeCandidates } from './route-candidates.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
@@ -50,7 +50,7 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
 
 function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
-    return allowDecision(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
+    return allowDecisionWithIdentity(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS, undefined, policy.identityToken?.defaults);
   }
   // One host rule for routes and the host source alike (authz/host.ts).
   const host = hostKey(original.host, original.scheme);
@@ -212,12 +212,12 @@ function rateLimitThenAllow(
   preNote?: string,
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
-  if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
+  if (!limiter) return allowDecisionWithIdentity(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote, route.identityToken);
   const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
-  const finish = (v: RateLimitVerdict): Decision =>
+  const finish = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
-      : allowDecision(
+      : allowDecisionWithIdentity(
           policy,
           request.requestId,
           route.name,
@@ -226,6 +226,7 @@ function rateLimitThenAllow(
           route.removeHeaders,
           mergeQuotaHeaders(preHeaders, v.responseHeaders),
           joinNotes(preNote, v.note),
+          route.identityToken,
         );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
 }

@@ -5,6 +5,8 @@ import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import { compileChain } from '../identity/registry.js';
+import { compileIdentityToken, routeIdentityToken, type CompiledIdentityToken } from '../mesh/compile.js';
+import type { RouteIdentityToken } from '../mesh/identity-token.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -42,6 +44,8 @@ export interface CompiledRoute {
    * Bearer): on a public route, checked so the credential is stripped anyway. Usually empty.
    */
   readonly carrierSources: readonly CredentialSource[];
+  /** The identity token an allow with a caller carries here; undefined when none. */
+  readonly identityToken: RouteIdentityToken | undefined;
 }
 
 /** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
@@ -80,6 +84,8 @@ export interface CompiledPolicy {
   readonly decisionLog: 'all' | 'deny' | 'none';
   readonly tenantMetrics: boolean;
   readonly warnings: readonly string[];
+  /** The identityToken section, compiled (keys, issuer); undefined when the policy has none. */
+  readonly identityToken: CompiledIdentityToken | undefined;
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
 }
@@ -113,6 +119,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   checkMode(document, ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
+  const identityToken = compileIdentityToken(document.identityToken, ctx);
 
   const routeChains = document.routes.map((route, index) =>
     route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
@@ -142,6 +149,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       conditions: compileRouteConditions(route, name, path, chain, ctx),
       paths: route.paths,
       carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
+      identityToken: routeIdentityToken(route, path, identityToken, ctx),
     });
     return { spec: route.match, value: compiled };
   });
@@ -163,12 +171,13 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     conditions: undefined,
     paths: undefined,
     carrierSources: NO_SOURCES,
+    identityToken: identityToken?.defaults,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);
 
   const names = document.headers;
-  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove]);
+  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove, ...(document.identityToken ? [document.identityToken.header] : [])]);
   const devPrincipal: Principal | undefined =
     document.mode === 'dev' && document.dev
       ? Object.freeze({ method: 'dev', tenant: document.dev.tenant, subject: document.dev.subject, scopes: Object.freeze([...document.dev.scopes]) })
@@ -191,6 +200,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     decisionLog: document.server.decisionLog,
     tenantMetrics: document.server.tenantMetrics,
     warnings: Object.freeze(warnings),
+    identityToken,
     ready: Promise.all(readiness).then(() => undefined),
   });
 }

@@ -8,6 +8,7 @@ import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
+import { identityTokenSchema, routeIdentityTokenSchema } from '../mesh/config.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -190,6 +191,8 @@ export const routeSchema = z.strictObject({
   rules: z.array(ruleSchema).min(1).max(32).optional(),
   /** Overrides of the top-level `paths` settings for requests whose readings reach this route. */
   paths: pathSettingsSchema.optional(),
+  /** This route's identity token: another audience, or false for none (README "Identity token for upstreams"). */
+  identityToken: routeIdentityTokenSchema.optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
@@ -269,6 +272,8 @@ export const policySchema = z
     default: z.enum(['deny', 'authenticated']).default('deny'),
     rateLimits: rateLimitsSchema.optional(),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
+    /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
+    identityToken: identityTokenSchema.optional(),
   });
 
 export type PolicyDocument = z.output<typeof policySchema>;
