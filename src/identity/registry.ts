@@ -4,6 +4,7 @@ import { compileApiKeySource } from './api-key.js';
 import { withComputedIdentity } from './computed.js';
 import { compileHostSource } from './host.js';
 import { compileJwtSource } from './jwt.js';
+import { compilePeerSource } from './peer.js';
 import { compileSharedSecretSource } from './shared-secret.js';
 import type { CredentialSource } from './source.js';
 
@@ -28,5 +29,6 @@ function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: Compile
   if (entry.apiKey) return compileApiKeySource(entry.apiKey, [...at, 'apiKey'], ctx);
   if (entry.host) return compileHostSource(entry.host);
   if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
+  if (entry.peer) return compilePeerSource(entry.peer, [...at, 'peer'], ctx);
   return undefined;
 }

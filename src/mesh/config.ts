@@ -33,3 +33,23 @@ export type IdentityTokenConfig = z.output<typeof identityTokenSchema>;
 export const routeIdentityTokenSchema = z.union([z.literal(false), z.strictObject({ audience: nonEmpty })], {
   message: 'must be false or { audience: ... }',
 });
+
+/** What a matched workload is: fixed values, or "{segment}" of the principal pattern. */
+const peerPrincipalSchema = z.strictObject({
+  tenant: nonEmpty.optional(),
+  /** Default: the principal itself (e.g. spiffe://cluster.local/ns/checkout/sa/payments). */
+  subject: nonEmpty.optional(),
+  scopes: z.array(nonEmpty).default([]),
+});
+
+/** The caller's workload identity from Envoy's source.principal (mTLS), never from request headers. */
+export const peerSourceSchema = z.strictObject({
+  /**
+   * Exact principals, or patterns whose whole path segments are {name}:
+   * "spiffe://cluster.local/ns/{namespace}/sa/{serviceAccount}". Exact ones win; patterns in order.
+   */
+  principals: z.record(nonEmpty, peerPrincipalSchema).refine((r) => Object.keys(r).length > 0, { message: 'needs at least one principal' }),
+  /** A principal that matches nothing: try the next source (next), or refuse (deny: 403 peer_not_allowed). */
+  unmatched: z.enum(['next', 'deny']).default('next'),
+});
+export type PeerSourceConfig = z.output<typeof peerSourceSchema>;

@@ -8,7 +8,7 @@ import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
-import { identityTokenSchema, routeIdentityTokenSchema } from '../mesh/config.js';
+import { identityTokenSchema, peerSourceSchema, routeIdentityTokenSchema } from '../mesh/config.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -101,6 +101,8 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    /** Workload identity from mTLS (Envoy's source.principal). */
+    peer: peerSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
   })
@@ -109,7 +111,7 @@ export const identitySourceSchema = z
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, peer (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
