@@ -13,7 +13,7 @@ import { compileLoaded, loadPolicyFileWithLocator } from './policy/load.js';
 import { DURATION_SYNTAX, parseDuration } from './policy/units.js';
 import { LOG_LEVELS, type LogLevel } from './policy/schema.js';
 import { ResourcePool, type Runtime } from './runtime.js';
-import { isWorker, reportReadiness, runPrimary } from './cluster.js';
+import { isWorker, reportJwks, reportReadiness, runPrimary } from './cluster.js';
 import { startServer } from './server.js';
 import { systemClock } from './clock.js';
 import { PORTCULLIS_VERSION } from './version.js';
@@ -192,6 +192,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,
+      onJwksChange: isWorker() ? reportJwks : undefined,
     });
   } catch (err) {
     if (err instanceof PolicyError) {

@@ -155,6 +155,7 @@ export class SigningKeyring {
   private lastProblem: string | undefined;
   /** Bumped whenever the set changes, so issued tokens know to be re-signed. */
   generation = 0;
+  private readonly listeners = new Set<(set: KeySet) => void>();
 
   constructor(private readonly options: KeyringOptions) {
     this.set = loadKeySet(options.files, options.algorithm);
@@ -183,11 +184,19 @@ export class SigningKeyring {
     if (next.fingerprint === this.set.fingerprint) return false;
     this.set = next;
     this.generation++;
+    for (const listener of this.listeners) listener(next);
     this.options.logger.info({ kids: next.keys.map((k) => k.kid), signer: next.signer.kid }, 'identity token keys reloaded');
     return true;
   }
 
+  /** Told after every change of the key set; returns the unsubscribe function. */
+  onChange(listener: (set: KeySet) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   close(): void {
+    this.listeners.clear();
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
   }

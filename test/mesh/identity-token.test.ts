@@ -8,6 +8,7 @@ import path from 'node:path';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
+import { mergeJwks } from '../../src/cluster.js';
 import { IDENTITY_TOKEN_TYPE } from '../../src/mesh/identity-token.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -23,6 +24,8 @@ let policyFile: string;
 let clock: ManualClock;
 let server: RunningServer;
 let client: CheckClient;
+/** What the server reported for the primary's ops port (cluster mode), latest last. */
+const reported: (string | undefined)[] = [];
 
 function ecPem(): string {
   return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
@@ -102,6 +105,7 @@ beforeAll(async () => {
     env: { JWT_SECRET, WEBHOOK_SECRET },
     defaultMetrics: false,
     clock,
+    onJwksChange: (jwks) => reported.push(jwks),
   });
   await server.ready;
   client = new CheckClient(server.grpcPort);
@@ -222,10 +226,13 @@ describe('identity token', () => {
     expect(decodeProtectedHeader(after).kid).toBe(newKid);
     await verify(before, 'internal');
     await verify(after, 'internal');
+    // Cluster mode: what a worker reports to the primary is what it serves.
+    expect(reported.at(-1)).toBe(JSON.stringify(body));
 
     writeFileSync(policyFile, policy(['key-2.pem']));
     expect(await server.policies.reload()).toBe(true);
     expect((await jwks()).body.keys.map((k) => k.kid)).toEqual([newKid]);
+    expect(JSON.parse(reported.at(-1)!).keys.map((k: { kid: string }) => k.kid)).toEqual([newKid]);
     await expect(verify(before, 'internal')).rejects.toMatchObject({ code: 'ERR_JWKS_NO_MATCHING_KEY' });
     await verify(after, 'internal');
   });
@@ -246,5 +253,14 @@ describe('identity token', () => {
     const token = identityOf(await allowed({ path: '/v1/items/1', headers: { authorization: bearer } }))!;
     expect(decodeProtectedHeader(token).kid).toBe(kids[0]);
     await verify(token, 'internal');
+  });
+});
+
+describe('JWKS in cluster mode', () => {
+  it("the primary publishes the union of the workers' key sets", () => {
+    const a = JSON.stringify({ keys: [{ kid: 'k1', kty: 'EC' }, { kid: 'k2', kty: 'EC' }] });
+    const b = JSON.stringify({ keys: [{ kid: 'k2', kty: 'EC' }, { kid: 'k3', kty: 'EC' }] });
+    expect(JSON.parse(mergeJwks([a, b])!).keys.map((k: { kid: string }) => k.kid)).toEqual(['k1', 'k2', 'k3']);
+    expect(mergeJwks([])).toBeUndefined();
   });
 });
