@@ -1,8 +1,9 @@
 // Workload identities (README "Workload identities (peer)"): the caller is the workload whose
 // client certificate Envoy verified on an mTLS connection — Envoy's source.principal, e.g. the
 // SPIFFE ID spiffe://cluster.local/ns/checkout/sa/payments — matched exactly or by a pattern of
-// named path segments to a tenant, subject and scopes. Read from RequestAttributes.peer only:
-// nothing in request headers (x-forwarded-client-cert included) is trusted.
+// named path segments to a tenant, subject and scopes. Read from RequestAttributes.peer; a request
+// header (x-forwarded-client-cert) only where the policy says the proxy sets it and strips client
+// copies (forwardedClientCert).
 
 import { LRUCache } from 'lru-cache';
 import type { PeerSourceConfig } from '../mesh/config.js';
@@ -82,11 +83,13 @@ export function compilePeerSource(config: PeerSourceConfig, at: PolicyPath, ctx:
   const miss: IdentifyResult = config.unmatched === 'deny' ? rejected(UNMATCHED) : NOT_PRESENT;
   const byPattern = patterns.length > 0 ? new LRUCache<string, IdentifyResult>({ max: MAX_CACHED_PRINCIPALS }) : undefined;
 
+  const xfccHeader = config.forwardedClientCert?.header;
   return {
     method: 'peer',
     name: 'peer',
     identify(request: RequestAttributes): IdentifyResult {
-      const principal = request.peer?.principal;
+      let principal = request.peer?.principal;
+      if ((principal === undefined || principal === '') && xfccHeader !== undefined) principal = xfccUri(request.headers.get(xfccHeader));
       if (principal === undefined || principal === '') return NOT_PRESENT;
       const hit = exact.get(principal);
       if (hit !== undefined) return hit;
@@ -100,6 +103,57 @@ export function compilePeerSource(config: PeerSourceConfig, at: PolicyPath, ctx:
       return result;
     },
   };
+}
+
+/** Longer XFCC values are not read (a chain of certificates has no business in an identity check). */
+const MAX_XFCC_LENGTH = 16_384;
+
+/**
+ * The URI of the last element of an XFCC header (Envoy's format: elements separated by ",", pairs
+ * key=value separated by ";", values double-quoted when they contain , ; or =, \" inside quotes).
+ * The last element is the one the nearest proxy added. Undefined when absent or malformed.
+ */
+export function xfccUri(value: string | undefined): string | undefined {
+  if (value === undefined || value === '' || value.length > MAX_XFCC_LENGTH) return undefined;
+  // Pairs of the last element, found in one pass that honours quotes.
+  let pairs: [string, string][] = [];
+  let key = '';
+  let current = '';
+  let inQuotes = false;
+  let quoted = false;
+  let readingKey = true;
+  const endPair = () => {
+    if (!readingKey) pairs.push([key.trim().toLowerCase(), current]);
+    else if (current.trim() !== '') pairs.push(['', current]);
+    key = '';
+    current = '';
+    readingKey = true;
+    quoted = false;
+  };
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!;
+    if (inQuotes) {
+      if (c === '\\' && i + 1 < value.length) current += value[++i];
+      else if (c === '"') inQuotes = false;
+      else current += c;
+      continue;
+    }
+    if (c === '"' && !readingKey && current === '' && !quoted) {
+      inQuotes = quoted = true;
+    } else if (c === '=' && readingKey) {
+      key = current;
+      current = '';
+      readingKey = false;
+    } else if (c === ';') endPair();
+    else if (c === ',') {
+      endPair();
+      pairs = [];
+    } else current += c;
+  }
+  if (inQuotes) return undefined;
+  endPair();
+  const uri = pairs.find(([k]) => k === 'uri')?.[1];
+  return uri === undefined || uri === '' ? undefined : uri;
 }
 
 function matchPatterns(patterns: readonly Pattern[], principal: string): IdentifyResult | undefined {

@@ -51,5 +51,17 @@ export const peerSourceSchema = z.strictObject({
   principals: z.record(nonEmpty, peerPrincipalSchema).refine((r) => Object.keys(r).length > 0, { message: 'needs at least one principal' }),
   /** A principal that matches nothing: try the next source (next), or refuse (deny: 403 peer_not_allowed). */
   unmatched: z.enum(['next', 'deny']).default('next'),
+  /**
+   * Also read the URI of an x-forwarded-client-cert-style header (Envoy's XFCC format), when no
+   * source.principal came: only for a proxy in front that terminates mTLS, SETS this header and
+   * STRIPS any copy a client sent (Envoy: forward_client_cert_details SANITIZE_SET). Otherwise any
+   * client could claim any workload identity, so the policy has to say so explicitly.
+   */
+  forwardedClientCert: z
+    .strictObject({
+      header: headerNameSchema.default('x-forwarded-client-cert'),
+      proxySetsItAndStripsClientCopies: z.boolean().refine((v) => v, { message: 'must be true: the header is trusted only if the proxy sets it and strips client copies' }),
+    })
+    .optional(),
 });
 export type PeerSourceConfig = z.output<typeof peerSourceSchema>;

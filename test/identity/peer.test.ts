@@ -33,6 +33,12 @@ routes:
           principals: { "spiffe://cluster.local/ns/{namespace}/sa/reporter": { tenant: "{namespace}" } }
           unmatched: deny
       - sharedSecret: { header: x-api-secret, secret: "${KEY}", tenant: partner }
+  - name: behind-proxy
+    match: { pathPrefix: /proxied/ }
+    identity:
+      - peer:
+          principals: { "spiffe://cluster.local/ns/{namespace}/sa/{sa}": { tenant: "{namespace}", subject: "{sa}" } }
+          forwardedClientCert: { header: x-forwarded-client-cert, proxySetsItAndStripsClientCopies: true }
 default: deny
 `;
 
@@ -106,6 +112,30 @@ describe.each([false, true])('peer source (raw headers: %s)', (raw) => {
     // The caller is who mTLS says, whatever the header claims.
     const mixed = await check({ path: '/pay/charge', principal: 'spiffe://cluster.local/ns/shop/sa/web', headers: { 'x-forwarded-client-cert': xfcc } });
     expect([status(mixed), reasonOf(mixed)]).toEqual([403, 'insufficient_scope']);
+  });
+});
+
+describe.each([false, true])('peer source from x-forwarded-client-cert, where the policy trusts it (raw headers: %s)', (raw) => {
+  const check = (init: CheckInit) => running.client.check({ raw, ...init });
+  const xfcc = (value: string) => ({ 'x-forwarded-client-cert': value });
+
+  it("reads the URI of the proxy's own element (the last one)", async () => {
+    const header = 'By=spiffe://cluster.local/ns/edge/sa/gw;URI=spiffe://cluster.local/ns/evil/sa/x,By=spiffe://cluster.local/ns/edge/sa/gw;Hash=abc;Subject="CN=a,O=b";URI=spiffe://cluster.local/ns/orders/sa/api;DNS=api.local';
+    const res = await check({ path: '/proxied/x', headers: xfcc(header) });
+    expect([upstream(res, 'x-tenant-id'), upstream(res, 'x-auth-subject')]).toEqual(['orders', 'api']);
+  });
+
+  it('handles quoted values with separators, and the attribute wins over the header', async () => {
+    const res = await check({ path: '/proxied/x', headers: xfcc('Subject="CN=x;y,z";URI="spiffe://cluster.local/ns/q/sa/w"') });
+    expect(upstream(res, 'x-tenant-id')).toBe('q');
+    const both = await check({ path: '/proxied/x', principal: 'spiffe://cluster.local/ns/real/sa/svc', headers: xfcc('URI=spiffe://cluster.local/ns/q/sa/w') });
+    expect(upstream(both, 'x-tenant-id')).toBe('real');
+  });
+
+  it('an element without URI, or a malformed header, identifies nobody', async () => {
+    for (const header of ['By=spiffe://x;Hash=abc', 'URI="spiffe://cluster.local/ns/q/sa/w', '']) {
+      expect(reasonOf(await check({ path: '/proxied/x', headers: xfcc(header) })), header).toBe('missing_credential');
+    }
   });
 });
 
