@@ -3,9 +3,9 @@
 
 import type { ReasonCode } from './reasons.js';
 
-export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'peer' | 'dev';
+export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev' | 'session' | 'introspection' | 'peer';
 
-export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'peer', 'dev'];
+export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev', 'session', 'introspection', 'peer'];
 
 /**
  * Request headers by lower-case name. Only lookups: the gRPC decoder turns a header's bytes into

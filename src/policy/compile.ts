@@ -5,6 +5,8 @@ import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import { compileChain } from '../identity/registry.js';
+import { checkLookups } from '../lookup/acquire.js';
+import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
 import { compileIdentityToken, routeIdentityToken, type CompiledIdentityToken } from '../mesh/compile.js';
 import type { RouteIdentityToken } from '../mesh/identity-token.js';
 import type { CredentialSource } from '../identity/source.js';
@@ -88,6 +90,8 @@ export interface CompiledPolicy {
   readonly identityToken: CompiledIdentityToken | undefined;
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
+  /** Enrichment after identification; undefined when the policy has none (no cost). */
+  readonly enrich: Enricher | undefined;
 }
 
 /**
@@ -117,8 +121,10 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   };
 
   checkMode(document, ctx);
+  checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
+  const enrich = compileEnrichment(ctx);
   const identityToken = compileIdentityToken(document.identityToken, ctx);
 
   const routeChains = document.routes.map((route, index) =>
@@ -202,6 +208,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     warnings: Object.freeze(warnings),
     identityToken,
     ready: Promise.all(readiness).then(() => undefined),
+    enrich,
   });
 }
 

@@ -9,7 +9,8 @@ import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
 import { identityTokenSchema, peerSourceSchema, routeIdentityTokenSchema } from '../mesh/config.js';
-import { headerNameSchema } from './units.js';
+import { durationSchema, headerNameSchema } from './units.js';
+import { enrichListSchema, hostPatternSchema as tenantHostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
@@ -76,7 +77,12 @@ export const hostSourceSchema = z.strictObject({
       scopes: z.array(nonEmpty).default([]),
       subject: nonEmpty.optional(),
     }),
-  ),
+  )
+    .default({}),
+  /** "{tenant}.shops.example.com": the tenant is the host's first label (src/lookup). */
+  patterns: z.array(tenantHostPatternSchema).default([]),
+  /** Domains resolved by a lookup (a tenant_domains table, an API); cached, unknown hosts too. */
+  store: hostStoreSchema.optional(),
 });
 export type HostSourceConfig = z.output<typeof hostSourceSchema>;
 
@@ -105,13 +111,15 @@ export const identitySourceSchema = z
     peer: peerSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
+    session: sessionSourceSchema.optional(),
+    introspection: introspectionSourceSchema.optional(),
   })
   .superRefine((entry, ctx) => {
     const kinds = Object.keys(entry).filter((k) => k !== 'compute' && entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, peer (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection, peer (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -213,6 +221,23 @@ export type HeaderNames = z.output<typeof headerNamesSchema>;
 /** Log levels, from the policy's server.logLevel, --log-level and PORTCULLIS_LOG_LEVEL alike. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+/** Limits of the gRPC port (README "Operating Portcullis": memory budget, overload). */
+export const grpcLimitsSchema = z.strictObject({
+  /** Request bytes (received and inflated) all connections may hold together, MiB. */
+  memoryBudgetMb: z.number().int().min(8).max(4096).default(32),
+  /** Checks in flight; beyond it checks are answered 503 `overloaded` at once. */
+  maxInFlight: z.number().int().min(16).max(1_000_000).default(1024),
+  /** Open connections; at the cap the longest-idle one is closed for a newcomer. */
+  maxConnections: z.number().int().min(1).max(100_000).default(1024),
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
+  maxStreamsPerConnection: z.number().int().min(1).max(100_000).default(128),
+  /** A request still being received after this long gets DEADLINE_EXCEEDED. */
+  readTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+  /** A connection that has not sent the HTTP/2 preface by then is closed. */
+  prefaceTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
+  /** A connection without an open stream for this long is closed (GOAWAY). */
+  idleTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(300_000),
+});
 
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
@@ -226,6 +251,7 @@ export const serverSchema = z.strictObject({
   tenantMetrics: z.boolean().default(false),
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
+  grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
 });
 
 export const clientIpSchema = z.strictObject({
@@ -266,6 +292,10 @@ export const policySchema = z
     identity: z.array(identitySourceSchema).default([]),
     issuers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'issuer names may contain letters, digits, _ and -'), issuerSchema).default({}),
     keyStore: keyStoreSchema.optional(),
+    /** Named HTTP/SQL lookups used by session, apiKey, host sources and enrichment (src/lookup). */
+    lookups: lookupsSchema.default({}),
+    /** Steps after identification that look more up about the caller (src/lookup/enrich.ts). */
+    enrich: enrichListSchema.default([]),
     routes: z.array(routeSchema).default([]),
     /**
      * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)
