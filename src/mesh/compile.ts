@@ -36,7 +36,7 @@ export function compileIdentityToken(config: IdentityTokenConfig | undefined, ct
       keyringKey,
       () => {
         created = true;
-        return new SigningKeyring({ files, algorithm: config.algorithm, logger: runtime.logger, reloadIntervalMs: runtime.offline ? 0 : config.keyReloadInterval });
+        return new SigningKeyring({ files, algorithm: config.algorithm, logger: runtime.logger, reloadIntervalMs: runtime.offline ? 0 : config.keyReloadInterval, metrics: runtime.metrics });
       },
       (k) => k.close(),
     );
@@ -54,7 +54,7 @@ export function compileIdentityToken(config: IdentityTokenConfig | undefined, ct
     reuse: config.reuse,
     cacheSize: config.cacheSize,
   };
-  const issuer = runtime.resources.acquire(`identity-token:${keyringKey}:${JSON.stringify(settings)}`, () => new IdentityTokenIssuer(settings, keyring, runtime.clock, runtime.logger));
+  const issuer = runtime.resources.acquire(`identity-token:${keyringKey}:${JSON.stringify(settings)}`, () => new IdentityTokenIssuer(settings, keyring, runtime.clock, runtime.logger, runtime.metrics));
   return Object.freeze({
     issuer,
     keyring,

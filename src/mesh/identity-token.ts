@@ -12,6 +12,7 @@ import { SignJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { MaybePromise, Principal } from '../types.js';
 import type { IdentityTokenAlgorithm, SigningKeyring } from './signing-keys.js';
 
@@ -45,14 +46,17 @@ interface Entry {
 
 export class IdentityTokenIssuer {
   private readonly cache: LRUCache<string, Entry>;
+  private readonly signed: { inc(labels: { result: 'ok' | 'error' }): void } | undefined;
 
   constructor(
     readonly settings: IdentityTokenSettings,
     readonly keyring: SigningKeyring,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    metrics?: Metrics,
   ) {
     this.cache = new LRUCache({ max: settings.cacheSize });
+    this.signed = metrics?.counter('portcullis_identity_tokens_signed_total', 'Identity tokens signed for upstreams (one per caller, audience and reuse window, not per request).', ['result']);
   }
 
   /** Whether a token handed out before may be handed out again as is (no cache lookup). */
@@ -122,7 +126,14 @@ export class IdentityTokenIssuer {
       .setExpirationTime(exp)
       .setJti(randomBytes(16).toString('base64url'));
     if (principal.subject !== undefined) jwt.setSubject(principal.subject);
-    const value = await jwt.sign(signer.privateKey!);
+    let value: string;
+    try {
+      value = await jwt.sign(signer.privateKey!);
+    } catch (err) {
+      this.signed?.inc({ result: 'error' });
+      throw err;
+    }
+    this.signed?.inc({ result: 'ok' });
     const expiresAt = exp * 1000;
     return Object.freeze({ value, kid: signer.kid, generation, refreshAt: nowMs + Math.floor((expiresAt - nowMs) * this.settings.reuse), expiresAt });
   }

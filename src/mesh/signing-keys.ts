@@ -11,6 +11,7 @@ import { createHash, createPrivateKey, createPublicKey, type JsonWebKey, type Ke
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export type IdentityTokenAlgorithm = 'ES256' | 'EdDSA';
 
@@ -143,6 +144,7 @@ export interface KeyringOptions {
   readonly logger: Logger;
   /** How often the files are re-read (ms); 0 = only on policy reload and reload(). */
   readonly reloadIntervalMs: number;
+  readonly metrics?: Metrics;
 }
 
 /**
@@ -157,8 +159,11 @@ export class SigningKeyring {
   generation = 0;
   private readonly listeners = new Set<(set: KeySet) => void>();
 
+  private readonly reloads: { inc(labels: { result: 'changed' | 'failed' }): void } | undefined;
+
   constructor(private readonly options: KeyringOptions) {
     this.set = loadKeySet(options.files, options.algorithm);
+    this.reloads = options.metrics?.counter('portcullis_identity_key_reloads_total', 'Re-reads of the identity token key files that changed the keys, or failed (the last good keys were kept).', ['result']);
     if (options.reloadIntervalMs > 0) {
       this.timer = setInterval(() => this.reload(), options.reloadIntervalMs);
       this.timer.unref();
@@ -176,6 +181,7 @@ export class SigningKeyring {
       next = loadKeySet(this.options.files, this.options.algorithm);
     } catch (err) {
       const message = (err as Error).message;
+      this.reloads?.inc({ result: 'failed' });
       if (message !== this.lastProblem) this.options.logger.warn({ err: message }, 'identity token keys: reload failed; keeping the last good keys');
       this.lastProblem = message;
       return false;
@@ -184,6 +190,7 @@ export class SigningKeyring {
     if (next.fingerprint === this.set.fingerprint) return false;
     this.set = next;
     this.generation++;
+    this.reloads?.inc({ result: 'changed' });
     for (const listener of this.listeners) listener(next);
     this.options.logger.info({ kids: next.keys.map((k) => k.kid), signer: next.signer.kid }, 'identity token keys reloaded');
     return true;

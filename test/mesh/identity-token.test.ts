@@ -79,6 +79,12 @@ async function verify(token: string, audience: string, at = clock.now()) {
   return jwtVerify(token, createLocalJWKSet(body), { issuer: ISSUER, audience, typ: IDENTITY_TOKEN_TYPE, algorithms: ['ES256'], currentDate: new Date(at) });
 }
 
+/** portcullis_identity_tokens_signed_total{result="ok"} from the ops port's /metrics. */
+async function signedCount(): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+  return Number(/^portcullis_identity_tokens_signed_total\{result="ok"\} (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
 function identityOf(res: CheckResponse): string | undefined {
   return headerOf(res.ok_response?.headers, HEADER);
 }
@@ -177,7 +183,11 @@ describe('identity token', () => {
     const bearer = `Bearer ${await userToken('user-reuse')}`;
     const get = async () => identityOf(await allowed({ path: '/v1/items/1', headers: { authorization: bearer } }))!;
     const first = await get();
-    expect(await get()).toBe(first);
+    // Never one signature per request: 20 more allows within the window sign nothing.
+    const signedBefore = await signedCount();
+    expect(signedBefore).toBeGreaterThan(0);
+    for (let i = 0; i < 20; i++) expect(await get()).toBe(first);
+    expect(await signedCount()).toBe(signedBefore);
     clock.advance(149_000); // reuse 0.5 of 300 s
     expect(await get()).toBe(first);
     clock.advance(2_000);
@@ -246,6 +256,8 @@ describe('identity token', () => {
     expect((await jwks()).body.keys.map((k) => k.kid)).toEqual(kids);
     rmSync(path.join(dir, 'key-2.pem'));
     expect(keyring.reload()).toBe(false);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/^portcullis_identity_key_reloads_total\{result="failed"\} [1-9]/m);
     // A policy reload re-reads the files too, and keeps the last good keys as well.
     writeFileSync(policyFile, policy(['key-2.pem']) + '\n# touched\n');
     await server.policies.reload();
