@@ -79,6 +79,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     bind,
     port: options.grpcPort ?? first.document.server.grpcPort,
     limits: grpcLimits(first.document),
+    dependencyErrors: first.document.dependencyFailure === 'error',
     metrics,
     clock: runtime.clock,
   });
@@ -125,6 +126,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (levelFromPolicy) logger.level = s.logLevel;
     grpcTransport.setLimits(grpcLimits(policy.document));
+    grpcTransport.dependencyErrors = policy.document.dependencyFailure === 'error';
     policy.ready.then(
       () => {
         dependenciesReady = true;

@@ -286,6 +286,13 @@ export const policySchema = z
      */
     default: z.enum(['deny', 'authenticated']).default('deny'),
     rateLimits: rateLimitsSchema.optional(),
+    /**
+     * How a dependency failure (any 503: JWKS, key store, Redis, lookups, internal error, overload)
+     * is answered on the gRPC port: deny = a 503 denied_response (Envoy counts it as a denial);
+     * error = an error_response (Envoy 1.37+ counts ext_authz.error and applies failure_mode_allow
+     * and status_on_error).
+     */
+    dependencyFailure: z.enum(['deny', 'error']).default('deny'),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
   });
 

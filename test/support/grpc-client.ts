@@ -25,9 +25,11 @@ export interface HeaderOption {
 
 export interface CheckResponse {
   status?: { code?: number; message?: string };
-  http_response?: 'ok_response' | 'denied_response';
+  http_response?: 'ok_response' | 'denied_response' | 'error_response';
   ok_response?: { headers?: HeaderOption[]; headers_to_remove?: string[]; response_headers_to_add?: HeaderOption[] };
   denied_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
+  /** Envoy 1.37+: a failure of the service itself (dependencyFailure: error). */
+  error_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
   dynamic_metadata?: { fields?: Record<string, { stringValue?: string }> }; // protobufjs' built-in Struct is camelCase
 }
 

@@ -16,7 +16,7 @@ import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
-import { attachConnection, connectionOf, GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
+import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -33,10 +33,13 @@ export interface GrpcServerOptions {
   maxBufferedBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
+  /** Answer dependency failures (503s) with error_response rather than denied_response (policy dependencyFailure: error). */
+  dependencyErrors?: boolean;
 }
 
 /** The answer to a check refused by admission control: prepared once, sent without reading the request. */
-const OVERLOADED_FRAME = encodeCheckResponseFrame(denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' }));
+const OVERLOADED_DECISION = denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' });
+const OVERLOADED_FRAMES = [encodeCheckResponseFrame(OVERLOADED_DECISION, false), encodeCheckResponseFrame(OVERLOADED_DECISION, true)] as const;
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
@@ -53,6 +56,9 @@ export class GrpcTransport {
   private readonly undecodable: ThrottledLog;
   private readonly overloadLog: ThrottledLog;
   private readonly memoryLog: ThrottledLog;
+  private readonly countError: GrpcErrorSink;
+  /** policy dependencyFailure: error — 503s go out as error_response. */
+  dependencyErrors: boolean;
   boundPort = 0;
 
   constructor(
@@ -68,6 +74,14 @@ export class GrpcTransport {
     });
     const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.clock = options.clock ?? systemClock;
+    this.dependencyErrors = options.dependencyErrors === true;
+    const errors = metrics.counter('portcullis_grpc_errors_total', 'gRPC calls answered with a non-OK grpc-status, by status name (denials are answers, status OK).', ['code']);
+    const byCode = new Map<number, { inc(): void }>();
+    this.countError = (code) => {
+      let child = byCode.get(code);
+      if (child === undefined) byCode.set(code, (child = errors.labels(GRPC_STATUS_NAMES[code] ?? String(code))));
+      child.inc();
+    };
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
     const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
@@ -194,7 +208,7 @@ export class GrpcTransport {
     }
     const state = new ConnectionState(this.governor.tick, this.governor.limits.maxStreamsPerConnection);
     state.activity = ++this.governor.activity;
-    attachConnection(session, state);
+    attachConnection(session, state, this.countError);
     this.connections.set(session, state);
     session.once('remoteSettings', () => (state.ready = true));
     session.once('close', () => this.connections.delete(session));
@@ -276,7 +290,7 @@ export class GrpcTransport {
   private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
-    sendUnary(stream, OVERLOADED_FRAME);
+    sendUnary(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
@@ -313,10 +327,10 @@ export class GrpcTransport {
   private reply(stream: http2.ServerHttp2Stream, request: RequestAttributes, decision: Decision): void {
     let frame: Buffer;
     try {
-      frame = encodeCheckResponseFrame(decision);
+      frame = encodeCheckResponseFrame(decision, this.dependencyErrors);
     } catch (err) {
       this.logger.error({ err: (err as Error)?.message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
-      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err));
+      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err), this.dependencyErrors);
     }
     // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
     sendUnary(stream, frame);
