@@ -13,6 +13,7 @@ import { MIB, type TransportLimits } from './transport/grpc/limits.js';
 import type { PolicyDocument } from './policy/schema.js';
 import { ServingStatus } from './transport/grpc/health.js';
 import { OpsServer } from './transport/http.js';
+import type { TlsSettings } from './transport/tls.js';
 
 export interface ServeOptions {
   configFile: string;
@@ -38,6 +39,8 @@ export interface ServeOptions {
   opsServer?: boolean;
   /** Override the policy's server.grpc limits (CLI flags; the chart sets them). */
   grpcLimits?: Partial<Pick<TransportLimits, 'memoryBudgetBytes' | 'maxInFlight'>>;
+  /** TLS for the gRPC listener (CLI --tls-cert/--tls-key/--tls-client-ca); wins over the policy's server.tls. */
+  tls?: TlsSettings;
   /** Told whenever health flips (cluster workers report it to the primary). */
   onServingChange?: (serving: boolean) => void;
 }
@@ -80,6 +83,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     port: options.grpcPort ?? first.document.server.grpcPort,
     limits: grpcLimits(first.document),
     dependencyErrors: first.document.dependencyFailure === 'error',
+    tls: options.tls ?? tlsSettings(first.document.server.tls),
     metrics,
     clock: runtime.clock,
   });
@@ -121,6 +125,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   policies.onSwap((policy) => {
     const s = policy.document.server;
+    if (JSON.stringify(s.tls) !== JSON.stringify(first.document.server.tls)) {
+      logger.warn('server.tls changed in the policy: it takes effect on restart (the certificate files themselves are reloaded when they change)');
+    }
     if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
       logger.warn('server ports/bind changed in the policy: they take effect on restart only');
     }
@@ -155,6 +162,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     })());
 
   return { grpcPort, httpPort, runtime, policies, authorizer, ready, shutdown };
+}
+
+function tlsSettings(tls: PolicyDocument['server']['tls']): TlsSettings | undefined {
+  if (!tls) return undefined;
+  return { certFile: tls.certFile, keyFile: tls.keyFile, clientCaFile: tls.clientCaFile, minVersion: tls.minVersion, reloadIntervalMs: tls.reloadInterval };
 }
 
 /** The policy's server.grpc section as transport limits; CLI flags win. */

@@ -226,6 +226,17 @@ export const grpcLimitsSchema = z.strictObject({
   idleTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(300_000),
 });
 
+/** TLS on the authorization listener(s) (README "TLS and mTLS"). Files are re-read when they change. */
+export const tlsSchema = z.strictObject({
+  certFile: nonEmpty,
+  keyFile: nonEmpty,
+  /** CA bundle client certificates must chain to: when set, every client must present one (mTLS). */
+  clientCaFile: nonEmpty.optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  /** Backstop poll of the files (directory watches usually notice a Secret update sooner). */
+  reloadInterval: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+});
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
@@ -239,6 +250,7 @@ export const serverSchema = z.strictObject({
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
+  tls: tlsSchema.optional(),
 });
 
 export const clientIpSchema = z.strictObject({

@@ -51,10 +51,11 @@ export interface CheckInit {
 export class CheckClient {
   readonly auth: any;
   readonly health: any;
-  constructor(port: number) {
+  /** `credentials`: TLS (grpc.credentials.createSsl) for a TLS listener; plaintext by default. */
+  constructor(port: number, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
     const address = `127.0.0.1:${port}`;
-    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, grpc.credentials.createInsecure());
-    this.health = new loaded.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, credentials, options);
+    this.health = new loaded.grpc.health.v1.Health(address, credentials, options);
   }
 
   static requestMessage(init: CheckInit): Record<string, unknown> {

@@ -12,6 +12,7 @@ import type { Logger } from '../../observability/logger.js';
 import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
+import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
@@ -33,6 +34,8 @@ export interface GrpcServerOptions {
   maxBufferedBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
+  /** Serve TLS (and mTLS with clientCaFile) instead of plaintext h2c; certificates hot-reloaded. */
+  tls?: TlsSettings;
   /** Answer dependency failures (503s) with error_response rather than denied_response (policy dependencyFailure: error). */
   dependencyErrors?: boolean;
 }
@@ -43,7 +46,8 @@ const OVERLOADED_FRAMES = [encodeCheckResponseFrame(OVERLOADED_DECISION, false),
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
-  private readonly server: http2.Http2Server;
+  private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  private readonly tlsReloader: TlsReloader | undefined;
   private readonly connections = new Map<http2.ServerHttp2Session, ConnectionState>();
   private readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
@@ -104,7 +108,7 @@ export class GrpcTransport {
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
-    this.server = http2.createServer({
+    const serverOptions: http2.ServerOptions = {
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
       // 100 of those.
@@ -113,7 +117,23 @@ export class GrpcTransport {
       // be written) passes this many MB. The governor bounds what matters process-wide; this is
       // the backstop for one connection that stops reading its responses.
       maxSessionMemory: 32,
-    });
+    };
+    if (options.tls) {
+      const secure = http2.createSecureServer({
+        ...serverOptions,
+        ...secureServerOptions(options.tls, ['h2']),
+        allowHTTP1: false,
+        // A connection that does not finish its handshake is dropped like one without a preface.
+        handshakeTimeout: limits.prefaceTimeoutMs,
+      });
+      const failures = metrics.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('grpc');
+      const failureLog = throttled('TLS handshakes failed on the gRPC port', failures, 'info');
+      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
+      this.tlsReloader = new TlsReloader(options.tls, secure, logger, metrics, 'grpc');
+      this.server = secure;
+    } else {
+      this.server = http2.createServer(serverOptions);
+    }
     this.server.on('stream', this.onStream);
     this.server.on('session', this.onSession);
     // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
@@ -164,6 +184,7 @@ export class GrpcTransport {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     this.reader.close();
+    this.tlsReloader?.close();
     clearInterval(this.sweeper);
     const closed = Promise.all([
       this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
