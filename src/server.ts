@@ -14,6 +14,8 @@ import type { PolicyDocument } from './policy/schema.js';
 import { ServingStatus } from './transport/grpc/health.js';
 import { OpsServer } from './transport/http.js';
 import type { TlsSettings } from './transport/tls.js';
+import { createTracer, tracingSettings } from './observability/tracing.js';
+import { PORTCULLIS_VERSION } from './version.js';
 
 export interface ServeOptions {
   configFile: string;
@@ -76,6 +78,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const logger = runtime.logger;
 
   const authorizer = new Authorizer(policies, logger, metrics);
+  // Tracing: settings once at start; the SDK is loaded only when it is on.
+  const tracing = tracingSettings(first.document.server.tracing, env, logger);
+  const tracer = tracing ? await createTracer(tracing, logger, PORTCULLIS_VERSION) : undefined;
   const bind = options.bind ?? first.document.server.bind;
   const grpcLimits = (document: PolicyDocument): Partial<TransportLimits> => transportLimits(document.server.grpc, options.grpcLimits);
   const grpcTransport = new GrpcTransport(authorizer, logger, {
@@ -84,6 +89,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     limits: grpcLimits(first.document),
     dependencyErrors: first.document.dependencyFailure === 'error',
     tls: options.tls ?? tlsSettings(first.document.server.tls),
+    tracer,
     metrics,
     clock: runtime.clock,
   });
@@ -125,6 +131,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   policies.onSwap((policy) => {
     const s = policy.document.server;
+    if (JSON.stringify(s.tracing) !== JSON.stringify(first.document.server.tracing)) {
+      logger.warn('server.tracing changed in the policy: it takes effect on restart');
+    }
     if (JSON.stringify(s.tls) !== JSON.stringify(first.document.server.tls)) {
       logger.warn('server.tls changed in the policy: it takes effect on restart (the certificate files themselves are reloaded when they change)');
     }
@@ -156,6 +165,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       grpcTransport.health.closeWatchers();
       policies.close();
       await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
+      // The spans of the last checks are exported (bounded by the exporter's timeout).
+      await tracer?.shutdown().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'trace export at shutdown failed'));
       if (options.opsServer !== false) await ops.close();
       await runtime.resources.closeAll();
       logger.info('shutdown complete');

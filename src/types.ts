@@ -47,6 +47,16 @@ export interface RequestAttributes {
   readonly sourceAddress: string;
   /** Envoy's per-route context_extensions (never sent by clients). */
   readonly contextExtensions: ReadonlyMap<string, string>;
+  /** The span of this check when it is traced and sampled (observability/tracing.ts); else undefined. */
+  trace?: CheckTrace;
+}
+
+/** A sampled check's span, as the pipeline sees it: its ids, and child spans around waits on I/O. */
+export interface CheckTrace {
+  readonly traceId: string;
+  readonly spanId: string;
+  /** A child span around one wait (JWKS, key store, lookup, Redis); `end` it when the wait is over. */
+  child(name: string, attributes?: Readonly<Record<string, string>>): { end(failed?: boolean): void };
 }
 
 /** Who is calling, once a credential source has recognised a credential. */

@@ -18,7 +18,7 @@ import type { IdentifyResult } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
-import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { isPromise, type CheckTrace, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
 import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue } from './decision.js';
 import { routeCandidates } from './route-candidates.js';
@@ -116,6 +116,7 @@ function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
   const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal: undefined, route: route.name });
+  if (isPromise(verdict) && request.trace !== undefined) traced(request.trace, verdict, RATE_LIMIT_SPAN);
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
@@ -149,6 +150,7 @@ function identify(route: CompiledRoute, request: RequestAttributes, start: numbe
   for (let i = start; i < chain.length; i++) {
     const result = chain[i]!.identify(request);
     if (isPromise(result)) {
+      if (request.trace !== undefined) traced(request.trace, result, sourceSpan(chain[i]!.method), chain[i]!.name);
       return result.then((resolved) => (resolved.kind === 'none' ? identify(route, request, i + 1) : resolved));
     }
     if (result.kind !== 'none') return result;
@@ -214,6 +216,7 @@ function rateLimitThenAllow(
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
   const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
+  if (isPromise(verdict) && request.trace !== undefined) traced(request.trace, verdict, RATE_LIMIT_SPAN);
   const finish = (v: RateLimitVerdict): Decision =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
@@ -228,6 +231,21 @@ function rateLimitThenAllow(
           joinNotes(preNote, v.note),
         );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
+}
+
+// Traced checks only: a child span around each wait on I/O — a source that could not answer from
+// its cache (JWKS fetch, key-store or lookup call) or a rate limit that went to Redis.
+const RATE_LIMIT_SPAN = 'portcullis.ratelimit';
+function sourceSpan(method: string): string {
+  return method === 'jwt' ? 'portcullis.jwt.keys' : method === 'api-key' ? 'portcullis.keystore.lookup' : 'portcullis.lookup';
+}
+
+function traced(trace: CheckTrace, wait: Promise<unknown>, name: string, source?: string): void {
+  const span = trace.child(name, source === undefined ? undefined : { 'portcullis.source': source });
+  wait.then(
+    () => span.end(),
+    () => span.end(true),
+  );
 }
 
 function joinNotes(a: string | undefined, b: string | undefined): string | undefined {

@@ -237,6 +237,18 @@ export const tlsSchema = z.strictObject({
   reloadInterval: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
 });
 
+/** OpenTelemetry tracing (README "Tracing"); the OTEL_* variables fill in what is not set here. */
+export const tracingSchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces. */
+  endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
+  /** Share of new traces sampled (parent-based: a caller's sampled flag is followed). */
+  sampleRatio: z.number().min(0).max(1).optional(),
+  serviceName: nonEmpty.optional(),
+  /** Put the tenant on spans (off by default, like tenantMetrics). */
+  tenant: z.boolean().default(false),
+});
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
@@ -251,6 +263,7 @@ export const serverSchema = z.strictObject({
   routeMetrics: z.boolean().default(false),
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
   tls: tlsSchema.optional(),
+  tracing: tracingSchema.optional(),
 });
 
 export const clientIpSchema = z.strictObject({

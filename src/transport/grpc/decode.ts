@@ -308,6 +308,7 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
     headers,
     sourceAddress: d.sourceAddress,
     contextExtensions: d.contextExtensions,
+    trace: undefined, // set by the transport when the check is traced (one object shape either way)
   };
   if (!d.sawHttp) request[NO_HTTP_ATTRIBUTES] = true;
   return request;

@@ -12,6 +12,7 @@ import type { Logger } from '../../observability/logger.js';
 import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
+import type { CheckSpan, CheckTracer } from '../../observability/tracing.js';
 import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
@@ -36,6 +37,8 @@ export interface GrpcServerOptions {
   clock?: Clock;
   /** Serve TLS (and mTLS with clientCaFile) instead of plaintext h2c; certificates hot-reloaded. */
   tls?: TlsSettings;
+  /** Tracing on (observability/tracing.ts): a span per sampled check. Undefined: no tracing work at all. */
+  tracer?: CheckTracer;
   /** Answer dependency failures (503s) with error_response rather than denied_response (policy dependencyFailure: error). */
   dependencyErrors?: boolean;
 }
@@ -61,6 +64,7 @@ export class GrpcTransport {
   private readonly overloadLog: ThrottledLog;
   private readonly memoryLog: ThrottledLog;
   private readonly countError: GrpcErrorSink;
+  private readonly tracer: CheckTracer | undefined;
   /** policy dependencyFailure: error — 503s go out as error_response. */
   dependencyErrors: boolean;
   boundPort = 0;
@@ -79,6 +83,7 @@ export class GrpcTransport {
     const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.clock = options.clock ?? systemClock;
     this.dependencyErrors = options.dependencyErrors === true;
+    this.tracer = options.tracer;
     const errors = metrics.counter('portcullis_grpc_errors_total', 'gRPC calls answered with a non-OK grpc-status, by status name (denials are answers, status OK).', ['code']);
     const byCode = new Map<number, { inc(): void }>();
     this.countError = (code) => {
@@ -327,6 +332,14 @@ export class GrpcTransport {
       sendError(stream, GrpcStatus.INVALID_ARGUMENT, details);
       return;
     }
+    const tracer = this.tracer;
+    if (tracer !== undefined) {
+      try {
+        request.trace = tracer.start(request, AUTHORIZATION_SERVICE, 'Check');
+      } catch {
+        // tracing never decides anything: the check goes on untraced
+      }
+    }
     let decision;
     try {
       decision = this.authorizer.check(request, request[NO_HTTP_ATTRIBUTES] === true);
@@ -355,6 +368,13 @@ export class GrpcTransport {
     }
     // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
     sendUnary(stream, frame);
+    if (request.trace !== undefined) {
+      try {
+        (request.trace as CheckSpan).finish(decision, GrpcStatus.OK);
+      } catch {
+        // a tracing failure never touches the answer
+      }
+    }
   }
 
   /** A failure in the transport itself (never a decision): end that call, never the process. */
