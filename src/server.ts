@@ -165,8 +165,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       grpcTransport.health.closeWatchers();
       policies.close();
       await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
-      // The spans of the last checks are exported (bounded by the exporter's timeout).
-      await tracer?.shutdown().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'trace export at shutdown failed'));
+      // The spans of the last checks are exported; a collector that does not answer holds the exit
+      // for at most 5 s.
+      if (tracer) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          tracer.shutdown().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'trace export at shutdown failed')),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, 5000))),
+        ]);
+        clearTimeout(timer);
+      }
       if (options.opsServer !== false) await ops.close();
       await runtime.resources.closeAll();
       logger.info('shutdown complete');

@@ -243,7 +243,7 @@ export const tracingSchema = z.strictObject({
   /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces. */
   endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
   /** Share of new traces sampled (parent-based: a caller's sampled flag is followed). */
-  sampleRatio: z.number().min(0).max(1).optional(),
+  sampleRatio: z.number().min(0, 'must be from 0 to 1').max(1, 'must be from 0 to 1').optional(),
   serviceName: nonEmpty.optional(),
   /** Put the tenant on spans (off by default, like tenantMetrics). */
   tenant: z.boolean().default(false),
