@@ -25,7 +25,7 @@ export class OtelCheckTracer implements CheckTracer {
   }
 
   start(request: RequestAttributes, rpcService: string, rpcMethod: string): CheckSpan | undefined {
-    const parent = remoteParent(request.headers);
+    const parent = remoteParent(request.headers, this.settings.parentBased);
     if (!sampled(parent, this.settings.parentBased, this.settings.ratio)) return undefined;
     let context = ROOT_CONTEXT;
     if (parent !== undefined) {
@@ -57,6 +57,11 @@ export class OtelCheckTracer implements CheckTracer {
 
   async shutdown(): Promise<void> {
     await this.provider.shutdown();
+  }
+
+  /** Export what is queued now (bench, tests). */
+  async flush(): Promise<void> {
+    await this.provider.forceFlush();
   }
 }
 

@@ -153,18 +153,15 @@ function isHex(s: string, from: number, to: number): boolean {
  * The caller's trace context: W3C traceparent (and tracestate), else B3 (single `b3` header or
  * the x-b3-* headers). Malformed values are ignored (a new trace starts), as the specs require.
  */
-export function remoteParent(headers: RequestAttributes['headers']): RemoteParent | undefined {
+export function remoteParent(headers: RequestAttributes['headers'], parentBased = false): RemoteParent | undefined {
   const tp = headers.get('traceparent');
   if (tp !== undefined) {
     // version-traceid-parentid-flags; a future version may append fields after the flags.
-    if (tp.length >= 55 && tp[2] === '-' && tp[35] === '-' && tp[52] === '-' && (tp.length === 55 || tp[55] === '-') && isHex(tp, 0, 2) && tp.slice(0, 2) !== 'ff' && isHex(tp, 3, 35) && isHex(tp, 36, 52) && isHex(tp, 53, 55)) {
-      const traceId = tp.slice(3, 35);
-      const spanId = tp.slice(36, 52);
-      if (traceId !== HEX32_ZERO && spanId !== '0000000000000000') {
-        return { traceId, spanId, sampled: (parseInt(tp.slice(53, 55), 16) & 1) === 1, traceState: headers.get('tracestate') };
-      }
-    }
-    return undefined;
+    if (!wellFormedTraceparent(tp)) return undefined;
+    const sampledFlag = (hexValue(tp.charCodeAt(54)) & 1) === 1;
+    // Parent-based and not sampled: nothing else is needed (no strings cut, nothing allocated).
+    if (parentBased && !sampledFlag) return NOT_SAMPLED_PARENT;
+    return { traceId: tp.slice(3, 35), spanId: tp.slice(36, 52), sampled: sampledFlag, traceState: headers.get('tracestate') };
   }
   const b3 = headers.get('b3');
   if (b3 !== undefined) {
@@ -174,6 +171,33 @@ export function remoteParent(headers: RequestAttributes['headers']): RemoteParen
   const b3TraceId = headers.get('x-b3-traceid');
   if (b3TraceId === undefined) return undefined;
   return b3Parent(b3TraceId, headers.get('x-b3-spanid'), headers.get('x-b3-flags') === '1' ? 'd' : headers.get('x-b3-sampled'));
+}
+
+/** A caller that said "not sampled" (parent-based sampling needs nothing more). */
+const NOT_SAMPLED_PARENT: RemoteParent = Object.freeze({ traceId: '', spanId: '', sampled: false });
+
+function hexValue(c: number): number {
+  return c <= 57 ? c - 48 : c - 87;
+}
+
+/** 00-<32 lower hex, not all 0>-<16 lower hex, not all 0>-<2 hex>, version ff refused. */
+function wellFormedTraceparent(tp: string): boolean {
+  const n = tp.length;
+  if (n < 55 || (n > 55 && tp.charCodeAt(55) !== 45) || tp.charCodeAt(2) !== 45 || tp.charCodeAt(35) !== 45 || tp.charCodeAt(52) !== 45) return false;
+  if (!isHex(tp, 0, 2) || (tp.charCodeAt(0) === 102 && tp.charCodeAt(1) === 102) || !isHex(tp, 53, 55)) return false;
+  let traceBits = 0;
+  for (let i = 3; i < 35; i++) {
+    const c = tp.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+    traceBits |= c - 48;
+  }
+  let spanBits = 0;
+  for (let i = 36; i < 52; i++) {
+    const c = tp.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+    spanBits |= c - 48;
+  }
+  return traceBits !== 0 && spanBits !== 0;
 }
 
 function b3Parent(traceId: string | undefined, spanId: string | undefined, flag: string | undefined): RemoteParent | undefined {
