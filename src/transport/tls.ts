@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
+import { PortcullisError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -36,9 +37,18 @@ interface Material {
 
 /** The options of a TLS server for `settings`, with `alpn` (['h2'] for gRPC). */
 export function secureServerOptions(settings: TlsSettings, alpn: string[]): tls.TlsOptions {
-  const material = readMaterial(settings);
+  let material: Material;
+  let context: tls.SecureContextOptions;
+  try {
+    material = readMaterial(settings);
+    context = contextOptions(settings, material);
+    tls.createSecureContext(context); // a key that does not match its certificate fails here, at start
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${(err as NodeJS.ErrnoException).path ?? 'a file'} does not exist` : (err as Error).message;
+    throw new PortcullisError('TLS_INVALID', `TLS certificate files cannot be used (${settings.certFile}): ${reason}`, { cause: err });
+  }
   return {
-    ...contextOptions(settings, material),
+    ...context,
     ALPNProtocols: alpn,
     // mTLS: a client without a certificate, with an expired one or one from another CA never
     // finishes the handshake.

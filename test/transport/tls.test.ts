@@ -115,6 +115,14 @@ routes:
     await until(async () => (await metric(mtlsServer, 'portcullis_tls_handshake_failures_total', { listener: 'grpc' })) - before >= 3, 'three handshake failures counted');
   });
 
+  it('refuses to start with a key that does not match the certificate, or a missing file (TLS_INVALID)', async () => {
+    for (const block of [`{ certFile: "${serverCert.cert}", keyFile: "${otherCa.key}" }`, `{ certFile: "${dir}/nope.crt", keyFile: "${serverCert.key}" }`]) {
+      const file = path.join(mkdtempSync(path.join(dir, 'policy-')), 'policy.yaml');
+      writeFileSync(file, policy(block));
+      await expect(startServer({ configFile: file, grpcPort: 0, httpPort: 0, bind: '127.0.0.1', watch: false, logger: silentLogger(), defaultMetrics: false })).rejects.toMatchObject({ code: 'TLS_INVALID' });
+    }
+  });
+
   it('rotation: new certificate files are used without a restart; a broken rotation keeps the previous certificate, counted once', async () => {
     const rotatedCa = pki.ca('rotated-ca');
     const rotated = pki.leaf('rotated', rotatedCa, 'DNS:localhost,IP:127.0.0.1');
