@@ -27,6 +27,7 @@ Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
                    [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
                    [--memory-budget-mb N] [--max-in-flight N]
+                   [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                    (durations: 500ms, 10s, 1m, ...; a bare number is seconds)
   portcullis validate --config FILE [--strict] [--allow-missing-env]
   portcullis check --config FILE [--json] [-H 'name: value']... [--source-ip IP] METHOD URL
@@ -133,6 +134,9 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       'reload-settle': { type: 'string' },
       'memory-budget-mb': { type: 'string' },
       'max-in-flight': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-client-ca': { type: 'string' },
     },
     io,
   );
@@ -153,6 +157,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   if (drainTimeoutMs === null || drainDelayMs === null || settleMs === null) return 2;
   const levelSetting = logLevelSetting(values['log-level'] as string | undefined, io.env.PORTCULLIS_LOG_LEVEL, io);
   if (levelSetting === null) return 2;
+
+  const tlsCert = values['tls-cert'] as string | undefined;
+  const tlsKey = values['tls-key'] as string | undefined;
+  const tlsClientCa = values['tls-client-ca'] as string | undefined;
+  if ((tlsCert === undefined) !== (tlsKey === undefined) || (tlsClientCa !== undefined && tlsCert === undefined)) {
+    io.err('--tls-cert and --tls-key go together (and --tls-client-ca needs both)\n');
+    return 2;
+  }
+  const tls = tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey, clientCaFile: tlsClientCa } : undefined;
 
   const workers = values.workers === undefined ? 1 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
@@ -183,6 +196,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       drainTimeoutMs,
       drainDelayMs,
       policyStore: settleMs === undefined ? undefined : { settleMs },
+      tls,
       grpcLimits: { memoryBudgetBytes: memoryBudgetMb === undefined ? undefined : memoryBudgetMb * 1024 * 1024, maxInFlight },
       env: io.env,
       opsServer: !isWorker(),

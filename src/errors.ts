@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'STORE_UNAVAILABLE' // a key or ban store could not be reached
   | 'STORE_CONFLICT' // a store operation conflicts with existing data
   | 'NOT_FOUND' // a key / ban named in a CLI command does not exist
+  | 'TLS_INVALID' // the TLS certificate, key or CA files cannot be read or used
   | 'INTERNAL';
 
 export class PortcullisError extends Error {

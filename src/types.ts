@@ -52,6 +52,8 @@ export interface RequestAttributes {
    * when the proxy sent neither field (plain TLS, no TLS, or a transport that does not know).
    */
   readonly peer?: PeerAttributes;
+  /** The span of this check when it is traced and sampled (observability/tracing.ts); else undefined. */
+  trace?: CheckTrace;
 }
 
 /** Envoy's AttributeContext.source principal (4) and certificate (5). Read lazily by the gRPC decoder. */
@@ -60,6 +62,14 @@ export interface PeerAttributes {
   readonly principal: string;
   /** The client certificate, URL-encoded PEM, when Envoy's include_peer_certificate is on; "" otherwise. */
   readonly certificate: string;
+}
+
+/** A sampled check's span, as the pipeline sees it: its ids, and child spans around waits on I/O. */
+export interface CheckTrace {
+  readonly traceId: string;
+  readonly spanId: string;
+  /** A child span around one wait (JWKS, key store, lookup, Redis); `end` it when the wait is over. */
+  child(name: string, attributes?: Readonly<Record<string, string>>): { end(failed?: boolean): void };
 }
 
 /** Who is calling, once a credential source has recognised a credential. */

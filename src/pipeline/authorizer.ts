@@ -3,6 +3,7 @@
 
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { traceIdOf } from '../observability/tracing.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { allowLabel } from '../ratelimit/notes.js';
@@ -109,6 +110,9 @@ export class Authorizer {
         detail: decision.allowed ? decision.note || undefined : decision.detail,
         latencyMs: Math.round(seconds * 1e6) / 1e3,
         explain: explain?.explanation,
+        // The trace this check belongs to: its span when traced, else the caller's traceparent.
+        trace_id: request.trace !== undefined ? request.trace.traceId : traceIdOf(request.headers.get('traceparent')),
+        span_id: request.trace?.spanId,
       };
       if (reason === 'internal_error') this.logger.error(entry, 'check failed inside Portcullis (denied 503)');
       else this.logger.info(entry, 'decision');

@@ -239,6 +239,29 @@ export const grpcLimitsSchema = z.strictObject({
   idleTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(300_000),
 });
 
+/** TLS on the authorization listener(s) (README "TLS and mTLS"). Files are re-read when they change. */
+export const tlsSchema = z.strictObject({
+  certFile: nonEmpty,
+  keyFile: nonEmpty,
+  /** CA bundle client certificates must chain to: when set, every client must present one (mTLS). */
+  clientCaFile: nonEmpty.optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  /** Backstop poll of the files (directory watches usually notice a Secret update sooner). */
+  reloadInterval: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+});
+
+/** OpenTelemetry tracing (README "Tracing"); the OTEL_* variables fill in what is not set here. */
+export const tracingSchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces. */
+  endpoint: z.string().regex(/^https?:\/\/[^\s/?#]+/i, 'must be an http:// or https:// URL').refine((u) => URL.canParse(u), 'must be an http:// or https:// URL').optional(),
+  /** Share of new traces sampled (parent-based: a caller's sampled flag is followed). */
+  sampleRatio: z.number().min(0, 'must be from 0 to 1').max(1, 'must be from 0 to 1').optional(),
+  serviceName: nonEmpty.optional(),
+  /** Put the tenant on spans (off by default, like tenantMetrics). */
+  tenant: z.boolean().default(false),
+});
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
@@ -257,6 +280,8 @@ export const serverSchema = z.strictObject({
    * decision log line. Off by default: it costs an allocation per check. Never served on a port.
    */
   explain: z.boolean().default(false),
+  tls: tlsSchema.optional(),
+  tracing: tracingSchema.optional(),
 });
 
 /** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */
@@ -320,6 +345,13 @@ export const policySchema = z
      */
     default: z.enum(['deny', 'authenticated']).default('deny'),
     rateLimits: rateLimitsSchema.optional(),
+    /**
+     * How a dependency failure (any 503: JWKS, key store, Redis, lookups, internal error, overload)
+     * is answered on the gRPC port: deny = a 503 denied_response (Envoy counts it as a denial);
+     * error = an error_response (Envoy 1.37+ counts ext_authz.error and applies failure_mode_allow
+     * and status_on_error).
+     */
+    dependencyFailure: z.enum(['deny', 'error']).default('deny'),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
     /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
     identityToken: identityTokenSchema.optional(),

@@ -25,9 +25,11 @@ export interface HeaderOption {
 
 export interface CheckResponse {
   status?: { code?: number; message?: string };
-  http_response?: 'ok_response' | 'denied_response';
+  http_response?: 'ok_response' | 'denied_response' | 'error_response';
   ok_response?: { headers?: HeaderOption[]; headers_to_remove?: string[]; response_headers_to_add?: HeaderOption[] };
   denied_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
+  /** Envoy 1.37+: a failure of the service itself (dependencyFailure: error). */
+  error_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
   dynamic_metadata?: { fields?: Record<string, { stringValue?: string }> }; // protobufjs' built-in Struct is camelCase
 }
 
@@ -53,10 +55,11 @@ export interface CheckInit {
 export class CheckClient {
   readonly auth: any;
   readonly health: any;
-  constructor(port: number) {
+  /** `credentials`: TLS (grpc.credentials.createSsl) for a TLS listener; plaintext by default. */
+  constructor(port: number, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
     const address = `127.0.0.1:${port}`;
-    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, grpc.credentials.createInsecure());
-    this.health = new loaded.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, credentials, options);
+    this.health = new loaded.grpc.health.v1.Health(address, credentials, options);
   }
 
   static requestMessage(init: CheckInit): Record<string, unknown> {

@@ -344,6 +344,7 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
     sourceAddress: d.sourceAddress,
     contextExtensions: d.contextExtensions,
     peer: d.peer,
+    trace: undefined, // set by the transport when the check is traced (one object shape either way)
   };
   if (!d.sawHttp) request[NO_HTTP_ATTRIBUTES] = true;
   return request;

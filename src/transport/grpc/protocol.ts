@@ -23,6 +23,13 @@ export const enum GrpcStatus {
   INTERNAL = 13,
 }
 
+/** Status names as grpc-go and the gRPC docs spell them (the `code` label of portcullis_grpc_errors_total). */
+export const GRPC_STATUS_NAMES: Readonly<Record<number, string>> = Object.freeze({
+  0: 'OK', 1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND', 6: 'ALREADY_EXISTS',
+  7: 'PERMISSION_DENIED', 8: 'RESOURCE_EXHAUSTED', 9: 'FAILED_PRECONDITION', 10: 'ABORTED', 11: 'OUT_OF_RANGE',
+  12: 'UNIMPLEMENTED', 13: 'INTERNAL', 14: 'UNAVAILABLE', 15: 'DATA_LOSS', 16: 'UNAUTHENTICATED',
+});
+
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
 
 /** Compressed-message encodings accepted from clients (responses are never compressed). */
@@ -88,9 +95,13 @@ function sendOkTrailers(this: ServerHttp2Stream): void {
   if (!this.destroyed) this.sendTrailers(OK_TRAILERS);
 }
 
-/** A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. */
+/**
+ * A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. Every
+ * non-OK status a server sends goes through here, and is told to the session's error sink.
+ */
 export function sendError(stream: ServerHttp2Stream, code: GrpcStatus, details: string, extra?: Record<string, string>): void {
   if (unanswerable(stream)) return;
+  (stream.session as GovernedSession | undefined)?.[ERROR_SINK]?.(code);
   answerAndStop(stream, { ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra });
 }
 
@@ -116,14 +127,18 @@ export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer) => voi
 
 /** The connection state of a session (set by the server when the session opens). */
 export const CONNECTION = Symbol('portcullis.connection');
-type GovernedSession = http2.ServerHttp2Session & { [CONNECTION]?: ConnectionState };
+/** Told the status of every error answer on a session (the server's error counter). */
+const ERROR_SINK = Symbol('portcullis.grpcErrors');
+export type GrpcErrorSink = (code: GrpcStatus) => void;
+type GovernedSession = http2.ServerHttp2Session & { [CONNECTION]?: ConnectionState; [ERROR_SINK]?: GrpcErrorSink };
 
 export function connectionOf(stream: ServerHttp2Stream): ConnectionState | undefined {
   return (stream.session as GovernedSession | undefined)?.[CONNECTION];
 }
 
-export function attachConnection(session: http2.ServerHttp2Session, state: ConnectionState): void {
+export function attachConnection(session: http2.ServerHttp2Session, state: ConnectionState, errors?: GrpcErrorSink): void {
   (session as GovernedSession)[CONNECTION] = state;
+  if (errors) (session as GovernedSession)[ERROR_SINK] = errors;
 }
 
 /** Fixed charge for one inflation in progress: zlib's window and state, and its output chunk. */

@@ -12,11 +12,13 @@ import type { Logger } from '../../observability/logger.js';
 import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
+import type { CheckSpan, CheckTracer } from '../../observability/tracing.js';
+import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
-import { attachConnection, connectionOf, GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
+import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -33,14 +35,22 @@ export interface GrpcServerOptions {
   maxBufferedBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
+  /** Serve TLS (and mTLS with clientCaFile) instead of plaintext h2c; certificates hot-reloaded. */
+  tls?: TlsSettings;
+  /** Tracing on (observability/tracing.ts): a span per sampled check. Undefined: no tracing work at all. */
+  tracer?: CheckTracer;
+  /** Answer dependency failures (503s) with error_response rather than denied_response (policy dependencyFailure: error). */
+  dependencyErrors?: boolean;
 }
 
 /** The answer to a check refused by admission control: prepared once, sent without reading the request. */
-const OVERLOADED_FRAME = encodeCheckResponseFrame(denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' }));
+const OVERLOADED_DECISION = denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' });
+const OVERLOADED_FRAMES = [encodeCheckResponseFrame(OVERLOADED_DECISION, false), encodeCheckResponseFrame(OVERLOADED_DECISION, true)] as const;
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
-  private readonly server: http2.Http2Server;
+  private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  private readonly tlsReloader: TlsReloader | undefined;
   private readonly connections = new Map<http2.ServerHttp2Session, ConnectionState>();
   private readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
@@ -53,6 +63,10 @@ export class GrpcTransport {
   private readonly undecodable: ThrottledLog;
   private readonly overloadLog: ThrottledLog;
   private readonly memoryLog: ThrottledLog;
+  private readonly countError: GrpcErrorSink;
+  private readonly tracer: CheckTracer | undefined;
+  /** policy dependencyFailure: error — 503s go out as error_response. */
+  dependencyErrors: boolean;
   boundPort = 0;
 
   constructor(
@@ -68,6 +82,15 @@ export class GrpcTransport {
     });
     const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.clock = options.clock ?? systemClock;
+    this.dependencyErrors = options.dependencyErrors === true;
+    this.tracer = options.tracer;
+    const errors = metrics.counter('portcullis_grpc_errors_total', 'gRPC calls answered with a non-OK grpc-status, by status name (denials are answers, status OK).', ['code']);
+    const byCode = new Map<number, { inc(): void }>();
+    this.countError = (code) => {
+      let child = byCode.get(code);
+      if (child === undefined) byCode.set(code, (child = errors.labels(GRPC_STATUS_NAMES[code] ?? String(code))));
+      child.inc();
+    };
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
     const closed = metrics.counter(
@@ -100,7 +123,7 @@ export class GrpcTransport {
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.reader.onStalled = () => this.closedConnections.stalled.inc();
-    this.server = http2.createServer({
+    const serverOptions: http2.ServerOptions = {
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
       // 100 of those.
@@ -109,7 +132,23 @@ export class GrpcTransport {
       // be written) passes this many MB. The governor bounds what matters process-wide; this is
       // the backstop for one connection that stops reading its responses.
       maxSessionMemory: 32,
-    });
+    };
+    if (options.tls) {
+      const secure = http2.createSecureServer({
+        ...serverOptions,
+        ...secureServerOptions(options.tls, ['h2']),
+        allowHTTP1: false,
+        // A connection that does not finish its handshake is dropped like one without a preface.
+        handshakeTimeout: limits.prefaceTimeoutMs,
+      });
+      const failures = metrics.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('grpc');
+      const failureLog = throttled('TLS handshakes failed on the gRPC port', failures, 'info');
+      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
+      this.tlsReloader = new TlsReloader(options.tls, secure, logger, metrics, 'grpc');
+      this.server = secure;
+    } else {
+      this.server = http2.createServer(serverOptions);
+    }
     this.server.on('stream', this.onStream);
     this.server.on('session', this.onSession);
     // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
@@ -160,6 +199,7 @@ export class GrpcTransport {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     this.reader.close();
+    this.tlsReloader?.close();
     clearInterval(this.sweeper);
     const closed = Promise.all([
       this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
@@ -215,7 +255,7 @@ export class GrpcTransport {
     }
     const state = new ConnectionState(this.governor.tick, this.governor.limits.maxStreamsPerConnection);
     state.activity = ++this.governor.activity;
-    attachConnection(session, state);
+    attachConnection(session, state, this.countError);
     this.connections.set(session, state);
     session.once('remoteSettings', () => (state.ready = true));
     session.once('close', () => this.connections.delete(session));
@@ -297,7 +337,7 @@ export class GrpcTransport {
   private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
-    sendUnary(stream, OVERLOADED_FRAME);
+    sendUnary(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
     this.reader.answered(stream);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
@@ -313,6 +353,14 @@ export class GrpcTransport {
       this.undecodable.note({ err: details });
       sendError(stream, GrpcStatus.INVALID_ARGUMENT, details);
       return;
+    }
+    const tracer = this.tracer;
+    if (tracer !== undefined) {
+      try {
+        request.trace = tracer.start(request, AUTHORIZATION_SERVICE, 'Check');
+      } catch {
+        // tracing never decides anything: the check goes on untraced
+      }
     }
     let decision;
     try {
@@ -335,13 +383,20 @@ export class GrpcTransport {
   private reply(stream: http2.ServerHttp2Stream, request: RequestAttributes, decision: Decision): void {
     let frame: Buffer;
     try {
-      frame = encodeCheckResponseFrame(decision);
+      frame = encodeCheckResponseFrame(decision, this.dependencyErrors);
     } catch (err) {
       this.logger.error({ err: (err as Error)?.message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
-      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err));
+      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err), this.dependencyErrors);
     }
     // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
     sendUnary(stream, frame);
+    if (request.trace !== undefined) {
+      try {
+        (request.trace as CheckSpan).finish(decision, GrpcStatus.OK);
+      } catch {
+        // a tracing failure never touches the answer
+      }
+    }
   }
 
   /** A failure in the transport itself (never a decision): end that call, never the process. */
