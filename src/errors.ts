@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'STORE_UNAVAILABLE' // a key or ban store could not be reached
   | 'STORE_CONFLICT' // a store operation conflicts with existing data
   | 'NOT_FOUND' // a key / ban named in a CLI command does not exist
+  | 'TLS_INVALID' // the TLS certificate, key or CA files cannot be read or used
   | 'INTERNAL';
 
 export class PortcullisError extends Error {
@@ -44,9 +45,12 @@ export function formatPath(path: readonly (string | number)[]): string {
 
 export class PolicyError extends PortcullisError {
   readonly issues: readonly PolicyIssue[];
-  constructor(issues: readonly PolicyIssue[]) {
+  /** What of the document can still be compiled (policy/load.ts PartialPolicy), for reporting every problem at once. */
+  readonly partial?: unknown;
+  constructor(issues: readonly PolicyIssue[], partial?: unknown) {
     super('POLICY_INVALID', issues.map(formatPolicyIssue).join('\n'));
     this.name = 'PolicyError';
     this.issues = issues;
+    this.partial = partial;
   }
 }

@@ -13,6 +13,9 @@ import { MIB, type TransportLimits } from './transport/grpc/limits.js';
 import type { PolicyDocument } from './policy/schema.js';
 import { ServingStatus } from './transport/grpc/health.js';
 import { OpsServer } from './transport/http.js';
+import type { TlsSettings } from './transport/tls.js';
+import { createTracer, tracingSettings } from './observability/tracing.js';
+import { PORTCULLIS_VERSION } from './version.js';
 
 export interface ServeOptions {
   configFile: string;
@@ -38,8 +41,15 @@ export interface ServeOptions {
   opsServer?: boolean;
   /** Override the policy's server.grpc limits (CLI flags; the chart sets them). */
   grpcLimits?: Partial<Pick<TransportLimits, 'memoryBudgetBytes' | 'maxInFlight'>>;
+  /** TLS for the gRPC listener (CLI --tls-cert/--tls-key/--tls-client-ca); wins over the policy's server.tls. */
+  tls?: TlsSettings;
   /** Told whenever health flips (cluster workers report it to the primary). */
   onServingChange?: (serving: boolean) => void;
+  /**
+   * Told the identity token's JWKS whenever it changes (policy swap, key reload), undefined when the
+   * policy issues no token: cluster workers report it to the primary, which owns the ops port.
+   */
+  onJwksChange?: (jwks: string | undefined) => void;
 }
 
 export interface RunningServer {
@@ -74,19 +84,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const logger = runtime.logger;
 
   const authorizer = new Authorizer(policies, logger, metrics);
+  // Tracing: settings once at start; the SDK is loaded only when it is on.
+  const tracing = tracingSettings(first.document.server.tracing, env, logger);
+  const tracer = tracing ? await createTracer(tracing, logger, PORTCULLIS_VERSION) : undefined;
   const bind = options.bind ?? first.document.server.bind;
   const grpcLimits = (document: PolicyDocument): Partial<TransportLimits> => transportLimits(document.server.grpc, options.grpcLimits);
   const grpcTransport = new GrpcTransport(authorizer, logger, {
     bind,
     port: options.grpcPort ?? first.document.server.grpcPort,
     limits: grpcLimits(first.document),
+    dependencyErrors: first.document.dependencyFailure === 'error',
+    tls: options.tls ?? tlsSettings(first.document.server.tls),
+    tracer,
     metrics,
     clock: runtime.clock,
   });
   const ops = new OpsServer(metrics.registry, {
     ready: () => grpcTransport.health.current === ServingStatus.SERVING,
     readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
-  });
+  }, () => policies.current()?.identityToken?.keyring.current.jwksJson);
 
   let draining = false;
   let dependenciesReady = false;
@@ -119,13 +135,38 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   );
   ready.catch(() => undefined);
 
+  // The JWKS follows the live policy's keyring, reloads of its key files included.
+  let jwksSent: string | undefined;
+  let watchedKeyring: { keyring: object; stop: () => void } | undefined;
+  const reportJwks = () => {
+    const jwks = policies.current()?.identityToken?.keyring.current.jwksJson;
+    if (jwks !== jwksSent) options.onJwksChange?.((jwksSent = jwks));
+  };
+  const followKeyring = (policy: typeof first) => {
+    const keyring = policy.identityToken?.keyring;
+    if (watchedKeyring?.keyring !== keyring) {
+      watchedKeyring?.stop();
+      watchedKeyring = keyring ? { keyring, stop: keyring.onChange(reportJwks) } : undefined;
+    }
+    reportJwks();
+  };
+  if (options.onJwksChange) followKeyring(first);
+
   policies.onSwap((policy) => {
+    if (options.onJwksChange) followKeyring(policy);
     const s = policy.document.server;
+    if (JSON.stringify(s.tracing) !== JSON.stringify(first.document.server.tracing)) {
+      logger.warn('server.tracing changed in the policy: it takes effect on restart');
+    }
+    if (JSON.stringify(s.tls) !== JSON.stringify(first.document.server.tls)) {
+      logger.warn('server.tls changed in the policy: it takes effect on restart (the certificate files themselves are reloaded when they change)');
+    }
     if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
       logger.warn('server ports/bind changed in the policy: they take effect on restart only');
     }
     if (levelFromPolicy) logger.level = s.logLevel;
     grpcTransport.setLimits(grpcLimits(policy.document));
+    grpcTransport.dependencyErrors = policy.document.dependencyFailure === 'error';
     policy.ready.then(
       () => {
         dependenciesReady = true;
@@ -148,12 +189,27 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       grpcTransport.health.closeWatchers();
       policies.close();
       await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
+      // The spans of the last checks are exported; a collector that does not answer holds the exit
+      // for at most 5 s.
+      if (tracer) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          tracer.shutdown().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'trace export at shutdown failed')),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, 5000))),
+        ]);
+        clearTimeout(timer);
+      }
       if (options.opsServer !== false) await ops.close();
       await runtime.resources.closeAll();
       logger.info('shutdown complete');
     })());
 
   return { grpcPort, httpPort, runtime, policies, authorizer, ready, shutdown };
+}
+
+function tlsSettings(tls: PolicyDocument['server']['tls']): TlsSettings | undefined {
+  if (!tls) return undefined;
+  return { certFile: tls.certFile, keyFile: tls.keyFile, clientCaFile: tls.clientCaFile, minVersion: tls.minVersion, reloadIntervalMs: tls.reloadInterval };
 }
 
 /** The policy's server.grpc section as transport limits; CLI flags win. */

@@ -7,6 +7,7 @@
 // "not available: <why>" and goes on.
 
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { ROOT, checkRequest } from './proto.mjs';
@@ -51,6 +52,47 @@ async function jwtEnv(ctx) {
   requireModule('jwt/config.ts', 'the JWT issuer syntax');
   const issuer = await ctx.issuer();
   return { BENCH_ISSUER: issuer.issuer, BENCH_JWKS_URI: issuer.jwksUri };
+}
+
+/**
+ * An OTLP/HTTP receiver that accepts and drops every export (tracing rows): started on first use,
+ * in the bench process, on loopback.
+ */
+let otlpSink;
+function otlpSinkUrl() {
+  otlpSink ??= new Promise((resolve) => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    server.listen(0, '127.0.0.1', () => {
+      server.unref();
+      resolve(`http://127.0.0.1:${server.address().port}/v1/traces`);
+    });
+  });
+  return otlpSink;
+}
+
+/** Scenario (a) with tracing on: new traces (no traceparent) sampled at `ratio`. */
+function tracedScenario(id, ratio) {
+  return {
+    id,
+    title: `JWT RS256 cached, tracing on ${ratio * 100}%`,
+    policy: 'jwt-traced.yaml',
+    generator: 'h2load',
+    target: { vs: 'a' },
+    async prepare(ctx) {
+      requireModule('observability/tracing.ts', 'tracing');
+      const env = {
+        ...(await jwtEnv(ctx)),
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: await otlpSinkUrl(),
+        OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+        OTEL_TRACES_SAMPLER_ARG: String(ratio),
+      };
+      const token = await ctx.token();
+      return { env, requests: [request(ITEM_PATH, bearer(token))], expect: { kind: 'ok' }, note: `same request as (a); spans exported over OTLP/HTTP to a local sink` };
+    },
+  };
 }
 
 export const SCENARIOS = [
@@ -174,6 +216,21 @@ export const SCENARIOS = [
     },
   },
   {
+    // Issue 21: (a) with the identity token for upstreams on. Compare with (a) in the same run
+    // (x base): a token is signed once per caller and reuse window.
+    id: 'k',
+    title: '(a) + identity token',
+    policy: 'jwt-identity.yaml',
+    generator: 'h2load',
+    target: { vs: 'a' },
+    async prepare(ctx) {
+      requireModule('mesh/identity-token.ts', 'the identity token');
+      const env = { ...(await jwtEnv(ctx)), BENCH_IDENTITY_KEY: await ctx.identityKey() };
+      const token = await ctx.token();
+      return { env, requests: [request(ITEM_PATH, bearer(token))], expect: { kind: 'ok' } };
+    },
+  },
+  {
     id: 'e',
     title: 'deny path (401, no credential)',
     policy: 'minimal.yaml',
@@ -193,5 +250,6 @@ export const SCENARIOS = [
       return { env: {}, requests: [publicRouteRequest()], expect: { kind: 'ok' } };
     },
   },
+  tracedScenario('a1', 0.01),
+  tracedScenario('a100', 1),
 ];
-

@@ -26,6 +26,10 @@ export interface DecisionEntry {
   status: number | undefined;
   detail: string | undefined;
   latencyMs: number;
+  /** server.explain: the decision's explanation (an object: written through pino, redaction included). */
+  explain?: unknown;
+  trace_id: string | undefined;
+  span_id: string | undefined;
 }
 
 interface LineStream {
@@ -54,7 +58,7 @@ export class DecisionLog {
   /** A decision at info (or `error` for a failure inside Portcullis). */
   write(entry: DecisionEntry, level: 'info' | 'error', message: string): void {
     if (!this.logger.isLevelEnabled(level)) return;
-    if (this.stream === undefined) {
+    if (this.stream === undefined || entry.explain !== undefined) {
       this.logger[level](entry, message);
       return;
     }
@@ -70,7 +74,10 @@ export class DecisionLog {
     if (e.keyId !== undefined) s += `,"keyId":${JSON.stringify(e.keyId)}`;
     if (e.status !== undefined) s += `,"status":${e.status}`;
     if (e.detail !== undefined) s += `,"detail":${JSON.stringify(e.detail)}`;
-    return `${s},"latencyMs":${Number.isFinite(e.latencyMs) ? e.latencyMs : null},"msg":${JSON.stringify(message)}}\n`;
+    s += `,"latencyMs":${Number.isFinite(e.latencyMs) ? e.latencyMs : null}`;
+    if (e.trace_id !== undefined) s += `,"trace_id":${JSON.stringify(e.trace_id)}`;
+    if (e.span_id !== undefined) s += `,"span_id":${JSON.stringify(e.span_id)}`;
+    return `${s},"msg":${JSON.stringify(message)}}\n`;
   }
 
   /** ISO time, formatted once per millisecond. */

@@ -4,12 +4,14 @@
 import type { Logger } from '../observability/logger.js';
 import { DecisionLog, type DecisionEntry } from '../observability/decision-log.js';
 import type { BatchedCount, Metrics } from '../observability/metrics.js';
+import { traceIdOf } from '../observability/tracing.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { allowLabel } from '../ratelimit/notes.js';
 import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
 import { denyDecision } from './decision.js';
+import { ExplainCollector } from './explain.js';
 
 export interface PolicySource {
   /** The compiled policy in force, or undefined before the first successful load. */
@@ -60,10 +62,12 @@ export class Authorizer {
     const policy = this.policies.current();
     this.inFlight++;
     let decision: MaybePromise<Decision>;
+    // server.explain: the explanation goes into the decision log line (never to a client).
+    const explain = policy?.explain === true && policy.decisionLog !== 'none' ? new ExplainCollector() : undefined;
     try {
       if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
       else if (malformed) decision = denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'CheckRequest has no HTTP attributes' });
-      else decision = authorize(policy, request);
+      else decision = authorize(policy, request, explain);
     } catch (err) {
       // authorize() catches its own errors; this keeps the in-flight count true whatever throws.
       decision = internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err);
@@ -71,14 +75,14 @@ export class Authorizer {
 
     if (isPromise(decision)) {
       return decision.then(
-        (d) => this.record(policy, request, d, started),
-        (err: unknown) => this.record(policy, request, internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err), started),
+        (d) => this.record(policy, request, d, started, explain),
+        (err: unknown) => this.record(policy, request, internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err), started, explain),
       );
     }
-    return this.record(policy, request, decision, started);
+    return this.record(policy, request, decision, started, explain);
   }
 
-  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number): Decision {
+  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number, explain?: ExplainCollector): Decision {
     this.inFlight--;
     const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
@@ -110,6 +114,10 @@ export class Authorizer {
         status: decision.allowed ? undefined : decision.status,
         detail: decision.allowed ? decision.note || undefined : decision.detail,
         latencyMs: Math.round(seconds * 1e6) / 1e3,
+        explain: explain?.explanation,
+        // The trace this check belongs to: its span when traced, else the caller's traceparent.
+        trace_id: request.trace !== undefined ? request.trace.traceId : traceIdOf(request.headers.get('traceparent')),
+        span_id: request.trace?.spanId,
       };
       if (reason === 'internal_error') this.decisionLog.write(entry, 'error', 'check failed inside Portcullis (denied 503)');
       else this.decisionLog.write(entry, 'info', 'decision');

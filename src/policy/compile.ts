@@ -1,13 +1,15 @@
 // PolicyDocument → CompiledPolicy: immutable lookup structures built once per load. Nothing in
 // here runs per request; the pipeline only reads what this produces.
 
-import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
+import { describeMatch, findOverlaps, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import type { ClientIpSettings } from '../pipeline/client-ip.js';
 import { compileChain } from '../identity/registry.js';
 import { checkLookups } from '../lookup/acquire.js';
 import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
+import { compileIdentityToken, routeIdentityToken, type CompiledIdentityToken } from '../mesh/compile.js';
+import type { RouteIdentityToken } from '../mesh/identity-token.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -45,6 +47,8 @@ export interface CompiledRoute {
    * Bearer): on a public route, checked so the credential is stripped anyway. Usually empty.
    */
   readonly carrierSources: readonly CredentialSource[];
+  /** The identity token an allow with a caller carries here; undefined when none. */
+  readonly identityToken: RouteIdentityToken | undefined;
 }
 
 /** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
@@ -85,7 +89,11 @@ export interface CompiledPolicy {
   /** With decisionLog: sample, the share of allows logged. */
   readonly decisionLogAllowRate: number;
   readonly tenantMetrics: boolean;
+  /** server.explain: decision log lines carry the explanation. */
+  readonly explain: boolean;
   readonly warnings: readonly string[];
+  /** The identityToken section, compiled (keys, issuer); undefined when the policy has none. */
+  readonly identityToken: CompiledIdentityToken | undefined;
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
   /** Enrichment after identification; undefined when the policy has none (no cost). */
@@ -123,6 +131,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
   const enrich = compileEnrichment(ctx);
+  const identityToken = compileIdentityToken(document.identityToken, ctx);
 
   const routeChains = document.routes.map((route, index) =>
     route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
@@ -133,7 +142,8 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const stripEverywhere = chainStripHeaders([...new Set([...topChain, ...routeChains.flat()])]).filter((h) => h !== 'authorization');
   const compiledRoutes = document.routes.map((route, index) => {
     const path: PolicyPath = ['routes', index];
-    checkRoute(route, path, ctx, topChain.length);
+    // The configured chain, not what compiled of it: a broken source is reported once, where it is.
+    checkRoute(route, path, ctx, document.identity.length);
     const name = route.name ?? describeMatch(route.match);
     const chain = routeChains[index]!;
     const compiled: CompiledRoute = Object.freeze({
@@ -152,10 +162,12 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       conditions: compileRouteConditions(route, name, path, chain, ctx),
       paths: route.paths,
       carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
+      identityToken: routeIdentityToken(route, path, identityToken, ctx),
     });
     return { spec: route.match, value: compiled };
   });
   checkDuplicateNames(document.routes, compiledRoutes.map((r) => r.value.name), ctx);
+  if (issues.length === 0) checkRouteShapes(document.routes, compiledRoutes.map((r) => r.value), ctx);
 
   const defaultRoute: CompiledRoute = Object.freeze({
     name: 'default',
@@ -173,12 +185,13 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     conditions: undefined,
     paths: undefined,
     carrierSources: NO_SOURCES,
+    identityToken: identityToken?.defaults,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);
 
   const names = document.headers;
-  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove]);
+  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove, ...(document.identityToken ? [document.identityToken.header] : [])]);
   const devPrincipal: Principal | undefined =
     document.mode === 'dev' && document.dev
       ? Object.freeze({ method: 'dev', tenant: document.dev.tenant, subject: document.dev.subject, scopes: Object.freeze([...document.dev.scopes]) })
@@ -201,7 +214,9 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     decisionLog: document.server.decisionLog,
     decisionLogAllowRate: document.server.decisionLogAllowRate,
     tenantMetrics: document.server.tenantMetrics,
+    explain: document.server.explain,
     warnings: Object.freeze(warnings),
+    identityToken,
     ready: Promise.all(readiness).then(() => undefined),
     enrich,
   });
@@ -301,6 +316,45 @@ function checkDuplicateNames(routes: readonly RouteConfig[], names: readonly str
     }
     if (first === undefined) seen.set(name, i);
   });
+}
+
+/**
+ * Warnings (allowed, printed by validate, errors with --strict): patterns written in another
+ * framework's syntax, routes that can never match, public routes that take requests a protected
+ * route was written for.
+ */
+function checkRouteShapes(routes: readonly RouteConfig[], compiled: readonly CompiledRoute[], ctx: CompileContext): void {
+  routes.forEach((route, i) => {
+    const m = route.match;
+    const at: PolicyPath = ['routes', i, 'match'];
+    if (m.path !== undefined) {
+      const colon = m.path.split('/').find((segment) => /^:[A-Za-z_]/.test(segment));
+      if (colon) {
+        ctx.warn([...at, 'path'], `"${colon}" looks like Express/Rails syntax; here it matches only the literal text "${colon}" (write {${colon.slice(1)}} for a path parameter)`);
+      }
+      if (m.path.includes('*')) {
+        ctx.warn([...at, 'path'], '"*" in path matches only a literal "*"; use pathPrefix, or pathGlob for wildcards');
+      }
+    }
+    if (m.pathPrefix !== undefined && m.pathPrefix.includes('*')) {
+      ctx.warn([...at, 'pathPrefix'], '"*" in pathPrefix matches only a literal "*"; a prefix already matches everything below it (or use pathGlob)');
+    }
+    if (m.pathPrefix !== undefined && /\/:[A-Za-z_]/.test(m.pathPrefix)) {
+      ctx.warn([...at, 'pathPrefix'], 'a ":name" segment is literal text here; use pathGlob with "*" for a variable segment');
+    }
+  });
+  for (const overlap of findOverlaps(routes.map((r, i) => ({ spec: r.match, index: i })))) {
+    const winner = compiled[overlap.winner]!;
+    const loser = compiled[overlap.loser]!;
+    if (overlap.full) {
+      ctx.warn(['routes', overlap.loser], `can never match: routes[${overlap.winner}] (${winner.name}) matches every request it would, first`);
+    } else if (winner.public && !loser.public) {
+      ctx.warn(
+        ['routes', overlap.winner],
+        `public route ${winner.name} takes requests protected route routes[${overlap.loser}] (${loser.name}) also matches, e.g. ${overlap.example}: they are not authenticated`,
+      );
+    }
+  }
 }
 
 function dedupe(values: readonly string[]): readonly string[] {

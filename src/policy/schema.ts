@@ -8,6 +8,7 @@ import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
+import { identityTokenSchema, peerSourceSchema, routeIdentityTokenSchema } from '../mesh/config.js';
 import { durationSchema, headerNameSchema } from './units.js';
 import { enrichListSchema, hostPatternSchema as tenantHostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 
@@ -106,6 +107,8 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    /** Workload identity from mTLS (Envoy's source.principal). */
+    peer: peerSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
     session: sessionSourceSchema.optional(),
@@ -116,7 +119,7 @@ export const identitySourceSchema = z
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection, peer (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -198,6 +201,8 @@ export const routeSchema = z.strictObject({
   rules: z.array(ruleSchema).min(1).max(32).optional(),
   /** Overrides of the top-level `paths` settings for requests whose readings reach this route. */
   paths: pathSettingsSchema.optional(),
+  /** This route's identity token: another audience, or false for none (README "Identity token for upstreams"). */
+  identityToken: routeIdentityTokenSchema.optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
@@ -234,6 +239,29 @@ export const grpcLimitsSchema = z.strictObject({
   idleTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(300_000),
 });
 
+/** TLS on the authorization listener(s) (README "TLS and mTLS"). Files are re-read when they change. */
+export const tlsSchema = z.strictObject({
+  certFile: nonEmpty,
+  keyFile: nonEmpty,
+  /** CA bundle client certificates must chain to: when set, every client must present one (mTLS). */
+  clientCaFile: nonEmpty.optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  /** Backstop poll of the files (directory watches usually notice a Secret update sooner). */
+  reloadInterval: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+});
+
+/** OpenTelemetry tracing (README "Tracing"); the OTEL_* variables fill in what is not set here. */
+export const tracingSchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces. */
+  endpoint: z.string().regex(/^https?:\/\/[^\s/?#]+/i, 'must be an http:// or https:// URL').refine((u) => URL.canParse(u), 'must be an http:// or https:// URL').optional(),
+  /** Share of new traces sampled (parent-based: a caller's sampled flag is followed). */
+  sampleRatio: z.number().min(0, 'must be from 0 to 1').max(1, 'must be from 0 to 1').optional(),
+  serviceName: nonEmpty.optional(),
+  /** Put the tenant on spans (off by default, like tenantMetrics). */
+  tenant: z.boolean().default(false),
+});
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
@@ -253,6 +281,13 @@ export const serverSchema = z.strictObject({
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
+  /**
+   * Add the decision's explanation (routes considered, identity source, rule, limits) to each
+   * decision log line. Off by default: it costs an allocation per check. Never served on a port.
+   */
+  explain: z.boolean().default(false),
+  tls: tlsSchema.optional(),
+  tracing: tracingSchema.optional(),
 });
 
 /** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */
@@ -316,7 +351,16 @@ export const policySchema = z
      */
     default: z.enum(['deny', 'authenticated']).default('deny'),
     rateLimits: rateLimitsSchema.optional(),
+    /**
+     * How a dependency failure (any 503: JWKS, key store, Redis, lookups, internal error, overload)
+     * is answered on the gRPC port: deny = a 503 denied_response (Envoy counts it as a denial);
+     * error = an error_response (Envoy 1.37+ counts ext_authz.error and applies failure_mode_allow
+     * and status_on_error).
+     */
+    dependencyFailure: z.enum(['deny', 'error']).default('deny'),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
+    /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
+    identityToken: identityTokenSchema.optional(),
   });
 
 export type PolicyDocument = z.output<typeof policySchema>;

@@ -47,6 +47,8 @@ const ENTRY: DecisionEntry = {
   status: 401,
   detail: 'exp 2026-11-30T00:00:00Z',
   latencyMs: 0.123,
+  trace_id: '4bf92f3577b34da6a3ce929d0e0e4736',
+  span_id: undefined,
 };
 
 describe('decision lines', () => {

@@ -25,9 +25,11 @@ export interface HeaderOption {
 
 export interface CheckResponse {
   status?: { code?: number; message?: string };
-  http_response?: 'ok_response' | 'denied_response';
+  http_response?: 'ok_response' | 'denied_response' | 'error_response';
   ok_response?: { headers?: HeaderOption[]; headers_to_remove?: string[]; response_headers_to_add?: HeaderOption[] };
   denied_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
+  /** Envoy 1.37+: a failure of the service itself (dependencyFailure: error). */
+  error_response?: { status?: { code?: string | number }; headers?: HeaderOption[]; body?: string };
   dynamic_metadata?: { fields?: Record<string, { stringValue?: string }> }; // protobufjs' built-in Struct is camelCase
 }
 
@@ -44,15 +46,20 @@ export interface CheckInit {
   id?: string;
   /** HTTP scheme Envoy reports (default https). */
   scheme?: string;
+  /** source.principal: the URI SAN of the client certificate Envoy verified (mTLS). */
+  principal?: string;
+  /** source.certificate: the URL-encoded PEM client certificate (include_peer_certificate). */
+  certificate?: string;
 }
 
 export class CheckClient {
   readonly auth: any;
   readonly health: any;
-  constructor(port: number) {
+  /** `credentials`: TLS (grpc.credentials.createSsl) for a TLS listener; plaintext by default. */
+  constructor(port: number, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
     const address = `127.0.0.1:${port}`;
-    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, grpc.credentials.createInsecure());
-    this.health = new loaded.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+    this.auth = new loaded.envoy.service.auth.v3.Authorization(address, credentials, options);
+    this.health = new loaded.grpc.health.v1.Health(address, credentials, options);
   }
 
   static requestMessage(init: CheckInit): Record<string, unknown> {
@@ -74,7 +81,13 @@ export class CheckClient {
     }
     return {
       attributes: {
-        source: { address: { socket_address: { address: init.sourceAddress ?? '198.51.100.10', port_value: 43210 } } },
+        source: {
+          address: { socket_address: { address: init.sourceAddress ?? '198.51.100.10', port_value: 43210 } },
+          ...(init.principal !== undefined ? { principal: init.principal } : {}),
+          ...(init.certificate !== undefined ? { certificate: init.certificate } : {}),
+        },
+        // Envoy also sends its own side of the connection; its principal is never the caller's.
+        destination: { principal: 'spiffe://cluster.local/ns/edge/sa/gateway' },
         request: { http },
       },
     };

@@ -158,3 +158,8 @@ A Portcullis duration flag value ("500ms", "10s", "10") in milliseconds.
 {{- else if hasSuffix "h" $d }}{{ mul (trimSuffix "h" $d | int) 3600000 }}
 {{- else }}{{ mul ($d | int) 1000 }}{{ end }}
 {{- end }}
+
+{{/* The Secret holding the gRPC port's certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "portcullis.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "portcullis.fullname" .)) .Values.tls.secretName -}}
+{{- end }}

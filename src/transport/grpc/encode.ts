@@ -13,9 +13,11 @@ import { GRPC_FRAME_HEADER, lenFieldSize, varintSize, WIRE_LEN, WIRE_VARINT, Wri
 /** HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD */
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 
-// CheckResponse { status = 1; denied_response = 2; ok_response = 3; dynamic_metadata = 4 }
+// CheckResponse { status = 1; denied_response = 2; ok_response = 3; dynamic_metadata = 4;
+//   error_response = 5 (Envoy 1.37+) }
 const TAG_STATUS = (1 << 3) | WIRE_LEN;
 const TAG_DENIED = (2 << 3) | WIRE_LEN;
+const TAG_ERROR = (5 << 3) | WIRE_LEN;
 const TAG_OK = (3 << 3) | WIRE_LEN;
 const TAG_METADATA = (4 << 3) | WIRE_LEN;
 
@@ -141,14 +143,20 @@ function fixedParts<D extends Decision>(decision: D, fixedPart: (d: D) => Buffer
 
 // ---- CheckResponse -----------------------------------------------------------------------------
 
-/** The CheckResponse as one gRPC message frame, encoded in place (what the transport sends). */
-export function encodeCheckResponseFrame(decision: Decision): Buffer {
-  return decision.allowed ? encodeAllow(decision) : encodeDeny(decision);
+/**
+ * The CheckResponse as one gRPC message frame, encoded in place (what the transport sends).
+ * `dependencyErrors` (policy dependencyFailure: error): a 503 is sent as error_response, without
+ * its HTTP status, so Envoy treats it as a failure of the service (ext_authz.error,
+ * failure_mode_allow, status_on_error) rather than a denial.
+ */
+export function encodeCheckResponseFrame(decision: Decision, dependencyErrors = false): Buffer {
+  if (decision.allowed) return encodeAllow(decision);
+  return encodeDeny(decision, dependencyErrors && decision.status === 503);
 }
 
 /** The bare CheckResponse message. */
-export function encodeCheckResponse(decision: Decision): Buffer {
-  return encodeCheckResponseFrame(decision).subarray(GRPC_FRAME_HEADER);
+export function encodeCheckResponse(decision: Decision, dependencyErrors = false): Buffer {
+  return encodeCheckResponseFrame(decision, dependencyErrors).subarray(GRPC_FRAME_HEADER);
 }
 
 /** OkHttpResponse { headers = 2; headers_to_remove = 5 } — the part fixed per caller and route. */
@@ -217,20 +225,23 @@ function fixedDeny(d: DenyDecision): Buffer {
   return w.finish();
 }
 
-function encodeDeny(d: DenyDecision): Buffer {
+function encodeDeny(d: DenyDecision, asError: boolean): Buffer {
   const [fixed, meta] = fixedParts(d, fixedDeny);
   // fixed = [status field][denied payload prefix]; split point = size of the status field.
   const statusFieldSize = 1 + 1 + fixed[1]!; // tag, one-byte length (status is always < 128 bytes), payload
-  const deniedPrefix = fixed.length - statusFieldSize;
+  // An error_response leaves out the HttpStatus (the payload prefix's first field) so that
+  // Envoy's status_on_error applies.
+  const skip = asError ? lenFieldSize(1 + varintSize(d.status)) : 0;
+  const deniedPrefix = fixed.length - statusFieldSize - skip;
   const idEntry = structEntrySize('decision_id', d.requestId);
   const bodyLen = utf8Length(d.body);
   const deniedSize = deniedPrefix + lenFieldSize(bodyLen); // body = 3
   const metaSize = meta.length + lenFieldSize(idEntry);
   const w = new Writer(statusFieldSize + lenFieldSize(deniedSize) + lenFieldSize(metaSize), GRPC_FRAME_HEADER);
   w.raw(fixed.subarray(0, statusFieldSize));
-  w.varint(TAG_DENIED);
+  w.varint(asError ? TAG_ERROR : TAG_DENIED);
   w.varint(deniedSize);
-  w.raw(fixed.subarray(statusFieldSize));
+  w.raw(fixed.subarray(statusFieldSize + skip));
   w.string(3, d.body, bodyLen);
   w.varint(TAG_METADATA);
   w.varint(metaSize);

@@ -23,6 +23,13 @@ export const enum GrpcStatus {
   INTERNAL = 13,
 }
 
+/** Status names as grpc-go and the gRPC docs spell them (the `code` label of portcullis_grpc_errors_total). */
+export const GRPC_STATUS_NAMES: Readonly<Record<number, string>> = Object.freeze({
+  0: 'OK', 1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND', 6: 'ALREADY_EXISTS',
+  7: 'PERMISSION_DENIED', 8: 'RESOURCE_EXHAUSTED', 9: 'FAILED_PRECONDITION', 10: 'ABORTED', 11: 'OUT_OF_RANGE',
+  12: 'UNIMPLEMENTED', 13: 'INTERNAL', 14: 'UNAVAILABLE', 15: 'DATA_LOSS', 16: 'UNAUTHENTICATED',
+});
+
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
 
 /** Compressed-message encodings accepted from clients (responses are never compressed). */
@@ -88,9 +95,13 @@ function sendOkTrailers(this: ServerHttp2Stream): void {
   if (!this.destroyed) this.sendTrailers(OK_TRAILERS);
 }
 
-/** A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. */
+/**
+ * A "trailers-only" error answer: HTTP 200 whose only HEADERS frame carries grpc-status. Every
+ * non-OK status a server sends goes through here, and is told to the session's error sink.
+ */
 export function sendError(stream: ServerHttp2Stream, code: GrpcStatus, details: string, extra?: Record<string, string>): void {
   if (unanswerable(stream)) return;
+  (stream.session as GovernedSession | undefined)?.[ERROR_SINK]?.(code);
   answerAndStop(stream, { ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra });
 }
 
@@ -116,14 +127,18 @@ export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer) => voi
 
 /** The connection state of a session (set by the server when the session opens). */
 export const CONNECTION = Symbol('portcullis.connection');
-type GovernedSession = http2.ServerHttp2Session & { [CONNECTION]?: ConnectionState };
+/** Told the status of every error answer on a session (the server's error counter). */
+const ERROR_SINK = Symbol('portcullis.grpcErrors');
+export type GrpcErrorSink = (code: GrpcStatus) => void;
+type GovernedSession = http2.ServerHttp2Session & { [CONNECTION]?: ConnectionState; [ERROR_SINK]?: GrpcErrorSink };
 
 export function connectionOf(stream: ServerHttp2Stream): ConnectionState | undefined {
   return (stream.session as GovernedSession | undefined)?.[CONNECTION];
 }
 
-export function attachConnection(session: http2.ServerHttp2Session, state: ConnectionState): void {
+export function attachConnection(session: http2.ServerHttp2Session, state: ConnectionState, errors?: GrpcErrorSink): void {
   (session as GovernedSession)[CONNECTION] = state;
+  if (errors) (session as GovernedSession)[ERROR_SINK] = errors;
 }
 
 /** Fixed charge for one inflation in progress: zlib's window and state, and its output chunk. */
@@ -138,6 +153,13 @@ const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry 
  * granted for bytes that cannot be afforded). The read deadline is swept by one timer over two
  * generations of streams (a stream unfinished for a whole generation is expired, so after
  * readTimeoutMs to twice that), which costs a Set insert per call instead of a timer per call.
+ *
+ * A unary call (a check, its 503 `overloaded` refusal, a health Check) stays under that deadline
+ * until its stream closes, not only while its request is read: an answer the client never takes
+ * (its flow-control window stays shut) would otherwise keep the stream open for ever, holding a
+ * check in flight and its connection busy — a few such connections held every admission slot and
+ * the whole connection cap. Such a stream is reset and its connection, which is not reading, is
+ * closed (`onStalled`).
  */
 export class RequestReader {
   private current = new Set<ServerHttp2Stream>();
@@ -145,6 +167,8 @@ export class RequestReader {
   private readonly sweeper: NodeJS.Timeout;
   /** Told when a request is refused for the memory budget (metrics, a throttled log line). */
   onOverBudget: () => void = () => undefined;
+  /** Told when a connection is closed because it did not take an answer within the deadline. */
+  onStalled: () => void = () => undefined;
 
   constructor(
     readonly governor: ResourceGovernor,
@@ -176,12 +200,26 @@ export class RequestReader {
    * supported (UNIMPLEMENTED with grpc-accept-encoding). gzip and deflate messages are inflated
    * under the same size limit and budget.
    */
-  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes, admittedCheck = false): void {
+  read(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    onMessage: MessageHandler,
+    maxBytes = this.limits.maxMessageBytes,
+    admittedCheck = false,
+    unary = admittedCheck,
+  ): void {
     const connection = connectionOf(stream);
     if (connection === undefined) return; // the session is already gone
     this.current.add(stream);
     this.governor.opened(connection);
-    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck);
+    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck, unary);
+  }
+
+  /** A stream answered without being read (503 `overloaded`): under the deadline until it closes. */
+  answered(stream: ServerHttp2Stream): void {
+    if (stream.closed || stream.destroyed) return;
+    this.current.add(stream);
+    stream.once('close', () => this.settled(stream));
   }
 
   /** The read is over (message handed on, error answered, or stream gone). */
@@ -202,7 +240,13 @@ export class RequestReader {
   private sweep(): void {
     for (const stream of this.previous) {
       try {
-        sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+        if (stream.headersSent && !stream.destroyed && !stream.closed) {
+          // Answered, and the answer is still not taken: the client is not reading this connection.
+          this.onStalled();
+          stream.session?.destroy();
+        } else {
+          sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+        }
         if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL);
       } catch {
         stream.destroy();
@@ -230,6 +274,8 @@ class PendingRequest implements Holder {
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
     admittedCheck: boolean,
+    /** Under the deadline until the stream closes (answer taken), not only until the request is read. */
+    private readonly unary: boolean,
   ) {
     stream.on('data', (chunk: Buffer) => {
       try {
@@ -249,6 +295,7 @@ class PendingRequest implements Holder {
     // close (answered and written, or reset) also ends its time open and in flight.
     stream.on('close', () => {
       this.settle();
+      if (unary) reader.settled(stream);
       reader.governor.closed(connection, admittedCheck);
     });
   }
@@ -317,7 +364,7 @@ class PendingRequest implements Holder {
     if (this.done) return;
     this.done = true;
     this.reader.governor.release(this.connection, this);
-    this.reader.settled(this.stream);
+    if (!this.unary) this.reader.settled(this.stream);
   }
 }
 

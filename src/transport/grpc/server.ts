@@ -12,11 +12,13 @@ import type { Logger } from '../../observability/logger.js';
 import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
+import type { CheckSpan, CheckTracer } from '../../observability/tracing.js';
+import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
-import { attachConnection, connectionOf, GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
+import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -33,14 +35,22 @@ export interface GrpcServerOptions {
   maxBufferedBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
+  /** Serve TLS (and mTLS with clientCaFile) instead of plaintext h2c; certificates hot-reloaded. */
+  tls?: TlsSettings;
+  /** Tracing on (observability/tracing.ts): a span per sampled check. Undefined: no tracing work at all. */
+  tracer?: CheckTracer;
+  /** Answer dependency failures (503s) with error_response rather than denied_response (policy dependencyFailure: error). */
+  dependencyErrors?: boolean;
 }
 
 /** The answer to a check refused by admission control: prepared once, sent without reading the request. */
-const OVERLOADED_FRAME = encodeCheckResponseFrame(denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' }));
+const OVERLOADED_DECISION = denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' });
+const OVERLOADED_FRAMES = [encodeCheckResponseFrame(OVERLOADED_DECISION, false), encodeCheckResponseFrame(OVERLOADED_DECISION, true)] as const;
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
-  private readonly server: http2.Http2Server;
+  private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  private readonly tlsReloader: TlsReloader | undefined;
   private readonly connections = new Map<http2.ServerHttp2Session, ConnectionState>();
   private readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
@@ -53,6 +63,10 @@ export class GrpcTransport {
   private readonly undecodable: ThrottledLog;
   private readonly overloadLog: ThrottledLog;
   private readonly memoryLog: ThrottledLog;
+  private readonly countError: GrpcErrorSink;
+  private readonly tracer: CheckTracer | undefined;
+  /** policy dependencyFailure: error — 503s go out as error_response. */
+  dependencyErrors: boolean;
   boundPort = 0;
 
   constructor(
@@ -68,10 +82,28 @@ export class GrpcTransport {
     });
     const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.clock = options.clock ?? systemClock;
+    this.dependencyErrors = options.dependencyErrors === true;
+    this.tracer = options.tracer;
+    const errors = metrics.counter('portcullis_grpc_errors_total', 'gRPC calls answered with a non-OK grpc-status, by status name (denials are answers, status OK).', ['code']);
+    const byCode = new Map<number, { inc(): void }>();
+    this.countError = (code) => {
+      let child = byCode.get(code);
+      if (child === undefined) byCode.set(code, (child = errors.labels(GRPC_STATUS_NAMES[code] ?? String(code))));
+      child.inc();
+    };
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
-    const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
-    this.closedConnections = { preface_timeout: closed.labels('preface_timeout'), idle: closed.labels('idle'), connection_limit: closed.labels('connection_limit') };
+    const closed = metrics.counter(
+      'portcullis_grpc_connections_closed_total',
+      'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit, stalled (an answer not taken within the read timeout).',
+      ['reason'],
+    );
+    this.closedConnections = {
+      preface_timeout: closed.labels('preface_timeout'),
+      idle: closed.labels('idle'),
+      connection_limit: closed.labels('connection_limit'),
+      stalled: closed.labels('stalled'),
+    };
     this.gauges = {
       inFlight: metrics.gauge('portcullis_grpc_in_flight', 'Checks in flight (admitted, not yet answered and closed).', []),
       buffered: metrics.gauge('portcullis_grpc_request_bytes', 'Request bytes held (being received or inflated), against the memory budget.', []),
@@ -90,7 +122,8 @@ export class GrpcTransport {
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
-    this.server = http2.createServer({
+    this.reader.onStalled = () => this.closedConnections.stalled.inc();
+    const serverOptions: http2.ServerOptions = {
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
       // 100 of those.
@@ -99,7 +132,23 @@ export class GrpcTransport {
       // be written) passes this many MB. The governor bounds what matters process-wide; this is
       // the backstop for one connection that stops reading its responses.
       maxSessionMemory: 32,
-    });
+    };
+    if (options.tls) {
+      const secure = http2.createSecureServer({
+        ...serverOptions,
+        ...secureServerOptions(options.tls, ['h2']),
+        allowHTTP1: false,
+        // A connection that does not finish its handshake is dropped like one without a preface.
+        handshakeTimeout: limits.prefaceTimeoutMs,
+      });
+      const failures = metrics.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('grpc');
+      const failureLog = throttled('TLS handshakes failed on the gRPC port', failures, 'info');
+      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
+      this.tlsReloader = new TlsReloader(options.tls, secure, logger, metrics, 'grpc');
+      this.server = secure;
+    } else {
+      this.server = http2.createServer(serverOptions);
+    }
     this.server.on('stream', this.onStream);
     this.server.on('session', this.onSession);
     // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
@@ -150,6 +199,7 @@ export class GrpcTransport {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     this.reader.close();
+    this.tlsReloader?.close();
     clearInterval(this.sweeper);
     const closed = Promise.all([
       this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
@@ -170,22 +220,33 @@ export class GrpcTransport {
 
   /**
    * A new connection: at the connection cap the longest-idle connection (no open stream; one that
-   * never sent its preface counts as idle since it opened) is closed to make room, or else the
-   * newcomer is.
+   * never sent its preface counts as idle since it opened) is closed to make room; when every
+   * connection is busy, the least recently active one (a stream opened or closed longest ago).
+   * Refusing the newcomer instead let a few slow senders (a stream that trickles its request, a new
+   * one after each read timeout) hold the whole cap for ever, and Envoy could never connect; the
+   * connections Envoy uses open and close streams all the time and are the last to go.
    */
   private readonly onSession = (session: http2.ServerHttp2Session): void => {
     if (this.connections.size >= this.governor.limits.maxConnections) {
       // Least recently active first; connections that never sent the preface before all others.
       let victim: http2.ServerHttp2Session | undefined;
       let oldest = Infinity;
+      let busyVictim: http2.ServerHttp2Session | undefined;
+      let oldestBusy = Infinity;
       for (const [s, state] of this.connections) {
         const rank = state.ready ? state.activity : state.activity - 2 ** 52;
-        if (state.streams === 0 && rank < oldest) {
-          oldest = rank;
-          victim = s;
+        if (state.streams === 0) {
+          if (rank < oldest) {
+            oldest = rank;
+            victim = s;
+          }
+        } else if (rank < oldestBusy) {
+          oldestBusy = rank;
+          busyVictim = s;
         }
       }
       this.closedConnections.connection_limit.inc();
+      victim ??= busyVictim;
       if (victim === undefined) {
         session.destroy();
         return;
@@ -194,7 +255,7 @@ export class GrpcTransport {
     }
     const state = new ConnectionState(this.governor.tick, this.governor.limits.maxStreamsPerConnection);
     state.activity = ++this.governor.activity;
-    attachConnection(session, state);
+    attachConnection(session, state, this.countError);
     this.connections.set(session, state);
     session.once('remoteSettings', () => (state.ready = true));
     session.once('close', () => this.connections.delete(session));
@@ -276,7 +337,8 @@ export class GrpcTransport {
   private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
-    sendUnary(stream, OVERLOADED_FRAME);
+    sendUnary(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
+    this.reader.answered(stream);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
@@ -291,6 +353,14 @@ export class GrpcTransport {
       this.undecodable.note({ err: details });
       sendError(stream, GrpcStatus.INVALID_ARGUMENT, details);
       return;
+    }
+    const tracer = this.tracer;
+    if (tracer !== undefined) {
+      try {
+        request.trace = tracer.start(request, AUTHORIZATION_SERVICE, 'Check');
+      } catch {
+        // tracing never decides anything: the check goes on untraced
+      }
     }
     let decision;
     try {
@@ -313,13 +383,20 @@ export class GrpcTransport {
   private reply(stream: http2.ServerHttp2Stream, request: RequestAttributes, decision: Decision): void {
     let frame: Buffer;
     try {
-      frame = encodeCheckResponseFrame(decision);
+      frame = encodeCheckResponseFrame(decision, this.dependencyErrors);
     } catch (err) {
       this.logger.error({ err: (err as Error)?.message, requestId: request.requestId }, 'failed to encode CheckResponse; answering 503');
-      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err));
+      frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err), this.dependencyErrors);
     }
     // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
     sendUnary(stream, frame);
+    if (request.trace !== undefined) {
+      try {
+        (request.trace as CheckSpan).finish(decision, GrpcStatus.OK);
+      } catch {
+        // a tracing failure never touches the answer
+      }
+    }
   }
 
   /** A failure in the transport itself (never a decision): end that call, never the process. */
