@@ -49,6 +49,7 @@ export const REASONS = {
   credential_not_allowed: { status: 403, description: 'this kind of credential is not accepted on this route' },
   route_not_allowed: { status: 403, description: 'no route matches and the policy default is deny' },
   invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes, or a path that is not an absolute path' },
+  invalid_proxy_request: { status: 400, description: 'HTTP authorization listener: the request lacks the headers its proxy shape needs (X-Original-URI, X-Forwarded-*) or they are malformed; the proxy is misconfigured' },
   scheme_not_allowed: { status: 403, description: 'the request scheme is not one of the route\'s match.schemes (e.g. http on an https-only route)' },
   condition_failed: { status: 403, description: "the route's when: expression is false" },
   condition_error: { status: 403, description: 'a route expression (when, rules, match.query) failed to evaluate; never an allow' },
