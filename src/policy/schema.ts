@@ -183,9 +183,14 @@ export const DEFAULT_AUTHZ_HTTP_PATHS: Readonly<Record<string, AuthzHttpShape>> 
   '/forward-auth': 'forward-auth',
 });
 
-const authzHttpPrefix = z
-  .string()
-  .regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be a path prefix such as /nginx: "/" followed by segments of letters, digits and ._~- (no trailing "/")');
+const AUTHZ_HTTP_PREFIX = /^(\/[A-Za-z0-9._~-]+)+$/;
+const authzHttpPaths = z.record(z.string(), z.enum(AUTHZ_HTTP_SHAPES)).superRefine((paths, ctx) => {
+  for (const prefix of Object.keys(paths)) {
+    if (!AUTHZ_HTTP_PREFIX.test(prefix)) {
+      ctx.addIssue({ code: 'custom', path: [prefix], message: 'must be a path prefix such as /nginx: "/" and segments of letters, digits and ._~- (no trailing "/")' });
+    }
+  }
+});
 
 /**
  * server.authzHttp: the HTTP authorization listener (Envoy http_service, nginx auth_request,
@@ -196,7 +201,7 @@ export const authzHttpSchema = z.strictObject({
   /** Shape of every request on the listener (no prefix needed); exclusive with `paths`. */
   shape: z.enum(AUTHZ_HTTP_SHAPES).optional(),
   /** Path prefix → shape ("/nginx: nginx"); the default when neither is set: /envoy, /nginx, /forward-auth. */
-  paths: z.record(authzHttpPrefix, z.enum(AUTHZ_HTTP_SHAPES)).optional(),
+  paths: authzHttpPaths.optional(),
   /** Largest request head (request line + headers) accepted, bytes; larger gets 431. */
   maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(32 * 1024),
   /** Open connections at once; more are refused. */
