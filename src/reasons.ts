@@ -17,6 +17,10 @@ export const REASONS = {
   missing_query_parameter: { status: 400, description: 'a query parameter the route requires (match.query) is absent' },
   invalid_query_parameter: { status: 400, description: "a query parameter's match.query expression is false" },
 
+  // 400: the request is not one Portcullis can judge the way the upstream will read it.
+  invalid_path: { status: 400, description: 'the path is not canonical (dot segments, ";" parameters, encoded "/" "\\" "." or unreserved characters, "\\", "//", bad escapes, control or raw non-ASCII bytes) and the policy refuses such paths' },
+  invalid_host: { status: 400, description: 'the host is not a name Envoy would route as written: a trailing dot, an empty label, a bad port or character' },
+  invalid_proxy_request: { status: 400, description: 'HTTP authorization listener: the request lacks the headers its proxy shape needs (X-Original-URI, X-Forwarded-*) or they are malformed; the proxy is misconfigured' },
 
   // 401: who is calling is unknown or not proven.
   missing_credential: { status: 401, description: 'no credential was presented' },
@@ -48,11 +52,10 @@ export const REASONS = {
   tenant_disabled: { status: 403, description: "the caller's tenant is disabled in the policy" },
   credential_not_allowed: { status: 403, description: 'this kind of credential is not accepted on this route' },
   route_not_allowed: { status: 403, description: 'no route matches and the policy default is deny' },
-  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes, or a path that is not an absolute path' },
-  invalid_proxy_request: { status: 400, description: 'HTTP authorization listener: the request lacks the headers its proxy shape needs (X-Original-URI, X-Forwarded-*) or they are malformed; the proxy is misconfigured' },
   scheme_not_allowed: { status: 403, description: 'the request scheme is not one of the route\'s match.schemes (e.g. http on an https-only route)' },
   condition_failed: { status: 403, description: "the route's when: expression is false" },
   condition_error: { status: 403, description: 'a route expression (when, rules, match.query) failed to evaluate; never an allow' },
+  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes' },
   invalid_identity: { status: 403, description: "the credential's tenant, subject, email or scopes contain characters that cannot travel in a header" },
 
   // 429: too many requests.

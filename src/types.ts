@@ -13,6 +13,12 @@ export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 's
  */
 export interface RequestHeaders {
   get(name: string): string | undefined;
+  /**
+   * Names that contain "_" (lower-case), or undefined when there are none: an upstream may read
+   * x_tenant_id as x-tenant-id, so such variants of owned headers are removed on allow. Transports
+   * must fill it (a Map, as in unit tests, has none).
+   */
+  readonly underscored?: readonly string[];
 }
 
 /** One HTTP request as Envoy described it, normalised. */
@@ -21,7 +27,10 @@ export interface RequestAttributes {
   readonly requestId: string;
   /** Upper-case HTTP method ("GET"). */
   readonly method: string;
-  /** Lower-cased host without port (":authority" / "host"). */
+  /**
+   * Lower-cased ":authority" / "host" as sent, port and trailing dot included; the pipeline reads it
+   * through authz/host.ts (default port dropped, trailing dot refused) before anything matches on it.
+   */
   readonly host: string;
   /** Path without the query string, as sent (no percent-decoding). */
   readonly path: string;

@@ -2,7 +2,6 @@
 // rest of the evaluation: an expression that reads request.method never parses the query string,
 // and a route without expressions never builds a view at all.
 
-import { normalizePath } from '../authz/path.js';
 import type { Clock } from '../clock.js';
 import type { Principal, RequestAttributes } from '../types.js';
 
@@ -25,7 +24,6 @@ export interface RequestFacts {
 }
 
 export class RequestView {
-  private normalizedPath: string | undefined;
   private paramsMap: Map<string, string> | undefined;
   private queryFirst: Map<string, string> | undefined;
   private queryAllMap: Map<string, string[]> | undefined;
@@ -46,9 +44,13 @@ export class RequestView {
   get host(): string {
     return this.request.host;
   }
-  /** The path the route was matched on (normalised, as the router saw it). */
+  /**
+   * The path as sent (what the upstream serves). Non-canonical paths never reach an expression
+   * unless the policy judges them by every reading (paths.nonCanonical: strictest); then params
+   * that do not match the raw path are absent, and an expression reading them denies.
+   */
   get path(): string {
-    return (this.normalizedPath ??= normalizePath(this.request.path) ?? this.request.path);
+    return this.request.path;
   }
   get params(): Map<string, string> {
     return (this.paramsMap ??= this.facts.params?.(this.path) ?? new Map());

@@ -4,7 +4,7 @@
 import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
-import { newEncodeCache, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
+import { newEncodeCache, type RequestAttributes, type Decision, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
 
 const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
@@ -277,4 +277,21 @@ function hasControl(value: string | undefined): boolean {
     if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
   }
   return false;
+}
+
+/**
+ * On an allow, also remove every header the client sent whose name is an owned identity header
+ * once "_" is read as "-" (x_tenant_id, x-auth_subject): CGI/WSGI, and some frameworks, read them
+ * as the owned header. Only requests that carry a name with "_" get here.
+ */
+export function stripUnderscoreVariants(policy: CompiledPolicy, request: RequestAttributes, decision: Decision): Decision {
+  const names = request.headers.underscored;
+  if (!decision.allowed || names === undefined) return decision;
+  let extra: string[] | undefined;
+  for (const name of names) {
+    if (policy.ownedHeaders.includes(name.replace(/_/g, '-')) && !decision.removeHeaders.includes(name)) (extra ??= []).push(name);
+  }
+  if (extra === undefined) return decision;
+  const allowed: AllowDecision = { ...decision, removeHeaders: Object.freeze([...decision.removeHeaders, ...extra]), encodeCache: undefined };
+  return allowed;
 }

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
+import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
 import { durationSchema, headerNameSchema } from './units.js';
 
@@ -29,12 +30,46 @@ export const computeSchema = z
   })
   .refine((c) => c.tenant !== undefined || c.subject !== undefined || c.scopes !== undefined, { message: 'compute needs tenant, subject or scopes' });
 export type ComputeConfig = z.output<typeof computeSchema>;
+/**
+ * A host rule: exact name or "*.example.com", optionally with a port ("admin.example.com:8443").
+ * Without a port it matches the scheme's default port only (README "Paths, hosts and client addresses").
+ */
+const hostPatternSchema = z.string().regex(/^(\*\.)?[a-z0-9._-]+(:[0-9]{1,5})?$/i, 'must be a host name or *.domain wildcard');
+const hostRuleSchema = hostPatternSchema.superRefine((rule, ctx) => {
+  const problem = hostRuleProblem(rule.toLowerCase());
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** A record keyed by host rules (zod reports refinements of record keys without their message). */
+function hostRecord<T extends z.ZodTypeAny>(value: T) {
+  return z.record(hostPatternSchema, value).superRefine((record, ctx) => {
+    for (const rule of Object.keys(record)) {
+      const problem = hostRuleProblem(rule.toLowerCase());
+      if (problem) ctx.addIssue({ code: 'custom', path: [rule], message: problem });
+    }
+  });
+}
+
+/** How a path that is not canonical is judged, and whether the upstream ignores case. */
+export const pathSettingsSchema = z.strictObject({
+  /** refuse: 400 invalid_path. strictest: allowed only if every route any reading reaches allows it. */
+  nonCanonical: z.enum(['refuse', 'strictest']).optional(),
+  /** sensitive, insensitive, or unknown (both readings, the stricter decides). */
+  upstreamCase: z.enum(['sensitive', 'insensitive', 'unknown']).optional(),
+});
+export type PathSettings = z.output<typeof pathSettingsSchema>;
+
+export const pathsSchema = z.strictObject({
+  nonCanonical: z.enum(['refuse', 'strictest']).default('refuse'),
+  upstreamCase: z.enum(['sensitive', 'insensitive', 'unknown']).default('unknown'),
+  /** Per-host overrides ("legacy.example.com" or "*.example.com"). */
+  hosts: hostRecord(pathSettingsSchema).default({}),
+});
 
 /** Host header → tenant with fixed scopes (seed 002 storefronts). */
 export const hostSourceSchema = z.strictObject({
   /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
-  domains: z.record(
-    z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard'),
+  domains: hostRecord(
     z.strictObject({
       tenant: nonEmpty,
       scopes: z.array(nonEmpty).default([]),
@@ -86,7 +121,7 @@ const methodSchema = z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'O
 export const routeMatchSchema = z
   .strictObject({
     /** Exact host or "*.example.com"; any host when absent. */
-    host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard').optional(),
+    host: hostRuleSchema.optional(),
     methods: z.array(methodSchema).min(1).optional(),
     /** Exact path, or a template when it contains {name} segments: /v1/items/{id}. */
     path: z.string().startsWith('/', 'must start with "/"').optional(),
@@ -153,6 +188,8 @@ export const routeSchema = z.strictObject({
   when: expression.optional(),
   /** Checked in order after identification and the route's scope/tenant checks; the first that fails denies. */
   rules: z.array(ruleSchema).min(1).max(32).optional(),
+  /** Overrides of the top-level `paths` settings for requests whose readings reach this route. */
+  paths: pathSettingsSchema.optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
@@ -259,6 +296,8 @@ export const policySchema = z
     realm: z.string().regex(/^[^"\\]*$/, 'must not contain quotes or backslashes').default('portcullis'),
     headers: headerNamesSchema.default(() => headerNamesSchema.parse({})),
     clientIp: clientIpSchema.default(() => clientIpSchema.parse({})),
+    /** Non-canonical paths and upstream case (README "Paths, hosts and client addresses"). */
+    paths: pathsSchema.default(() => pathsSchema.parse({})),
     /** Whether a caller with no tenant is refused (403 missing_tenant) unless a route says otherwise. */
     requireTenant: z.boolean().default(true),
     /** The caller-resolution chain: tried in order, the first source that finds a credential decides. */

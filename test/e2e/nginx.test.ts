@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/observability/logger.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { httpStatusNumber } from '../support/grpc-client.js';
 import { nginxBinary, startEchoUpstream, startNginx, type RunningNginx } from '../support/nginx.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
@@ -114,9 +115,13 @@ describe.skipIf(binary === undefined)('quickstart policy behind a real nginx (ex
   });
 
   it('a non-canonical path is judged by the same rules as over gRPC', async () => {
-    const viaNginx = await get(nginx.port, '/v1/admin%2Fusers', { 'x-api-key': DEMO_KEY });
-    const viaGrpc = await portcullis.client.check({ path: '/v1/admin%2Fusers', headers: { 'x-api-key': DEMO_KEY } });
-    expect(viaNginx.status === 200).toBe(viaGrpc.http_response === 'ok_response');
+    for (const target of ['/v1/admin%2Fusers', '/v1/products/..%2Fadmin/users', '/v1/products/%2e%2e/admin/users']) {
+      const viaNginx = await get(nginx.port, target, { 'x-api-key': DEMO_KEY });
+      const viaGrpc = await portcullis.client.check({ path: target, headers: { 'x-api-key': DEMO_KEY } });
+      expect(viaGrpc.http_response, target).toBe('denied_response');
+      expect(viaNginx.status, target).toBe(httpStatusNumber(viaGrpc.denied_response!.status!.code));
+      expect(JSON.parse(viaNginx.body).reason, target).toBe(JSON.parse(viaGrpc.denied_response!.body!).reason);
+    }
   });
 
   it('429 with Retry-After and the JSON body once the tenant limit is spent', async () => {

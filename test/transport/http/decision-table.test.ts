@@ -88,6 +88,9 @@ function rows(ip: (row: number) => string): [string, OriginalInit][] {
     ['dot segments', { path: '/v1/products/../admin/users', headers: { authorization: `Bearer ${tokens.reader}` }, xff: xff(13) }],
     ['encoded slash', { path: '/v1/admin%2Fusers', headers: { 'x-api-key': DEMO_KEY }, xff: xff(14) }],
     ['http scheme', { path: '/v1/products', scheme: 'http', headers: { authorization: `Bearer ${tokens.reader}` }, xff: xff(15) }],
+    ['host with a trailing dot', { path: '/v1/products', host: 'shop.example.com.', xff: xff(17) }],
+    ['host with a non-default port', { path: '/v1/products', host: 'shop.example.com:8443', xff: xff(18) }],
+    ['underscore variant of an owned header', { path: '/health', headers: { x_tenant_id: 'evil' }, xff: xff(19) }],
     ['HEAD', { method: 'HEAD', path: '/v1/products', headers: { authorization: `Bearer ${tokens.reader}` }, xff: xff(16) }],
   ];
 }
@@ -132,6 +135,11 @@ describe('one decision table through gRPC and every HTTP shape', () => {
     expect(grpc[7]).toMatchObject({ status: 401, reason: 'token_expired' });
     expect(grpc[9]).toMatchObject({ allowed: true, upstream: { 'x-auth-scopes': 'storefront' } });
     expect(grpc[11]).toMatchObject({ allowed: false, status: 401 });
+    expect(grpc[12]).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
+    expect(grpc[13]).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
+    expect(grpc[15]).toMatchObject({ allowed: false, status: 400, reason: 'invalid_host' });
+    expect(grpc[16]).toMatchObject({ allowed: false, status: 401, reason: 'missing_credential' });
+    expect(grpc[17]!.removed).toContain('x_tenant_id');
     expect(grpc.at(-2)).toMatchObject({ allowed: true });
     expect(grpc.at(-1)).toMatchObject({ allowed: false, status: 429, reason: 'rate_limited', client: { 'retry-after': 'present' } });
   });
