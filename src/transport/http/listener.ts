@@ -8,9 +8,14 @@
 
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { systemClock, type Clock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { ThrottledLog } from '../../observability/throttled-log.js';
 import { internalError } from '../../pipeline/authorize.js';
 import type { Authorizer } from '../../pipeline/authorizer.js';
+import { denyDecision } from '../../pipeline/decision.js';
+import { ConnectionState, DEFAULT_LIMITS, ResourceGovernor } from '../grpc/limits.js';
 import { DEFAULT_AUTHZ_HTTP_PATHS, type AuthzHttpSettings, type AuthzHttpShape } from '../../policy/schema.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
 import { envoyShape } from './envoy.js';
@@ -24,7 +29,18 @@ const PORTCULLIS = { realm: 'portcullis' };
 export type AuthzHttpOptions = Pick<AuthzHttpSettings, 'shape' | 'paths' | 'maxHeaderBytes' | 'maxConnections' | 'headersTimeout' | 'keepAliveTimeout'> & {
   readonly bind: string;
   readonly port: number;
+  /**
+   * The process's admission control (the gRPC transport's): checks in flight on both listeners
+   * count against one maxInFlight, and a check over it is answered 503 `overloaded` at once.
+   */
+  readonly governor?: ResourceGovernor;
+  readonly metrics?: Metrics;
+  readonly clock?: Clock;
 };
+
+/** One keep-alive connection's share of admission (HTTP/1.1: one request at a time). */
+const STATE = Symbol('admission');
+type AdmittedSocket = Socket & { [STATE]?: ConnectionState };
 
 interface Mount {
   readonly prefix: string;
@@ -38,6 +54,8 @@ export class AuthzHttpListener {
   private readonly wholeListener: ProxyShape | undefined;
   private inFlight = 0;
   private draining = false;
+  private readonly governor: ResourceGovernor;
+  private readonly overloadLog: ThrottledLog;
   boundPort = 0;
 
   constructor(
@@ -45,6 +63,10 @@ export class AuthzHttpListener {
     private readonly logger: Logger,
     private readonly options: AuthzHttpOptions,
   ) {
+    this.governor = options.governor ?? new ResourceGovernor(DEFAULT_LIMITS);
+    const clock = options.clock ?? systemClock;
+    const refused = options.metrics?.counter('portcullis_authz_http_refused_total', 'HTTP authorization requests refused to protect the process: overloaded (503 overloaded).', ['reason']);
+    this.overloadLog = new ThrottledLog({ logger, clock, level: 'warn', message: 'overloaded: HTTP authorization requests refused with 503 overloaded', counter: refused?.labels('overloaded') });
     this.wholeListener = options.shape === undefined ? undefined : SHAPES[options.shape];
     const paths = options.shape === undefined ? (options.paths ?? DEFAULT_AUTHZ_HTTP_PATHS) : {};
     this.mounts = Object.entries(paths)
@@ -117,8 +139,12 @@ export class AuthzHttpListener {
         shape = mount.shape;
         rest = url.slice(mount.prefix.length);
       }
+      if (!this.admit(req, res)) {
+        const refused = refusedRequest(headers, req);
+        this.reply(res, shape, refused, denyDecision(PORTCULLIS, refused.requestId, 'none', { reason: 'overloaded' }), false);
+        return;
+      }
       const request = shape.read(req, headers, rest);
-      this.inFlight++;
       if (request instanceof ShapeProblem) {
         const refused = refusedRequest(headers, req);
         this.reply(res, shape, refused, this.authorizer.refuse(refused, { reason: 'invalid_proxy_request', detail: request.detail }));
@@ -147,6 +173,27 @@ export class AuthzHttpListener {
     } else this.reply(res, shape, request, decision);
   }
 
+  /**
+   * Admit a check through the process's governor, released when its response is closed; false:
+   * answer 503 `overloaded` without deciding.
+   */
+  private admit(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const socket = req.socket as AdmittedSocket;
+    const governor = this.governor;
+    let state = socket[STATE];
+    if (state === undefined) state = socket[STATE] = new ConnectionState(governor.tick, 1);
+    governor.opened(state);
+    if (!governor.admit(state)) {
+      governor.closed(state, false);
+      this.overloadLog.note(() => ({ inFlight: governor.inFlight, maxInFlight: governor.limits.maxInFlight }));
+      return false;
+    }
+    this.inFlight++;
+    const admitted = state;
+    res.once('close', () => governor.closed(admitted, true));
+    return true;
+  }
+
   /** The mount whose prefix is `url`'s first path segments ("/nginx" serves "/nginx" and "/nginx/…"). */
   private mountOf(url: string): Mount | undefined {
     for (const mount of this.mounts) {
@@ -158,8 +205,8 @@ export class AuthzHttpListener {
     return undefined;
   }
 
-  private reply(res: http.ServerResponse, shape: ProxyShape, request: RequestAttributes, decision: Decision): void {
-    this.inFlight--;
+  private reply(res: http.ServerResponse, shape: ProxyShape, request: RequestAttributes, decision: Decision, admitted = true): void {
+    if (admitted) this.inFlight--;
     // The proxy gave up (its timeout) and closed the connection: nothing to answer.
     if (res.destroyed || res.writableEnded) return;
     try {

@@ -7,12 +7,12 @@
 // `invalid_proxy_request`, because a proxy that sends it is misconfigured and whatever Portcullis
 // decided from a guess would protect the wrong request.
 
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { AuthzHttpShape } from '../../policy/schema.js';
 import type { Decision, HeaderPair, RequestAttributes, RequestHeaders } from '../../types.js';
 import { normalizeHost } from '../grpc/decode.js';
+import { pickRequestId } from '../request-id.js';
 import { splitRequestTarget } from '../target.js';
 
 /** One proxy's request and response conventions. */
@@ -133,8 +133,9 @@ export function refusedRequest(headers: NodeHeaders, req: IncomingMessage): Requ
   };
 }
 
+/** x-request-id when usable (bounded, plain: it is echoed in bodies and logs), else a fresh UUID. */
 function requestIdOf(headers: NodeHeaders): string {
-  return headers.get('x-request-id') || randomUUID();
+  return pickRequestId(headers.get('x-request-id'), undefined);
 }
 
 /** Response headers as node:http's flat [name, value, name, value, …] list. */

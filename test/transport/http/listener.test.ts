@@ -7,6 +7,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../../src/observability/logger.js';
+import { resolveLimits, ResourceGovernor } from '../../../src/transport/grpc/limits.js';
+import { AuthzHttpListener } from '../../../src/transport/http/listener.js';
 import { askShape, closeAgent, rawRequest, shapeRequest } from '../../support/authz-http.js';
 import { startTestServer, type TestServer } from '../../support/server.js';
 
@@ -145,6 +148,15 @@ describe('HTTP authorization listener', () => {
     expect(twice.status).toBe(401);
   });
 
+  it('echoes x-request-id only when it is a plain bounded id, as over gRPC', async () => {
+    const plain = await askShape(port, 'envoy', { path: '/api/x', requestId: 'abc-123' });
+    expect(JSON.parse(plain.body).requestId).toBe('abc-123');
+    const odd = await askShape(port, 'envoy', { path: '/api/x', requestId: '"},{"x":"' });
+    expect(JSON.parse(odd.body).requestId).toMatch(/^[0-9a-f-]{36}$/);
+    const long = await askShape(port, 'envoy', { path: '/api/x', requestId: 'a'.repeat(500) });
+    expect(JSON.parse(long.body).requestId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('keeps connections alive between requests', async () => {
     const answer = await rawExchange(
       port,
@@ -203,5 +215,30 @@ describe('HTTP authorization listener configuration', () => {
     expect((await rawRequest(s.server.authzHttpPort!, 'GET', '/ext/authz/health', r.headers)).status).toBe(200);
     expect((await rawRequest(s.server.authzHttpPort!, 'GET', '/ext/authz/api/x', r.headers)).status).toBe(401);
     expect((await rawRequest(s.server.authzHttpPort!, 'GET', '/envoy/health', r.headers)).status).toBe(404);
+  });
+});
+
+describe('HTTP authorization listener admission', () => {
+  it('over the process-wide in-flight limit, answers 503 overloaded without deciding; admits again once checks finish', async () => {
+    const s = await serve('server: { grpc: { maxInFlight: 16 } }');
+    const governor = new ResourceGovernor(resolveLimits({ maxInFlight: 16 }));
+    const listener = new AuthzHttpListener(s.server.authorizer, silentLogger(), { bind: '127.0.0.1', port: 0, maxHeaderBytes: 16384, maxConnections: 64, headersTimeout: 5000, keepAliveTimeout: 5000, governor });
+    const port = await listener.start();
+    try {
+      // Checks in flight elsewhere in the process (e.g. on the gRPC port) fill the limit.
+      governor.inFlight = 32;
+      for (const shape of ['envoy', 'forward-auth'] as const) {
+        const r = await askShape(port, shape, { path: '/health' });
+        expect(r.status, shape).toBe(503);
+        expect(r.headers['retry-after']).toBe('1');
+        expect(JSON.parse(r.body)).toMatchObject({ status: 503, reason: 'overloaded' });
+      }
+      const nginx = await askShape(port, 'nginx', { path: '/health' });
+      expect(nginx.headers['x-portcullis-status']).toBe('503');
+      governor.inFlight = 0;
+      expect((await askShape(port, 'envoy', { path: '/health' })).status).toBe(200);
+    } finally {
+      await listener.shutdown(1000);
+    }
   });
 });
