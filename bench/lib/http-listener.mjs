@@ -136,6 +136,10 @@ export async function measureHttpListener({ plan, workDir, fixtures, seconds, wa
       continue;
     }
     row.ratio = Object.fromEntries(HTTP_SHAPES.map((s) => [s.id, Math.round((row.portcullis[s.id].checksPerSec / row.null[s.id].checksPerSec) * 100) / 100]));
+    // Server CPU per request: what the ratio is on a machine too busy to saturate the server core.
+    const cpuUs = (r) => (r.serverCpuCores && r.checksPerSec ? (r.serverCpuCores / r.checksPerSec) * 1e6 : NaN);
+    row.cpuUsPerRequest = Object.fromEntries(HTTP_SHAPES.map((s) => [s.id, { null: Math.round(cpuUs(row.null[s.id]) * 10) / 10, portcullis: Math.round(cpuUs(row.portcullis[s.id]) * 10) / 10 }]));
+    row.cpuRatio = Object.fromEntries(HTTP_SHAPES.map((s) => [s.id, Math.round((cpuUs(row.null[s.id]) / cpuUs(row.portcullis[s.id])) * 100) / 100]));
     const problems = [...Object.values(row.null), ...Object.values(row.portcullis)].flatMap((r) => r.problems);
     row.status = problems.length > 0 ? 'failed' : 'measured';
     if (problems.length > 0) row.problems = problems;
@@ -148,17 +152,18 @@ export async function measureHttpListener({ plan, workDir, fixtures, seconds, wa
 export function formatHttpTable(http) {
   if (!http) return '';
   if (http.status === 'not available') return `HTTP authorization listener: not available: ${http.reason}`;
-  const lines = ['| scenario (nginx shape) | load | node:http 200 req/s | Portcullis checks/s | x node:http | p50 ms | p99 ms |', '|:--|:--|--:|--:|--:|--:|--:|'];
+  const lines = ['| scenario (nginx shape) | load | node:http 200 req/s | Portcullis checks/s | x node:http | CPU µs/req node:http | CPU µs/check Portcullis | x node:http (CPU) | p50 ms | p99 ms |', '|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|'];
   for (const row of http.rows) {
     if (row.status === 'not available' || !row.portcullis) {
-      lines.push(`| (${row.id}) ${row.title} | ${row.status}${row.reason ? `: ${row.reason}` : ''} | | | | | |`);
+      lines.push(`| (${row.id}) ${row.title} | ${row.status}${row.reason ? `: ${row.reason}` : ''} | | | | | | | | |`);
       continue;
     }
     for (const shape of http.shapes) {
       const p = row.portcullis[shape.id];
-      lines.push(`| (${row.id}) ${row.title} | ${shape.label} | ${row.null[shape.id].checksPerSec} | ${p.checksPerSec} | ${row.ratio[shape.id].toFixed(2)} | ${p.p50Ms.toFixed(3)} | ${p.p99Ms.toFixed(3)} |`);
+      const cpu = row.cpuUsPerRequest[shape.id];
+      lines.push(`| (${row.id}) ${row.title} | ${shape.label} | ${row.null[shape.id].checksPerSec} | ${p.checksPerSec} | ${row.ratio[shape.id].toFixed(2)} | ${cpu.null} | ${cpu.portcullis} | ${row.cpuRatio[shape.id].toFixed(2)} | ${p.p50Ms.toFixed(3)} | ${p.p99Ms.toFixed(3)} |`);
     }
   }
   const problems = http.rows.flatMap((r) => (r.problems ?? []).map((p) => `(${r.id}) PROBLEM: ${p}`));
-  return `${lines.join('\n')}\n\nHTTP: h2load --h1, no pipelining; the same request headers to both servers; x node:http = Portcullis checks/s over a plain node:http server answering 200 with a fixed body, measured just before on the same core.${problems.length ? `\n${problems.join('\n')}` : ''}`;
+  return `${lines.join('\n')}\n\nHTTP: h2load --h1, no pipelining; the same request headers to both servers; x node:http = Portcullis checks/s over a plain node:http server answering 200 with a fixed body, measured just before on the same core; x node:http (CPU) = the same ratio from server CPU time per request (meaningful when a busy machine keeps the server below a full core).${problems.length ? `\n${problems.join('\n')}` : ''}`;
 }
