@@ -14,7 +14,7 @@
 import { hostKey, INVALID_HOST } from '../authz/host.js';
 import { isSimplePath } from '../authz/path.js';
 import { missingScopes } from '../authz/scopes.js';
-import type { IdentifyResult } from '../identity/source.js';
+import type { IdentifyResult, Rejected } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
@@ -170,12 +170,30 @@ function afterIdentify(
   if (result.kind === 'deny') {
     return denyDecision(policy, request.requestId, route.name, result.denial);
   }
-  const principal = result.principal;
+  const enrich = policy.enrich;
+  if (enrich === undefined) return permitThenLimit(policy, request, route, result.principal, result.removeHeaders, preHeaders, preNote);
+  const enriched = enrich(result.principal, request);
+  const next = (p: Principal | Rejected): MaybePromise<Decision> =>
+    'kind' in p
+      ? denyDecision(policy, request.requestId, route.name, p.denial, result.principal)
+      : permitThenLimit(policy, request, route, p, result.removeHeaders, preHeaders, preNote);
+  return isPromise(enriched) ? enriched.then(next) : next(enriched);
+}
+
+function permitThenLimit(
+  policy: CompiledPolicy,
+  request: RequestAttributes,
+  route: CompiledRoute,
+  principal: Principal,
+  removeHeaders: readonly string[] | undefined,
+  preHeaders: readonly HeaderPair[],
+  preNote: string | undefined,
+): MaybePromise<Decision> {
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
   const ruleDenial = route.conditions?.afterIdentity?.(request, principal);
   if (ruleDenial) return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
-  return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders, preHeaders, preNote);
+  return rateLimitThenAllow(policy, request, route, principal, removeHeaders, preHeaders, preNote);
 }
 
 type PendingDenial = (requestId: string) => Decision;

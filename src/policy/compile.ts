@@ -5,6 +5,8 @@ import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import { compileChain } from '../identity/registry.js';
+import { checkLookups } from '../lookup/acquire.js';
+import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -82,6 +84,8 @@ export interface CompiledPolicy {
   readonly warnings: readonly string[];
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
+  /** Enrichment after identification; undefined when the policy has none (no cost). */
+  readonly enrich: Enricher | undefined;
 }
 
 /**
@@ -111,8 +115,10 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   };
 
   checkMode(document, ctx);
+  checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
+  const enrich = compileEnrichment(ctx);
 
   const routeChains = document.routes.map((route, index) =>
     route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
@@ -192,6 +198,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenantMetrics: document.server.tenantMetrics,
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
+    enrich,
   });
 }
 

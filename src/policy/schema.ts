@@ -9,6 +9,7 @@ import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
 import { durationSchema, headerNameSchema } from './units.js';
+import { enrichListSchema, hostPatternSchema as tenantHostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
@@ -75,7 +76,12 @@ export const hostSourceSchema = z.strictObject({
       scopes: z.array(nonEmpty).default([]),
       subject: nonEmpty.optional(),
     }),
-  ),
+  )
+    .default({}),
+  /** "{tenant}.shops.example.com": the tenant is the host's first label (src/lookup). */
+  patterns: z.array(tenantHostPatternSchema).default([]),
+  /** Domains resolved by a lookup (a tenant_domains table, an API); cached, unknown hosts too. */
+  store: hostStoreSchema.optional(),
 });
 export type HostSourceConfig = z.output<typeof hostSourceSchema>;
 
@@ -102,13 +108,15 @@ export const identitySourceSchema = z
     sharedSecret: sharedSecretSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
+    session: sessionSourceSchema.optional(),
+    introspection: introspectionSourceSchema.optional(),
   })
   .superRefine((entry, ctx) => {
     const kinds = Object.keys(entry).filter((k) => k !== 'compute' && entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -322,6 +330,10 @@ export const policySchema = z
     identity: z.array(identitySourceSchema).default([]),
     issuers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'issuer names may contain letters, digits, _ and -'), issuerSchema).default({}),
     keyStore: keyStoreSchema.optional(),
+    /** Named HTTP/SQL lookups used by session, apiKey, host sources and enrichment (src/lookup). */
+    lookups: lookupsSchema.default({}),
+    /** Steps after identification that look more up about the caller (src/lookup/enrich.ts). */
+    enrich: enrichListSchema.default([]),
     routes: z.array(routeSchema).default([]),
     /**
      * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)

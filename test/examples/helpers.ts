@@ -23,6 +23,9 @@ export const TEST_ENV = {
   CHECKOUT_API_SECRET: 'checkout-secret-for-the-example-tests-0123',
   SUPABASE_JWT_SECRET: 'supabase-jwt-secret-for-the-example-tests-0123456789',
   TRONEXUS_JWT_SECRET: 'tronexus-jwt-secret-for-the-example-tests-0123456789',
+  // Seed 002's lookups (validate connects to nothing; the seed-002 test points them at real ones).
+  COMMERCE_DATABASE_URL: 'postgres://portcullis@127.0.0.1:5432/commerce',
+  BETTER_AUTH_URL: 'http://127.0.0.1:3000',
 } as const;
 
 export function readExample(name: string): string {
