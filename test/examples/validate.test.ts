@@ -1,11 +1,11 @@
 // Every example policy passes `portcullis validate` (the quickstart and the five seed examples, and
-// any policy added under examples/ later). Envoy/Istio manifests and key files are not policies.
+// any policy added under examples/ later). Proxy configurations and key files are not policies.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, EXAMPLES, TEST_ENV } from './helpers.js';
 
-const NOT_POLICIES = new Set(['envoy', 'istio', 'keys']);
+const NOT_POLICIES = new Set(['envoy', 'envoy-http', 'istio', 'keys', 'nginx', 'traefik', 'caddy']);
 
 function policyFiles(dir: string): string[] {
   const files: string[] = [];
