@@ -48,7 +48,7 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
   };
   const lookup = namedLookup(external.lookup, [...path, 'external', 'lookup'], 'api-key', JSON.stringify(external), decode, ctx);
   if (!lookup) return undefined;
-  const hops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
 
   // Identified results per (principal, carrier), so a cached key allocates nothing.
   const byCarrier = headers.map(() => new WeakMap<Principal, IdentifyResult>());
@@ -102,7 +102,7 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
       if (key === undefined) return NOT_PRESENT;
       if (!plausibleCredential(key, 1024) || (prefixes !== undefined && !prefixes.some((p) => key.startsWith(p)))) return UNKNOWN;
       const at = slot;
-      const result = lookup.resolve(key, clientShareKey(clientIp(request, hops)));
+      const result = lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then((r) => settle(r, at)) : settle(result, at);
     },
   };

@@ -62,8 +62,8 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
   const bearerSlot = headers.length;
   const subject = config.subject;
   // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
-  const xffTrustedHops = ctx.policy.clientIp.xffTrustedHops;
-  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, xffTrustedHops));
+  const ipSettings = ctx.policy.clientIp;
+  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, ipSettings));
 
   function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
     if (check.ok) {

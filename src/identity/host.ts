@@ -54,10 +54,10 @@ export function compileHostSource(config: HostSourceConfig, path: PolicyPath, ct
     };
     const lookup = namedLookup(config.store.lookup, [...path, 'store', 'lookup'], 'host', JSON.stringify(config.store), decode, ctx);
     if (!lookup) return undefined;
-    const hops = ctx.policy.clientIp.xffTrustedHops;
+    const ipSettings = ctx.policy.clientIp;
     const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
     store = (host, request) => {
-      const result = lookup.resolve(host, clientShareKey(clientIp(request, hops)));
+      const result = lookup.resolve(host, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then(settle) : settle(result);
     };
   }

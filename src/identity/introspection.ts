@@ -82,7 +82,7 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
   const targetKey = `introspection:${createHash('sha256').update(JSON.stringify(targetOptions)).digest('base64url')}`;
   const target = runtime.resources.acquire<LookupTarget>(targetKey, () => new HttpTarget(targetOptions), (t) => t.close());
   const lookup = cachedLookup(runtime, `${targetKey}:${createHash('sha256').update(JSON.stringify(config)).digest('base64url')}`, target, hostOf(config.endpoint), 'introspection', config, decode);
-  const hops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
   const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
 
   return {
@@ -95,7 +95,7 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
       // A JWT is the jwt source's business (it comes earlier in the chain).
       if (hasJwsShape(found)) return NOT_PRESENT;
       if (!plausibleCredential(found) || !place.wellFormed(found)) return MALFORMED_RESULT;
-      const result = lookup.resolve(found, clientShareKey(clientIp(request, hops)));
+      const result = lookup.resolve(found, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then(settle) : settle(result);
     },
   };

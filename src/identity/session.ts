@@ -49,7 +49,7 @@ export function compileSessionSource(config: SessionSourceConfig, path: PolicyPa
 
   const lookup = namedLookup(config.lookup, [...path, 'lookup'], 'session', JSON.stringify(config), decode, ctx);
   if (!lookup) return undefined;
-  const hops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
   const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
 
   return {
@@ -59,7 +59,7 @@ export function compileSessionSource(config: SessionSourceConfig, path: PolicyPa
       const found = place.find(request.headers);
       if (found === undefined) return NOT_PRESENT;
       if (found === MALFORMED || !plausibleCredential(found)) return MALFORMED_RESULT;
-      const result = lookup.resolve(found, clientShareKey(clientIp(request, hops)));
+      const result = lookup.resolve(found, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then(settle) : settle(result);
     },
   };

@@ -44,7 +44,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
     const lookup = namedLookup(config.lookup, ['enrich', i, 'lookup'], 'enrich', JSON.stringify(config), decode, ctx);
     if (lookup) steps.push({ config, lookup, methods: config.methods ? new Set(config.methods) : undefined, merged: new WeakMap() });
   });
-  const hops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
 
   const run = (principal: Principal, request: RequestAttributes, from: number): MaybePromise<Principal | Rejected> => {
     for (let i = from; i < steps.length; i++) {
@@ -53,7 +53,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
       if (step.config.onlyWithoutTenant && principal.tenant) continue;
       const key = principal[step.config.by];
       if (key === undefined || key === '') continue;
-      const answer = step.lookup.resolve(key, clientShareKey(clientIp(request, hops)));
+      const answer = step.lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
       if (isPromise(answer)) {
         return answer.then((a) => {
           if (a instanceof LookupFailure) return unavailable(a);

@@ -17,6 +17,7 @@ import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult, Rejected } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
+import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
@@ -115,7 +116,7 @@ function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route
 
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
-  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal: undefined, route: route.name });
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name });
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
@@ -231,7 +232,7 @@ function rateLimitThenAllow(
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
-  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name });
   const finish = (v: RateLimitVerdict): Decision =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
@@ -246,12 +247,6 @@ function rateLimitThenAllow(
           joinNotes(preNote, v.note),
         );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
-}
-
-function joinNotes(a: string | undefined, b: string | undefined): string | undefined {
-  if (!a) return b;
-  if (!b) return a;
-  return `${a},${b}`;
 }
 
 function describeError(err: unknown): string {

@@ -4,6 +4,7 @@
 import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
+import type { ClientIpSettings } from '../pipeline/client-ip.js';
 import { compileChain } from '../identity/registry.js';
 import { checkLookups } from '../lookup/acquire.js';
 import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
@@ -77,7 +78,8 @@ export interface CompiledPolicy {
   /** Every identity header Portcullis owns (removed from the request unless it sets it). */
   readonly ownedHeaders: readonly string[];
   readonly realm: string;
-  readonly xffTrustedHops: number;
+  /** How the client IP is picked (clientIp in the policy). */
+  readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
   readonly decisionLog: 'all' | 'deny' | 'none';
   readonly tenantMetrics: boolean;
@@ -192,7 +194,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     headerNames: names,
     ownedHeaders,
     realm: document.realm,
-    xffTrustedHops: document.clientIp.xffTrustedHops,
+    clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
     tenantMetrics: document.server.tenantMetrics,

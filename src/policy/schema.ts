@@ -292,13 +292,25 @@ export const serverSchema = z.strictObject({
   authzHttp: authzHttpSchema.optional(),
 });
 
+/** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */
 export const clientIpSchema = z.strictObject({
   /**
-   * How many proxies in front of Envoy append to x-forwarded-for and are trusted. 0 (default):
-   * the client IP is the address of the peer that connected to Envoy.
+   * The calling Envoy's use_remote_address: true when it appends the peer to x-forwarded-for (an
+   * edge Envoy, an Istio ingress gateway), false when it passes x-forwarded-for through (an Istio
+   * sidecar).
+   */
+  useRemoteAddress: z.boolean().default(true),
+  /**
+   * The calling Envoy's xff_num_trusted_hops: how many proxies in front of it append to
+   * x-forwarded-for and are trusted. 0 (default) with useRemoteAddress: the connecting peer.
    */
   xffTrustedHops: z.number().int().min(0).max(10).default(0),
+  /** Per-IP limits, lockouts and bans key on this IPv4 prefix (32: each address). */
+  ipv4Prefix: z.number().int().min(8, 'must be between 8 and 32').max(32, 'must be between 8 and 32').default(32),
+  /** ... and on this IPv6 prefix (64: one key per /64, what one host or subscriber usually holds). */
+  ipv6Prefix: z.number().int().min(16, 'must be between 16 and 128').max(128, 'must be between 16 and 128').default(64),
 });
+export type ClientIpConfig = z.output<typeof clientIpSchema>;
 
 export const tenantSchema = z.strictObject({
   disabled: z.boolean().default(false),

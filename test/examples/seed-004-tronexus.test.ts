@@ -68,8 +68,11 @@ function accessToken(runtime: ReturnType<typeof testRuntime>, claims: JWTPayload
     .sign(new TextEncoder().encode(TEST_ENV.TRONEXUS_JWT_SECRET));
 }
 
-/** Requests as they reach Envoy through one load balancer: the client is the x-forwarded-for entry. */
-const from = (ip: string, headers: Record<string, string> = {}) => ({ sourceAddress: '10.0.0.2', headers: { 'x-forwarded-for': ip, ...headers } });
+/**
+ * Checks as the example Envoy (use_remote_address: true) sends them behind one load balancer at
+ * 10.0.0.2: the peer is the load balancer, which Envoy has appended after the client's address.
+ */
+const from = (ip: string, headers: Record<string, string> = {}) => ({ sourceAddress: '10.0.0.2', headers: { 'x-forwarded-for': `${ip}, 10.0.0.2`, ...headers } });
 
 describe('seed 004: examples/seed-004-tronexus.yaml — API keys at creation', () => {
   it('expiry is mandatory and at most 365 days (the policy keyStore.maxExpiry)', async () => {

@@ -218,6 +218,26 @@ describe('HTTP authorization listener configuration', () => {
   });
 });
 
+describe('HTTP authorization listener client address with trusted proxies', () => {
+  it('picks the client behind clientIp.xffTrustedHops proxies exactly as over gRPC', async () => {
+    const s = await serve('clientIp: { xffTrustedHops: 1 }\nserver: { authzHttp: { port: 0 } }');
+    const port = s.server.authzHttpPort!;
+    // The proxy saw 10.0.0.9 (a trusted load balancer), which saw the client 203.0.113.5; the
+    // leftmost entries are the client's own writing.
+    const viaHttp: number[] = [];
+    const viaGrpc: number[] = [];
+    for (const spoof of ['1.1.1.1', '2.2.2.2', '3.3.3.3']) {
+      viaHttp.push((await askShape(port, 'nginx', { path: '/login', xff: `${spoof}, 203.0.113.5, 10.0.0.9` })).headers['x-portcullis-status'] === undefined ? 200 : 429);
+      const r = await s.client.check({ path: '/login', headers: { 'x-forwarded-for': `${spoof}, 198.51.100.5, 10.0.0.9` }, sourceAddress: '10.0.0.9' });
+      viaGrpc.push(r.http_response === 'ok_response' ? 200 : 429);
+    }
+    expect(viaHttp).toEqual([200, 200, 429]);
+    expect(viaGrpc).toEqual(viaHttp);
+    // Another client behind the same load balancer has its own count.
+    expect((await askShape(port, 'forward-auth', { path: '/login', xff: '203.0.113.6, 10.0.0.9' })).status).toBe(200);
+  });
+});
+
 describe('HTTP authorization listener admission', () => {
   it('over the process-wide in-flight limit, answers 503 overloaded without deciding; admits again once checks finish', async () => {
     const s = await serve('server: { grpc: { maxInFlight: 16 } }');
