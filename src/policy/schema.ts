@@ -288,6 +288,11 @@ export const serverSchema = z.strictObject({
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
+  /**
+   * Add the decision's explanation (routes considered, identity source, rule, limits) to each
+   * decision log line. Off by default: it costs an allocation per check. Never served on a port.
+   */
+  explain: z.boolean().default(false),
   /** The HTTP authorization listener; absent = off (unless serve --authz-http-port). */
   authzHttp: authzHttpSchema.optional(),
 });

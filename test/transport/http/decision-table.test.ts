@@ -91,6 +91,7 @@ function rows(ip: (row: number) => string): [string, OriginalInit][] {
     ['host with a trailing dot', { path: '/v1/products', host: 'shop.example.com.', xff: xff(17) }],
     ['host with a non-default port', { path: '/v1/products', host: 'shop.example.com:8443', xff: xff(18) }],
     ['underscore variant of an owned header', { path: '/health', headers: { x_tenant_id: 'evil' }, xff: xff(19) }],
+    ['"#" before the query', { path: '/health#/../v1/admin/users?x=1', headers: { 'x-api-key': DEMO_KEY }, xff: xff(20) }],
     ['HEAD', { method: 'HEAD', path: '/v1/products', headers: { authorization: `Bearer ${tokens.reader}` }, xff: xff(16) }],
   ];
 }
@@ -140,6 +141,7 @@ describe('one decision table through gRPC and every HTTP shape', () => {
     expect(grpc[15]).toMatchObject({ allowed: false, status: 400, reason: 'invalid_host' });
     expect(grpc[16]).toMatchObject({ allowed: false, status: 401, reason: 'missing_credential' });
     expect(grpc[17]!.removed).toContain('x_tenant_id');
+    expect(grpc[18]).toMatchObject({ allowed: false, status: 400, reason: 'invalid_path' });
     expect(grpc.at(-2)).toMatchObject({ allowed: true });
     expect(grpc.at(-1)).toMatchObject({ allowed: false, status: 429, reason: 'rate_limited', client: { 'retry-after': 'present' } });
   });
