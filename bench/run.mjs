@@ -2,7 +2,10 @@
 // measured in the same run, on the scenarios of issue 7. Prints one table and saves the results
 // as JSON under bench/results/ (<timestamp>.json and latest.json).
 //
-//   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers] [--no-save]
+//   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers,http] [--no-save]
+//
+// `http`: the HTTP authorization listener (nginx shape, HTTP/1.1 keep-alive) on scenarios a, c, e,
+// f, against a plain node:http server answering 200 (bench/lib/http-listener.mjs).
 //
 // --repeat N measures every row N times and keeps the best (on a shared, noisy machine).
 //
@@ -21,6 +24,7 @@ import { NotAvailable, SCENARIOS, publicRouteRequest } from './lib/scenarios.mjs
 import { readVmHwmKb } from './lib/stats.mjs';
 import { SCOPE, TENANT, signToken, signTokenPool, startIssuer, startSessionTarget } from './lib/fixtures.mjs';
 import { formatTable } from './lib/report.mjs';
+import { formatHttpTable, measureHttpListener } from './lib/http-listener.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -72,6 +76,7 @@ async function main() {
       results.scenarios.push(await runScenario(scenario, plan, workDir, fixtures));
     }
     if (!only || only.has('workers')) results.workers = await measureWorkers(plan, workDir, fixtures, results.scenarios);
+    if (!only || only.has('http')) results.http = await measureHttpListener({ plan, workDir, fixtures, seconds, warmupSeconds });
   } finally {
     await fixtures.close();
     fs.rmSync(workDir, { recursive: true, force: true });
@@ -79,6 +84,7 @@ async function main() {
   results.finishedAt = new Date().toISOString();
 
   console.log(`\n${formatTable(results)}`);
+  if (results.http) console.log(`\n${formatHttpTable(results.http)}`);
   if (!args['no-save']) {
     const dir = path.join(ROOT, 'bench', 'results');
     fs.mkdirSync(dir, { recursive: true });
@@ -88,7 +94,7 @@ async function main() {
     fs.writeFileSync(path.join(dir, 'latest.json'), text);
     console.log(`\nsaved bench/results/${stamp}.json and bench/results/latest.json`);
   }
-  return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' ? 1 : 0;
+  return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' || results.http?.status === 'failed' ? 1 : 0;
 }
 
 function machine(plan, h2load) {
