@@ -94,12 +94,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const tracer = tracing ? await createTracer(tracing, logger, PORTCULLIS_VERSION) : undefined;
   const bind = options.bind ?? first.document.server.bind;
   const grpcLimits = (document: PolicyDocument): Partial<TransportLimits> => transportLimits(document.server.grpc, options.grpcLimits);
+  // One certificate (and client CA) for both authorization listeners; the ops port stays plain.
+  const listenerTls = options.tls ?? tlsSettings(first.document.server.tls);
   const grpcTransport = new GrpcTransport(authorizer, logger, {
     bind,
     port: options.grpcPort ?? first.document.server.grpcPort,
     limits: grpcLimits(first.document),
     dependencyErrors: first.document.dependencyFailure === 'error',
-    tls: options.tls ?? tlsSettings(first.document.server.tls),
+    tls: listenerTls,
     tracer,
     metrics,
     clock: runtime.clock,
@@ -128,6 +130,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       governor: grpcTransport.governor,
       metrics,
       clock: runtime.clock,
+      tls: listenerTls,
     });
   let authzHttpPort: number | undefined;
   try {

@@ -7,6 +7,7 @@
 // prefix it arrived on (`paths`) — never from a header a client could set.
 
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
@@ -22,6 +23,7 @@ import { envoyShape } from './envoy.js';
 import { forwardAuthShape } from './forward-auth.js';
 import { nginxShape } from './nginx.js';
 import { NodeHeaders, refusedRequest, send, ShapeProblem, type ProxyShape } from './shape.js';
+import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
 
 const SHAPES: Readonly<Record<AuthzHttpShape, ProxyShape>> = { envoy: envoyShape, nginx: nginxShape, 'forward-auth': forwardAuthShape };
 const PORTCULLIS = { realm: 'portcullis' };
@@ -36,6 +38,8 @@ export type AuthzHttpOptions = Pick<AuthzHttpSettings, 'shape' | 'paths' | 'maxH
   readonly governor?: ResourceGovernor;
   readonly metrics?: Metrics;
   readonly clock?: Clock;
+  /** Serve HTTPS (the same certificate, client CA and hot reload as the gRPC port; ALPN http/1.1). */
+  readonly tls?: TlsSettings;
 };
 
 /** One keep-alive connection's share of admission (HTTP/1.1: one request at a time). */
@@ -48,7 +52,8 @@ interface Mount {
 }
 
 export class AuthzHttpListener {
-  private readonly server: http.Server;
+  private readonly server: http.Server | https.Server;
+  private readonly tlsReloader: TlsReloader | undefined;
   /** Longest prefix first; empty when one shape serves the whole listener. */
   private readonly mounts: readonly Mount[];
   private readonly wholeListener: ProxyShape | undefined;
@@ -72,19 +77,27 @@ export class AuthzHttpListener {
     this.mounts = Object.entries(paths)
       .map(([prefix, shape]) => ({ prefix, shape: SHAPES[shape] }))
       .sort((a, b) => b.prefix.length - a.prefix.length);
-    this.server = http.createServer(
-      {
-        // Request line + headers; beyond it node:http answers 431 and closes the connection.
-        maxHeaderSize: options.maxHeaderBytes,
-        // A client trickling its request head (or body) is answered 408 and closed.
-        headersTimeout: options.headersTimeout,
-        requestTimeout: options.headersTimeout,
-        connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(options.headersTimeout / 2))),
-        keepAliveTimeout: options.keepAliveTimeout,
-        noDelay: true,
-      },
-      this.onRequest,
-    );
+    const serverOptions: http.ServerOptions = {
+      // Request line + headers; beyond it node:http answers 431 and closes the connection.
+      maxHeaderSize: options.maxHeaderBytes,
+      // A client trickling its request head (or body) is answered 408 and closed.
+      headersTimeout: options.headersTimeout,
+      requestTimeout: options.headersTimeout,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(options.headersTimeout / 2))),
+      keepAliveTimeout: options.keepAliveTimeout,
+      noDelay: true,
+    };
+    if (options.tls) {
+      // A client without a certificate from the client CA (mTLS) never finishes the handshake.
+      const secure = https.createServer({ ...serverOptions, ...secureServerOptions(options.tls, ['http/1.1']) }, this.onRequest);
+      const failures = options.metrics?.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('authz-http');
+      const failureLog = new ThrottledLog({ logger, clock, level: 'info', message: 'TLS handshake failed on the HTTP authorization listener', counter: failures });
+      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
+      this.tlsReloader = options.metrics ? new TlsReloader(options.tls, secure, logger, options.metrics, 'authz-http') : undefined;
+      this.server = secure;
+    } else {
+      this.server = http.createServer(serverOptions, this.onRequest);
+    }
     this.server.maxConnections = options.maxConnections;
     this.server.maxRequestsPerSocket = 0;
     // A peer that vanished without a FIN is noticed by TCP keepalive rather than never.
@@ -114,6 +127,7 @@ export class AuthzHttpListener {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     this.draining = true;
+    this.tlsReloader?.close();
     const closed = this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     this.server.closeIdleConnections();
     const deadline = Date.now() + timeoutMs;
