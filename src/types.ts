@@ -71,6 +71,8 @@ export interface Denial {
   readonly credentialPresented?: boolean;
   /** Internal detail for the decision log only; never sent to the client. */
   readonly detail?: string;
+  /** A message the policy wrote for the client (a route rule's): {{message}} of the deny body. */
+  readonly message?: string;
 }
 
 /**

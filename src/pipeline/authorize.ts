@@ -18,7 +18,7 @@ import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, unsafeIdentityValue } from './decision.js';
+import { allowDecision, denyDecision, unsafeIdentityValue, type DenyPolicy } from './decision.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 const NO_REMOVE: readonly string[] = Object.freeze([]);
@@ -32,7 +32,7 @@ export function authorize(policy: CompiledPolicy, request: RequestAttributes): M
   }
 }
 
-export function internalError(policy: Pick<CompiledPolicy, 'realm'>, request: Pick<RequestAttributes, 'requestId'>, route: string, err: unknown): Decision {
+export function internalError(policy: DenyPolicy, request: Pick<RequestAttributes, 'requestId'>, route: string, err: unknown): Decision {
   return denyDecision(policy, request.requestId, route, { reason: 'internal_error', detail: describeError(err) });
 }
 

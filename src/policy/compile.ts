@@ -9,6 +9,7 @@ import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js'
 import type { Runtime } from '../runtime.js';
 import type { AuthMethod, Principal } from '../types.js';
 import type { CompileContext, PolicyPath } from './context.js';
+import { DenyBodyShaper } from './deny-body.js';
 import type { Locator } from './load.js';
 import type { HeaderNames, PolicyDocument, RouteConfig } from './schema.js';
 
@@ -45,6 +46,8 @@ export interface CompiledPolicy {
   /** Every identity header Portcullis owns (removed from the request unless it sets it). */
   readonly ownedHeaders: readonly string[];
   readonly realm: string;
+  /** Shapes deny bodies (`denyBody:`); undefined: DESIGN.md's body. */
+  readonly denyBody: DenyBodyShaper | undefined;
   readonly xffTrustedHops: number;
   readonly disabledTenants: ReadonlySet<string>;
   readonly decisionLog: 'all' | 'deny' | 'none';
@@ -83,6 +86,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   checkMode(document, ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
+  const denyBody = DenyBodyShaper.compile(document.denyBody, ctx);
 
   const compiledRoutes = document.routes.map((route, index) => {
     const path: PolicyPath = ['routes', index];
@@ -142,6 +146,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     headerNames: names,
     ownedHeaders,
     realm: document.realm,
+    denyBody,
     xffTrustedHops: document.clientIp.xffTrustedHops,
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,

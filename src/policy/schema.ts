@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
+import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { AUTH_METHODS } from '../types.js';
 import { headerNameSchema } from './units.js';
@@ -181,6 +182,8 @@ export const policySchema = z
     default: z.enum(['deny', 'authenticated']).default('deny'),
     rateLimits: rateLimitsSchema.optional(),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
+    /** The JSON body of denials (README "Deny bodies"); DESIGN.md's body when absent. */
+    denyBody: denyBodySchema.optional(),
   });
 
 export type PolicyDocument = z.output<typeof policySchema>;
