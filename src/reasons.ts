@@ -2,7 +2,7 @@
 // status, and from that the body `code`, the `error` label and the gRPC status of the Check
 // response. Reason codes are a stable, documented API (README "Reason codes"): add, never rename.
 
-export type HttpDenyStatus = 401 | 403 | 429 | 503;
+export type HttpDenyStatus = 400 | 401 | 403 | 404 | 429 | 503;
 
 interface ReasonRow {
   readonly status: HttpDenyStatus;
@@ -13,6 +13,14 @@ interface ReasonRow {
 }
 
 export const REASONS = {
+  // 400: the request lacks something the route requires (policy expressions, README "Expressions (CEL)").
+  missing_query_parameter: { status: 400, description: 'a query parameter the route requires (match.query) is absent' },
+  invalid_query_parameter: { status: 400, description: "a query parameter's match.query expression is false" },
+
+  // 400: the request is not one Portcullis can judge the way the upstream will read it.
+  invalid_path: { status: 400, description: 'the path is not canonical (dot segments, ";" parameters, encoded "/" "\\" "." or unreserved characters, "\\", "//", bad escapes, control or raw non-ASCII bytes) and the policy refuses such paths' },
+  invalid_host: { status: 400, description: 'the host is not a name Envoy would route as written: a trailing dot, an empty label, a bad port or character' },
+
   // 401: who is calling is unknown or not proven.
   missing_credential: { status: 401, description: 'no credential was presented' },
   malformed_credential: { status: 401, description: 'the credential header is not well-formed (e.g. two Authorization headers, a bad Bearer value)', bearerError: 'invalid_request' },
@@ -33,6 +41,8 @@ export const REASONS = {
   key_revoked: { status: 401, description: 'the API key was revoked', bearerError: 'invalid_token' },
   key_expired: { status: 401, description: 'the API key is past its expiry', bearerError: 'invalid_token' },
   invalid_shared_secret: { status: 401, description: 'the shared-secret header does not match', bearerError: 'invalid_token' },
+  identity_error: { status: 401, description: "an identity source's compute expression failed to evaluate (e.g. a missing query parameter or claim)" },
+  invalid_computed_identity: { status: 401, description: 'a compute expression gave no usable value: tenant/subject not a non-empty string, scopes not a list of strings' },
 
   // 403: the caller is known but may not do this.
   insufficient_scope: { status: 403, description: 'the caller lacks a scope the route requires', bearerError: 'insufficient_scope' },
@@ -41,7 +51,10 @@ export const REASONS = {
   tenant_disabled: { status: 403, description: "the caller's tenant is disabled in the policy" },
   credential_not_allowed: { status: 403, description: 'this kind of credential is not accepted on this route' },
   route_not_allowed: { status: 403, description: 'no route matches and the policy default is deny' },
-  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes, or a path that is not an absolute path' },
+  scheme_not_allowed: { status: 403, description: 'the request scheme is not one of the route\'s match.schemes (e.g. http on an https-only route)' },
+  condition_failed: { status: 403, description: "the route's when: expression is false" },
+  condition_error: { status: 403, description: 'a route expression (when, rules, match.query) failed to evaluate; never an allow' },
+  invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes' },
   invalid_identity: { status: 403, description: "the credential's tenant, subject, email or scopes contain characters that cannot travel in a header" },
 
   // 429: too many requests.
@@ -65,8 +78,10 @@ export function reasonRow(reason: ReasonCode): ReasonRow {
 
 /** Body `code` and `error` label per HTTP status (DESIGN.md response contract). */
 export const STATUS_LABELS: Readonly<Record<HttpDenyStatus, { code: string; error: string; grpc: number }>> = {
+  400: { code: 'BAD_REQUEST', error: 'Bad Request', grpc: 3 /* INVALID_ARGUMENT */ },
   401: { code: 'UNAUTHORIZED', error: 'Unauthorized', grpc: 16 /* UNAUTHENTICATED */ },
   403: { code: 'FORBIDDEN', error: 'Forbidden', grpc: 7 /* PERMISSION_DENIED */ },
+  404: { code: 'NOT_FOUND', error: 'Not Found', grpc: 5 /* NOT_FOUND */ },
   429: { code: 'RATE_LIMITED', error: 'Too Many Requests', grpc: 8 /* RESOURCE_EXHAUSTED */ },
   503: { code: 'UNAVAILABLE', error: 'Service Unavailable', grpc: 14 /* UNAVAILABLE */ },
 };

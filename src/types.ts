@@ -13,6 +13,12 @@ export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 's
  */
 export interface RequestHeaders {
   get(name: string): string | undefined;
+  /**
+   * Names that contain "_" (lower-case), or undefined when there are none: an upstream may read
+   * x_tenant_id as x-tenant-id, so such variants of owned headers are removed on allow. Transports
+   * must fill it (a Map, as in unit tests, has none).
+   */
+  readonly underscored?: readonly string[];
 }
 
 /** One HTTP request as Envoy described it, normalised. */
@@ -21,7 +27,10 @@ export interface RequestAttributes {
   readonly requestId: string;
   /** Upper-case HTTP method ("GET"). */
   readonly method: string;
-  /** Lower-cased host without port (":authority" / "host"). */
+  /**
+   * Lower-cased ":authority" / "host" as sent, port and trailing dot included; the pipeline reads it
+   * through authz/host.ts (default port dropped, trailing dot refused) before anything matches on it.
+   */
   readonly host: string;
   /** Path without the query string, as sent (no percent-decoding). */
   readonly path: string;
@@ -71,7 +80,17 @@ export interface Denial {
   readonly credentialPresented?: boolean;
   /** Internal detail for the decision log only; never sent to the client. */
   readonly detail?: string;
-  /** A message the policy wrote for the client (a route rule's): {{message}} of the deny body. */
+  /**
+   * A policy rule's own denial (routes[].rules): its status, reason code and message replace the
+   * built-in row of `reason` (which is then condition_failed) in the response.
+   */
+  readonly rule?: PolicyDenial;
+}
+
+/** A denial a policy rule defines: status 400/401/403/404, a reason code, an optional message. */
+export interface PolicyDenial {
+  readonly status: 400 | 401 | 403 | 404;
+  readonly reason: string;
   readonly message?: string;
 }
 
@@ -116,7 +135,8 @@ export interface DenyDecision {
   readonly principal: Principal | undefined;
   readonly status: number;
   readonly code: string;
-  readonly reason: ReasonCode;
+  /** A built-in reason code, or the reason a policy rule defines (routes[].rules[].deny.reason). */
+  readonly reason: ReasonCode | (string & {});
   /** Headers for the client: WWW-Authenticate, Retry-After, RateLimit, content-type. */
   readonly headers: readonly HeaderPair[];
   /** JSON body. */

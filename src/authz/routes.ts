@@ -92,7 +92,7 @@ export class RouteTable<T> {
     this.anyHost.seal();
   }
 
-  /** `host` lower-case without port, `path` normalised (see normalizePath). */
+  /** `host` as authz/host.ts's hostKey gives it, `path` one reading of the raw path (pipeline/route-candidates.ts). */
   match(host: string, method: string, path: string): T | undefined {
     if (this.exactHosts.size > 0) {
       const hit = this.exactHosts.get(host)?.match(method, path);

@@ -73,9 +73,20 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     }
   }
 
+  const authorizationRemoval = removals[bearerSlot];
   return {
     method: 'api-key',
     name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}`,
+    stripHeaders: config.forward ? undefined : headers,
+    forwardHeaders: config.forward ? headers : undefined,
+    carrier:
+      config.forward || bearerPrefixes.length === 0
+        ? undefined
+        : (request: RequestAttributes) => {
+            const authorization = request.headers.get('authorization');
+            if (authorization === undefined) return undefined;
+            return bearerPrefixes.some((p) => authorization.includes(p)) ? authorizationRemoval : undefined;
+          },
     identify(request: RequestAttributes) {
       let key: string | undefined;
       let slot = -1;

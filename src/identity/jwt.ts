@@ -101,6 +101,28 @@ class JwtSource implements CredentialSource {
     }
   }
 
+  /**
+   * The payload of the token identify() found in this request. Expressions run only after
+   * identify() accepted the very same token (the places are read in the same order), so this
+   * decodes, it does not verify again. Undefined when no token is there or it does not decode.
+   */
+  claimsOf(request: RequestAttributes): Readonly<Record<string, unknown>> | undefined {
+    try {
+      for (const place of this.places) {
+        const found = place.find(request.headers);
+        if (found === undefined) continue;
+        if (found === MALFORMED || !hasJwsShape(found)) return undefined;
+        const first = found.indexOf('.');
+        const second = found.indexOf('.', first + 1);
+        const value: unknown = JSON.parse(Buffer.from(found.slice(first + 1, second), 'base64url').toString('utf8'));
+        return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+      }
+    } catch {
+      return undefined;
+    }
+    return undefined;
+  }
+
   private identifyToken(token: string, place: TokenPlace): MaybePromise<IdentifyResult> {
     if (place.shared && !hasJwsShape(token)) {
       // Not a JWT after "Bearer": an API key, say. Another source may own it.

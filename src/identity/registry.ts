@@ -1,6 +1,7 @@
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { IdentitySourceConfig } from '../policy/schema.js';
 import { compileApiKeySource } from './api-key.js';
+import { withComputedIdentity } from './computed.js';
 import { compileHostSource } from './host.js';
 import { compileJwtSource } from './jwt.js';
 import { compileSharedSecretSource } from './shared-secret.js';
@@ -12,7 +13,12 @@ export function compileChain(entries: readonly IdentitySourceConfig[], path: Pol
   entries.forEach((entry, i) => {
     const at = [...path, i];
     const source = compileSource(entry, at, ctx);
-    if (source) chain.push(source);
+    if (!source) return;
+    if (entry.compute === undefined) chain.push(source);
+    else {
+      const computed = withComputedIdentity(source, entry.compute, [...at, 'compute'], ctx);
+      if (computed) chain.push(computed);
+    }
   });
   return chain;
 }

@@ -25,6 +25,8 @@ export function compileSharedSecretSource(config: SharedSecretSourceConfig): Cre
   return {
     method: 'shared-secret',
     name: `shared-secret:${config.header}`,
+    stripHeaders: removeHeaders,
+    forwardHeaders: config.removeHeader ? undefined : Object.freeze([config.header]),
     identify(request: RequestAttributes): IdentifyResult {
       const presented = request.headers.get(config.header);
       if (presented === undefined) return NOT_PRESENT;

@@ -40,4 +40,24 @@ export interface CredentialSource {
    * answer is cached: the hot path stays free of promises.
    */
   identify(request: RequestAttributes): MaybePromise<IdentifyResult>;
+  /**
+   * JWT sources: the claims of the token this source would identify the request by (already
+   * verified when identify() accepted it), for policy expressions (auth.claims). Undefined when
+   * the source finds no token. Only called for routes whose expressions read claims.
+   */
+  claimsOf?(request: RequestAttributes): Readonly<Record<string, unknown>> | undefined;
+  /**
+   * Headers carrying this source's credential that are stripped on EVERY allow, whoever was
+   * identified and on public routes too (the policy's removal rule: an API key header unless
+   * forward, a shared-secret header unless removeHeader: false).
+   */
+  readonly stripHeaders?: readonly string[];
+  /** Headers this source is told to forward (API key `forward: true`, `removeHeader: false`): kept on its routes. */
+  readonly forwardHeaders?: readonly string[];
+  /**
+   * For a credential found by inspecting a shared header (an API key sent as Bearer): the headers
+   * to strip when this request carries one, else undefined. Used on public routes, where
+   * identify() does not run. Must be cheap and must not throw.
+   */
+  readonly carrier?: (request: RequestAttributes) => readonly string[] | undefined;
 }

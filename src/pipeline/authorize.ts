@@ -1,8 +1,9 @@
 // authorize(policy, request) → Decision: the only place the phases meet.
 //
-//   route match → bans and request-keyed limits (ip, route, …) → identify (ordered sources, first
-//   credential decides) → authorize (credential kind, tenant, scopes) → caller-keyed limits
-//   (tenant, key, subject) → allow | deny
+//   route match → route scheme/query (match.schemes, match.query) → bans and request-keyed limits
+//   (ip, route, …) → identify (ordered sources, first credential decides) → authorize (credential
+//   kind, tenant, scopes) → route expressions (when:, rules) → caller-keyed limits (tenant, key,
+//   subject) → allow | deny
 //
 // Request-keyed limits run before identification so that failed attempts count: a per-IP limit
 // is what slows down someone guessing credentials.
@@ -10,7 +11,8 @@
 // Every phase answers synchronously when it can; a promise appears only when a source or the
 // rate limiter has to wait on I/O. Any exception becomes a 503 internal_error denial.
 
-import { normalizePath } from '../authz/path.js';
+import { hostKey, INVALID_HOST } from '../authz/host.js';
+import { isSimplePath } from '../authz/path.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
@@ -18,7 +20,8 @@ import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, unsafeIdentityValue, type DenyPolicy } from './decision.js';
+import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
+import { routeCandidates } from './route-candidates.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 const NO_REMOVE: readonly string[] = Object.freeze([]);
@@ -36,16 +39,79 @@ export function internalError(policy: DenyPolicy, request: Pick<RequestAttribute
   return denyDecision(policy, request.requestId, route, { reason: 'internal_error', detail: describeError(err) });
 }
 
+const INVALID_HOST_DENIAL = Object.freeze({ reason: 'invalid_host', detail: 'host is not a name[:port] Envoy would route (trailing dot, empty label, bad port or character)' } as const);
+
 function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+  const decision = decideFor(policy, request);
+  // Rare: a client sent x_tenant_id or similar; the shared removal lists stay untouched otherwise.
+  if (request.headers.underscored === undefined) return decision;
+  return isPromise(decision) ? decision.then((d) => stripUnderscoreVariants(policy, request, d)) : stripUnderscoreVariants(policy, request, decision);
+}
+
+function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
-    return allowDecision(policy, request.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
+    return allowDecision(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
   }
-  const path = normalizePath(request.path);
-  if (path === undefined) {
-    return denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'path is not an absolute path' });
+  // One host rule for routes and the host source alike (authz/host.ts).
+  const host = hostKey(original.host, original.scheme);
+  if (host === INVALID_HOST) return denyDecision(policy, original.requestId, 'none', INVALID_HOST_DENIAL);
+  const request = host === original.host ? original : { ...original, host };
+
+  // Hot path: one reading. Anything else: every route any reading reaches must allow.
+  if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
+    return decideOnRoute(policy, request, policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute);
   }
-  const route = policy.routes.match(request.host, request.method, path) ?? policy.defaultRoute;
-  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, undefined, NO_HEADERS);
+  const candidates = routeCandidates(policy, request);
+  if (Array.isArray(candidates)) return decideOnAll(policy, request, candidates);
+  if ('reason' in candidates) return denyDecision(policy, request.requestId, 'none', candidates);
+  return decideOnRoute(policy, request, candidates as CompiledRoute);
+}
+
+/**
+ * Several routes can be what the upstream serves: allowed only if each of them allows, in turn
+ * (each one's limits count too). The first denial is the answer; an allow carries the union of the
+ * candidates' header removals.
+ */
+async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, routes: readonly CompiledRoute[]): Promise<Decision> {
+  const allowed: Decision[] = [];
+  for (const route of routes) {
+    const decision = await decideOnRoute(policy, request, route);
+    if (!decision.allowed) return decision;
+    allowed.push(decision);
+  }
+  // The identity headers come from a candidate that identified the caller (public routes do not).
+  // Routes with their own identity chains may see different callers in one request: the upstream
+  // would get one of them while serving the other's route. Refused rather than guessed.
+  let chosen: Decision = allowed[0]!;
+  let who: string | undefined;
+  for (const d of allowed) {
+    if (d.principal === undefined) continue;
+    const key = principalKey(d.principal);
+    if (who === undefined) {
+      who = key;
+      chosen = d;
+    } else if (key !== who) {
+      return denyDecision(policy, request.requestId, d.route, { reason: 'invalid_path', detail: 'readings of the path reach routes that identify the caller differently' });
+    }
+  }
+  if (!chosen.allowed) return chosen;
+  const remove = new Set<string>();
+  for (const d of allowed) if (d.allowed) for (const h of d.removeHeaders) remove.add(h);
+  for (const h of chosen.upstreamHeaders) remove.delete(h.name);
+  return { ...chosen, removeHeaders: Object.freeze([...remove]), encodeCache: undefined };
+}
+
+function principalKey(p: Principal): string {
+  return JSON.stringify([p.method, p.tenant, p.subject, p.keyId, p.email, p.scopes]);
+}
+
+function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute): MaybePromise<Decision> {
+  const conditions = route.conditions;
+  if (conditions !== undefined) {
+    const refusal = conditions.beforeIdentity?.(request) ?? (route.public ? conditions.afterIdentity?.(request, undefined) : undefined);
+    if (refusal) return denyDecision(policy, request.requestId, route.name, refusal);
+  }
+  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, carriedCredential(route, request), NO_HEADERS);
 
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
@@ -53,6 +119,16 @@ function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromis
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
+}
+
+/** On a public route: the headers of a credential found by inspection (API key as Bearer), stripped anyway. */
+function carriedCredential(route: CompiledRoute, request: RequestAttributes): readonly string[] | undefined {
+  const sources = route.carrierSources;
+  for (let i = 0; i < sources.length; i++) {
+    const found = sources[i]!.carrier!(request);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 function identifyThenDecide(
@@ -97,6 +173,8 @@ function afterIdentify(
   const principal = result.principal;
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
+  const ruleDenial = route.conditions?.afterIdentity?.(request, principal);
+  if (ruleDenial) return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
   return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders, preHeaders, preNote);
 }
 

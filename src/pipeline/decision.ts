@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { defaultBodyParts, renderBody, type BodyParts } from '../policy/deny-body.js';
-import { newEncodeCache, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
+import { newEncodeCache, type RequestAttributes, type Decision, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
 
 const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
@@ -33,12 +33,13 @@ export function denyDecision(
   principal?: Principal,
   requiredScopes?: readonly string[],
 ): DenyDecision {
-  const cacheable = principal === undefined && requiredScopes === undefined && denial.headers === undefined && denial.retryAfter === undefined;
+  const cacheable =
+    principal === undefined && requiredScopes === undefined && denial.headers === undefined && denial.retryAfter === undefined && denial.rule === undefined;
   let parts: DenyParts | undefined;
   if (cacheable) {
     let byKey = denyPartsCache.get(policy);
     if (!byKey) denyPartsCache.set(policy, (byKey = new Map()));
-    const key = `${route}\u0000${denial.reason}\u0000${denial.credentialPresented === true ? 1 : 0}${denial.message === undefined ? '' : `\u0000${denial.message}`}`;
+    const key = `${route}\u0000${denial.reason}\u0000${denial.credentialPresented === true ? 1 : 0}`;
     parts = byKey.get(key);
     if (!parts) {
       parts = denyParts(policy, denial, undefined);
@@ -55,7 +56,7 @@ export function denyDecision(
     principal,
     status: parts.status,
     code: parts.code,
-    reason: denial.reason,
+    reason: denial.rule?.reason ?? denial.reason,
     headers: parts.headers,
     body: renderBody(parts.body, requestId),
     detail: denial.detail,
@@ -66,7 +67,8 @@ export function denyDecision(
 function denyParts(policy: DenyPolicy, denial: Denial, requiredScopes: readonly string[] | undefined): DenyParts {
   const realm = policy.realm;
   const reason = denial.reason;
-  const status = REASONS[reason].status;
+  const rule = denial.rule;
+  const status = rule?.status ?? REASONS[reason].status;
   const label = STATUS_LABELS[status];
   const headers: HeaderPair[] = [JSON_CONTENT_TYPE];
   const challenge = challengeFor(realm, reason, status, denial.credentialPresented === true, requiredScopes);
@@ -78,7 +80,7 @@ function denyParts(policy: DenyPolicy, denial: Denial, requiredScopes: readonly 
     status,
     code: label.code,
     headers,
-    body: policy.denyBody ? policy.denyBody.parts(reason, denial.message) : defaultBodyParts(reason),
+    body: policy.denyBody ? policy.denyBody.parts(reason, rule) : defaultBodyParts(reason, rule),
     cache: newEncodeCache(),
   };
 }
@@ -279,4 +281,21 @@ function hasControl(value: string | undefined): boolean {
     if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
   }
   return false;
+}
+
+/**
+ * On an allow, also remove every header the client sent whose name is an owned identity header
+ * once "_" is read as "-" (x_tenant_id, x-auth_subject): CGI/WSGI, and some frameworks, read them
+ * as the owned header. Only requests that carry a name with "_" get here.
+ */
+export function stripUnderscoreVariants(policy: CompiledPolicy, request: RequestAttributes, decision: Decision): Decision {
+  const names = request.headers.underscored;
+  if (!decision.allowed || names === undefined) return decision;
+  let extra: string[] | undefined;
+  for (const name of names) {
+    if (policy.ownedHeaders.includes(name.replace(/_/g, '-')) && !decision.removeHeaders.includes(name)) (extra ??= []).push(name);
+  }
+  if (extra === undefined) return decision;
+  const allowed: AllowDecision = { ...decision, removeHeaders: Object.freeze([...decision.removeHeaders, ...extra]), encodeCache: undefined };
+  return allowed;
 }

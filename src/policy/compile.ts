@@ -3,6 +3,7 @@
 
 import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
+import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import { compileChain } from '../identity/registry.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
@@ -11,7 +12,7 @@ import type { AuthMethod, Principal } from '../types.js';
 import type { CompileContext, PolicyPath } from './context.js';
 import { DenyBodyShaper } from './deny-body.js';
 import type { Locator } from './load.js';
-import type { HeaderNames, PolicyDocument, RouteConfig } from './schema.js';
+import type { HeaderNames, PathSettings, PolicyDocument, RouteConfig } from './schema.js';
 
 export interface CompiledRoute {
   readonly name: string;
@@ -33,6 +34,34 @@ export interface CompiledRoute {
   readonly preIdentityLimiter: RouteRateLimiter | undefined;
   /** Runs after authorization (on public routes: the only limiter, with every policy). */
   readonly rateLimiter: RouteRateLimiter | undefined;
+  /** match.schemes/query, when: and rules; undefined for a route without them (the phase is skipped). */
+  readonly conditions: RouteConditions | undefined;
+  /** The route's own `paths` overrides (undefined when it has none). */
+  readonly paths: PathSettings | undefined;
+  /**
+   * Sources of the route's chain whose credential is found per request (an API key sent as
+   * Bearer): on a public route, checked so the credential is stripped anyway. Usually empty.
+   */
+  readonly carrierSources: readonly CredentialSource[];
+}
+
+/** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
+export interface PathMatching {
+  /** The same routes with host and path patterns in lower case: what a case-insensitive upstream serves. */
+  readonly folded: RouteTable<CompiledRoute>;
+  /** Some path pattern has an upper-case letter: even a lower-case path needs the folded reading. */
+  readonly patternsHaveUpperCase: boolean;
+  /** Some exact or template path ends with "/": "/x" needs the reading "/x/" (non-strict routers). */
+  readonly patternsEndWithSlash: boolean;
+  /** Either of the two: no request can take the one-reading fast path. */
+  readonly everyPathHasReadings: boolean;
+  /** Some setting (top level, host or route) is strictest: otherwise a non-canonical path is refused at once. */
+  readonly anyStrictest: boolean;
+  readonly nonCanonical: 'refuse' | 'strictest';
+  readonly upstreamCase: 'sensitive' | 'insensitive' | 'unknown';
+  readonly exactHosts: ReadonlyMap<string, PathSettings>;
+  /** "*.example.com" overrides as suffix ".example.com", longest first. */
+  readonly wildcardHosts: readonly { readonly suffix: string; readonly settings: PathSettings }[];
 }
 
 export interface CompiledPolicy {
@@ -42,6 +71,7 @@ export interface CompiledPolicy {
   readonly devPrincipal: Principal | undefined;
   readonly routes: RouteTable<CompiledRoute>;
   readonly defaultRoute: CompiledRoute;
+  readonly paths: PathMatching;
   readonly headerNames: HeaderNames;
   /** Every identity header Portcullis owns (removed from the request unless it sets it). */
   readonly ownedHeaders: readonly string[];
@@ -88,11 +118,18 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const rateLimits = compileRateLimits(ctx);
   const denyBody = DenyBodyShaper.compile(document.denyBody, ctx);
 
+  const routeChains = document.routes.map((route, index) =>
+    route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
+  );
+  // A credential is stripped on every allow, whichever route it was sent to (a webhook secret sent
+  // to a public route must not reach that route's upstream either).
+  // Authorization is left to the source that finds a credential in it (a JWT there is forwarded by default).
+  const stripEverywhere = chainStripHeaders([...new Set([...topChain, ...routeChains.flat()])]).filter((h) => h !== 'authorization');
   const compiledRoutes = document.routes.map((route, index) => {
     const path: PolicyPath = ['routes', index];
     checkRoute(route, path, ctx, topChain.length);
     const name = route.name ?? describeMatch(route.match);
-    const chain = route.identity ? compileChain(route.identity, [...path, 'identity'], ctx) : topChain;
+    const chain = routeChains[index]!;
     const compiled: CompiledRoute = Object.freeze({
       name,
       kind: 'route',
@@ -103,9 +140,12 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       tenants: route.tenants ? new Set(route.tenants) : undefined,
       requireTenant: route.requireTenant ?? document.requireTenant,
       chain,
-      removeHeaders: Object.freeze([...(route.removeHeaders ?? [])]),
+      removeHeaders: dedupe([...(route.removeHeaders ?? []), ...stripExcept(stripEverywhere, chain)]),
       preIdentityLimiter: route.public ? undefined : rateLimits?.forRoute(name, route, 'before-identity'),
       rateLimiter: rateLimits?.forRoute(name, route, route.public ? 'all' : 'after-identity'),
+      conditions: compileRouteConditions(route, name, path, chain, ctx),
+      paths: route.paths,
+      carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
     });
     return { spec: route.match, value: compiled };
   });
@@ -121,9 +161,12 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenants: undefined,
     requireTenant: document.requireTenant,
     chain: topChain,
-    removeHeaders: [],
+    removeHeaders: dedupe(stripExcept(stripEverywhere, topChain)),
     preIdentityLimiter: rateLimits?.forRoute('default', undefined, 'before-identity'),
     rateLimiter: document.default === 'authenticated' ? rateLimits?.forRoute('default', undefined, 'after-identity') : undefined,
+    conditions: undefined,
+    paths: undefined,
+    carrierSources: NO_SOURCES,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);
@@ -143,6 +186,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     devPrincipal,
     routes: new RouteTable(compiledRoutes),
     defaultRoute,
+    paths: compilePathMatching(document, compiledRoutes),
     headerNames: names,
     ownedHeaders,
     realm: document.realm,
@@ -154,6 +198,55 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
   });
+}
+
+const NO_SOURCES: readonly CredentialSource[] = Object.freeze([]);
+
+/** Headers every source of a chain strips on every allow (API key headers, shared-secret headers). */
+function chainStripHeaders(chain: readonly CredentialSource[]): string[] {
+  return chain.flatMap((s) => s.stripHeaders ?? []);
+}
+
+/** The headers to strip, minus those a source of this route's chain is told to forward. */
+function stripExcept(strip: readonly string[], chain: readonly CredentialSource[]): string[] {
+  const forwarded = new Set(chain.flatMap((s) => s.forwardHeaders ?? []));
+  return strip.filter((h) => !forwarded.has(h));
+}
+
+function compilePathMatching(document: PolicyDocument, routes: readonly { spec: RouteConfig['match']; value: CompiledRoute }[]): PathMatching {
+  const lower = (s: string | undefined) => s?.toLowerCase();
+  const folded = routes.map(({ spec, value }) => ({
+    spec: { ...spec, host: lower(spec.host), path: lower(spec.path), pathPrefix: lower(spec.pathPrefix), pathGlob: lower(spec.pathGlob) },
+    value,
+  }));
+  const patternsHaveUpperCase = routes.some(({ spec }) => /[A-Z]/.test(stripTemplateNames(spec.path ?? spec.pathPrefix ?? spec.pathGlob ?? '')));
+  const patternsEndWithSlash = routes.some(({ spec }) => spec.path !== undefined && spec.path.length > 1 && spec.path.endsWith('/'));
+  const exactHosts = new Map<string, PathSettings>();
+  const wildcardHosts: { suffix: string; settings: PathSettings }[] = [];
+  for (const [host, settings] of Object.entries(document.paths.hosts)) {
+    const name = host.toLowerCase();
+    if (name.startsWith('*.')) wildcardHosts.push({ suffix: name.slice(1), settings: Object.freeze({ ...settings }) });
+    else exactHosts.set(name, Object.freeze({ ...settings }));
+  }
+  wildcardHosts.sort((a, b) => b.suffix.length - a.suffix.length);
+  return Object.freeze({
+    folded: new RouteTable(folded),
+    patternsHaveUpperCase,
+    patternsEndWithSlash,
+    everyPathHasReadings: patternsHaveUpperCase || patternsEndWithSlash,
+    anyStrictest:
+      document.paths.nonCanonical === 'strictest' ||
+      Object.values(document.paths.hosts).some((h) => h.nonCanonical === 'strictest') ||
+      routes.some(({ value }) => value.paths?.nonCanonical === 'strictest'),
+    nonCanonical: document.paths.nonCanonical,
+    upstreamCase: document.paths.upstreamCase,
+    exactHosts,
+    wildcardHosts: Object.freeze(wildcardHosts),
+  });
+}
+
+function stripTemplateNames(pattern: string): string {
+  return pattern.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '');
 }
 
 function checkMode(document: PolicyDocument, ctx: CompileContext): void {

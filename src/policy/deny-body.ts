@@ -9,6 +9,7 @@
 
 import { z } from 'zod';
 import { REASONS, STATUS_LABELS, type HttpDenyStatus, type ReasonCode } from '../reasons.js';
+import type { PolicyDenial } from '../types.js';
 import type { CompileContext, PolicyPath } from './context.js';
 
 type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
@@ -62,54 +63,69 @@ export function renderBody(parts: BodyParts, requestId: string): string {
 
 /** DESIGN.md's body, per reason: built once per reason for the whole process. */
 const defaultByReason = new Map<ReasonCode, BodyParts>();
+/** … and per route rule (frozen with its compiled policy): once per rule. */
+const defaultByRule = new WeakMap<PolicyDenial, BodyParts>();
 
-export function defaultBodyParts(reason: ReasonCode): BodyParts {
+export function defaultBodyParts(reason: ReasonCode, rule?: PolicyDenial): BodyParts {
+  if (rule !== undefined) {
+    let parts = defaultByRule.get(rule);
+    if (parts === undefined) {
+      const label = STATUS_LABELS[rule.status];
+      const message = rule.message !== undefined ? `"message":${JSON.stringify(rule.message)},` : '';
+      parts = quotedIdAtEnd(`{"error":"${label.error}","code":"${label.code}","status":${rule.status},"reason":${JSON.stringify(rule.reason)},${message}"requestId":`);
+      defaultByRule.set(rule, parts);
+    }
+    return parts;
+  }
   let parts = defaultByReason.get(reason);
   if (parts === undefined) {
     const status = REASONS[reason].status;
     const label = STATUS_LABELS[status];
-    parts = Object.freeze({
-      fixed: Object.freeze([`{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`, '}']),
-      slots: Object.freeze([QUOTED]),
-    });
+    parts = quotedIdAtEnd(`{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`);
     defaultByReason.set(reason, parts);
   }
   return parts;
 }
 
-/** Bodies rendered for policy messages (route rules' own): bounded, since they come from the policy. */
-const MAX_MESSAGE_BODIES = 1024;
+function quotedIdAtEnd(prefix: string): BodyParts {
+  return Object.freeze({ fixed: Object.freeze([prefix, '}']), slots: Object.freeze([QUOTED]) });
+}
+
+interface Shape {
+  readonly template: Record<string, JsonValue> | undefined;
+  readonly message: string;
+}
 
 export class DenyBodyShaper {
   private readonly byReason = new Map<ReasonCode, BodyParts>();
-  private readonly withMessage = new Map<string, BodyParts>();
+  private readonly byRule = new WeakMap<PolicyDenial, BodyParts>();
 
   private constructor(
-    private readonly templates: ReadonlyMap<ReasonCode, { template: Record<string, JsonValue> | undefined; message: string }>,
+    /** Per built-in reason. */
+    private readonly shapes: ReadonlyMap<ReasonCode, Shape>,
+    /** Per status, for route rules' own denials (their reason codes are the policy's). */
+    private readonly statusShapes: ReadonlyMap<number, Shape>,
   ) {
-    for (const reason of Object.keys(REASONS) as ReasonCode[]) this.byReason.set(reason, this.render(reason, undefined));
+    for (const reason of Object.keys(REASONS) as ReasonCode[]) this.byReason.set(reason, this.render(shapes.get(reason)!, REASONS[reason].status, reason, undefined));
   }
 
-  /** The body of a denial with `reason`; `message` (a route rule's) overrides the policy's message. */
-  parts(reason: ReasonCode, message?: string): BodyParts {
-    if (message === undefined) return this.byReason.get(reason)!;
-    const key = `${reason}\u0000${message}`;
-    let parts = this.withMessage.get(key);
+  /** The body of a denial with `reason`, or of a route rule's own denial. */
+  parts(reason: ReasonCode, rule?: PolicyDenial): BodyParts {
+    if (rule === undefined) return this.byReason.get(reason)!;
+    let parts = this.byRule.get(rule);
     if (parts === undefined) {
-      parts = this.render(reason, message);
-      if (this.withMessage.size < MAX_MESSAGE_BODIES) this.withMessage.set(key, parts);
+      parts = this.render(this.statusShapes.get(rule.status)!, rule.status, rule.reason, rule.message, rule);
+      this.byRule.set(rule, parts);
     }
     return parts;
   }
 
-  private render(reason: ReasonCode, message: string | undefined): BodyParts {
-    const chosen = this.templates.get(reason)!;
-    if (chosen.template === undefined) return defaultBodyParts(reason);
-    const status = REASONS[reason].status;
+  private render(shape: Shape, status: HttpDenyStatus, reason: string, message: string | undefined, rule?: PolicyDenial): BodyParts {
+    if (shape.template === undefined) return defaultBodyParts(reason as ReasonCode, rule);
     const label = STATUS_LABELS[status];
-    const values: Record<string, string> = { status: String(status), code: label.code, reason, message: message ?? chosen.message, error: label.error };
+    const values: Record<string, string> = { status: String(status), code: label.code, reason, message: message ?? shape.message, error: label.error };
     const out = new Builder();
-    renderValue(chosen.template, values, status, out);
+    renderValue(shape.template, values, status, out);
     return out.finish();
   }
 
@@ -133,14 +149,19 @@ export class DenyBodyShaper {
     for (const [key, shape] of Object.entries(config.byReason)) checkPlaceholders(shape.template, [...at, 'byReason', key, 'template'], fail);
     if (!ok) return undefined;
 
-    const templates = new Map<ReasonCode, { template: Record<string, JsonValue> | undefined; message: string }>();
+    const shapes = new Map<ReasonCode, Shape>();
     for (const reason of Object.keys(REASONS) as ReasonCode[]) {
       const status = String(REASONS[reason].status);
       const template = own(config.byReason, reason)?.template ?? own(config.byStatus, status)?.template ?? config.template;
-      const message = own(config.messages, reason) ?? own(config.messages, status) ?? STATUS_LABELS[REASONS[reason].status as HttpDenyStatus].error;
-      templates.set(reason, { template, message });
+      const message = own(config.messages, reason) ?? own(config.messages, status) ?? STATUS_LABELS[REASONS[reason].status].error;
+      shapes.set(reason, { template, message });
     }
-    return new DenyBodyShaper(templates);
+    const statusShapes = new Map<number, Shape>();
+    for (const status of DENY_STATUSES) {
+      const template = own(config.byStatus, status)?.template ?? config.template;
+      statusShapes.set(Number(status), { template, message: own(config.messages, status) ?? STATUS_LABELS[Number(status) as HttpDenyStatus].error });
+    }
+    return new DenyBodyShaper(shapes, statusShapes);
   }
 }
 

@@ -7,16 +7,70 @@ import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
 import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
+import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
 import { headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
+/** A CEL expression (README "Expressions (CEL)"); parsed and type-checked at compile time. */
+const expression = z.string().min(1, 'must not be empty');
+
+/** Reason codes a policy defines for its rules: the syntax of the built-in ones (src/reasons.ts). */
+export const POLICY_REASON_PATTERN = /^[a-z][a-z0-9_]{1,47}$/;
+
+/**
+ * Identity computed by expressions over `request.*` and `auth.*` (the principal the source just
+ * proved, with its token claims): each given value replaces what the source set.
+ */
+export const computeSchema = z
+  .strictObject({
+    tenant: expression.optional(),
+    subject: expression.optional(),
+    scopes: expression.optional(),
+  })
+  .refine((c) => c.tenant !== undefined || c.subject !== undefined || c.scopes !== undefined, { message: 'compute needs tenant, subject or scopes' });
+export type ComputeConfig = z.output<typeof computeSchema>;
+/**
+ * A host rule: exact name or "*.example.com", optionally with a port ("admin.example.com:8443").
+ * Without a port it matches the scheme's default port only (README "Paths, hosts and client addresses").
+ */
+const hostPatternSchema = z.string().regex(/^(\*\.)?[a-z0-9._-]+(:[0-9]{1,5})?$/i, 'must be a host name or *.domain wildcard');
+const hostRuleSchema = hostPatternSchema.superRefine((rule, ctx) => {
+  const problem = hostRuleProblem(rule.toLowerCase());
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** A record keyed by host rules (zod reports refinements of record keys without their message). */
+function hostRecord<T extends z.ZodTypeAny>(value: T) {
+  return z.record(hostPatternSchema, value).superRefine((record, ctx) => {
+    for (const rule of Object.keys(record)) {
+      const problem = hostRuleProblem(rule.toLowerCase());
+      if (problem) ctx.addIssue({ code: 'custom', path: [rule], message: problem });
+    }
+  });
+}
+
+/** How a path that is not canonical is judged, and whether the upstream ignores case. */
+export const pathSettingsSchema = z.strictObject({
+  /** refuse: 400 invalid_path. strictest: allowed only if every route any reading reaches allows it. */
+  nonCanonical: z.enum(['refuse', 'strictest']).optional(),
+  /** sensitive, insensitive, or unknown (both readings, the stricter decides). */
+  upstreamCase: z.enum(['sensitive', 'insensitive', 'unknown']).optional(),
+});
+export type PathSettings = z.output<typeof pathSettingsSchema>;
+
+export const pathsSchema = z.strictObject({
+  nonCanonical: z.enum(['refuse', 'strictest']).default('refuse'),
+  upstreamCase: z.enum(['sensitive', 'insensitive', 'unknown']).default('unknown'),
+  /** Per-host overrides ("legacy.example.com" or "*.example.com"). */
+  hosts: hostRecord(pathSettingsSchema).default({}),
+});
+
 /** Host header → tenant with fixed scopes (seed 002 storefronts). */
 export const hostSourceSchema = z.strictObject({
   /** Exact host names or "*.example.com" wildcards (port ignored, case-insensitive). */
-  domains: z.record(
-    z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard'),
+  domains: hostRecord(
     z.strictObject({
       tenant: nonEmpty,
       scopes: z.array(nonEmpty).default([]),
@@ -47,9 +101,11 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
+    compute: computeSchema.optional(),
   })
   .superRefine((entry, ctx) => {
-    const kinds = Object.keys(entry).filter((k) => entry[k as keyof typeof entry] !== undefined);
+    const kinds = Object.keys(entry).filter((k) => k !== 'compute' && entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
@@ -66,7 +122,7 @@ const methodSchema = z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'O
 export const routeMatchSchema = z
   .strictObject({
     /** Exact host or "*.example.com"; any host when absent. */
-    host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'must be a host name or *.domain wildcard').optional(),
+    host: hostRuleSchema.optional(),
     methods: z.array(methodSchema).min(1).optional(),
     /** Exact path, or a template when it contains {name} segments: /v1/items/{id}. */
     path: z.string().startsWith('/', 'must start with "/"').optional(),
@@ -74,6 +130,13 @@ export const routeMatchSchema = z
     pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
     /** Glob: "*" is one segment or part of one, "**" any number of segments. */
     pathGlob: z.string().startsWith('/', 'must start with "/"').optional(),
+    /** Schemes the route accepts; a request in another scheme is refused (403 scheme_not_allowed). */
+    schemes: z.array(z.enum(['http', 'https'], { message: 'must be "http" or "https"' })).min(1).optional(),
+    /**
+     * Query parameters the route requires: `present`, or a bool expression (request.query.<name>
+     * is then known to exist). Missing → 400 missing_query_parameter; false → 400 invalid_query_parameter.
+     */
+    query: z.record(z.string().regex(/^[A-Za-z0-9_.~-]{1,64}$/, 'must be a query parameter name (letters, digits, _ . ~ -)'), expression).optional(),
   })
   .superRefine((match, ctx) => {
     const kinds = [match.path, match.pathPrefix, match.pathGlob].filter((p) => p !== undefined).length;
@@ -86,6 +149,23 @@ export const requireSchema = z
     anyOf: z.array(nonEmpty).min(1).optional(),
   })
   .refine((r) => r.allOf !== undefined || r.anyOf !== undefined, { message: 'require needs allOf, anyOf or both' });
+
+/** One route rule: deny with `deny` when `when` is true, or unless `unless` is true. */
+export const ruleSchema = z
+  .strictObject({
+    when: expression.optional(),
+    unless: expression.optional(),
+    deny: z.strictObject({
+      status: z.union([z.literal(400), z.literal(401), z.literal(403), z.literal(404)], { message: 'must be 400, 401, 403 or 404' }).default(403),
+      reason: z.string().regex(POLICY_REASON_PATTERN, 'must be a reason code: lower-case letters, digits and _, starting with a letter (2-48 characters)'),
+      /** Sent to the client in the JSON body's "message". */
+      message: z.string().max(200, 'must be at most 200 characters').regex(/^[^\x00-\x1f\x7f]*$/, 'must not contain control characters').optional(),
+    }),
+  })
+  .superRefine((rule, ctx) => {
+    if ((rule.when === undefined) === (rule.unless === undefined)) ctx.addIssue({ code: 'custom', message: 'a rule has exactly one of when, unless' });
+  });
+export type RuleConfig = z.output<typeof ruleSchema>;
 
 export const routeSchema = z.strictObject({
   /** Name for logs, metrics and dynamic metadata; derived from the match when absent. */
@@ -105,6 +185,12 @@ export const routeSchema = z.strictObject({
   /** Extra request headers to strip upstream on this route. */
   removeHeaders: z.array(headerNameSchema).optional(),
   rateLimits: routeRateLimitsSchema.optional(),
+  /** Shorthand for one rule: 403 condition_failed unless this expression is true. Checked before `rules`. */
+  when: expression.optional(),
+  /** Checked in order after identification and the route's scope/tenant checks; the first that fails denies. */
+  rules: z.array(ruleSchema).min(1).max(32).optional(),
+  /** Overrides of the top-level `paths` settings for requests whose readings reach this route. */
+  paths: pathSettingsSchema.optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
@@ -168,6 +254,8 @@ export const policySchema = z
     realm: z.string().regex(/^[^"\\]*$/, 'must not contain quotes or backslashes').default('portcullis'),
     headers: headerNamesSchema.default(() => headerNamesSchema.parse({})),
     clientIp: clientIpSchema.default(() => clientIpSchema.parse({})),
+    /** Non-canonical paths and upstream case (README "Paths, hosts and client addresses"). */
+    paths: pathsSchema.default(() => pathsSchema.parse({})),
     /** Whether a caller with no tenant is refused (403 missing_tenant) unless a route says otherwise. */
     requireTenant: z.boolean().default(true),
     /** The caller-resolution chain: tried in order, the first source that finds a credential decides. */

@@ -7,7 +7,11 @@ import type { JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
 import { sign, signingKey, type SigningKey } from '../jwt/helpers.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { headerOf, httpStatusNumber } from '../support/grpc-client.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
+import { startTestServer } from '../support/server.js';
 import {
   allowed,
   body,
@@ -37,6 +41,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
   let adminKey: { key: string; id: string };
   let storefrontKey: { key: string; id: string };
   let revokedKey: { key: string; id: string };
+  let policyFile: string;
   const now = () => Math.floor(runtime.clock.now() / 1000);
 
   const agentToken = (claims: JWTPayload = {}) =>
@@ -65,6 +70,8 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
     let text = readExample('seed-002-commerce.yaml');
     text = substitute(text, ORIGIN, idp.url);
     text = substitute(text, 'path: keys/commerce.yaml', `path: ${keyFile}`);
+    policyFile = path.join(tmp.dir, 'seed-002-commerce.yaml');
+    writeFileSync(policyFile, text);
     policy = compileYaml(text, runtime);
     await policy.ready;
   });
@@ -167,10 +174,10 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
   describe('payment webhooks: POST /v1/webhooks/payments/{provider}?org={orgId} with x-checkout-secret', () => {
     const webhook = (headers: Record<string, string>, provider = 'stripe') => ({ host: API_HOST, method: 'POST', path: `/v1/webhooks/payments/${provider}`, query: 'org=org_acme', headers });
 
-    it('the right secret is accepted without a tenant; the secret does not go upstream', async () => {
+    it('the right secret is accepted for the organization named in ?org= (x-tenant-id); the secret does not go upstream', async () => {
       const decision = allowed(await check(policy, webhook({ 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET, 'x-tenant-id': 'org_globex' })));
-      expect(upstream(decision)).toEqual({ 'x-auth-subject': 'checkout-app', 'x-auth-scopes': 'webhooks:payments', 'x-auth-method': 'shared-secret' });
-      expect(decision.removeHeaders).toEqual(expect.arrayContaining(['x-checkout-secret', 'x-tenant-id']));
+      expect(upstream(decision)).toEqual({ 'x-tenant-id': 'org_acme', 'x-auth-subject': 'checkout-app', 'x-auth-scopes': 'webhooks:payments', 'x-auth-method': 'shared-secret' });
+      expect(decision.removeHeaders).toContain('x-checkout-secret'); // x-tenant-id is overwritten (set upstream), not removed
       expect(decision.route).toBe('payment-webhooks');
       allowed(await check(policy, webhook({ 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET }, 'mollie')));
     });
@@ -182,6 +189,38 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
         status: 401,
         reason: 'missing_credential',
       });
+    });
+
+    it('the tenant comes from ?org= only: without it 400, with a malformed org id 400, never the client\'s x-tenant-id', async () => {
+      const secret = { 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET, 'x-tenant-id': 'org_globex' };
+      const globex = allowed(await check(policy, { ...webhook(secret), query: 'org=org_globex&org=org_acme' }));
+      expect(upstream(globex)['x-tenant-id']).toBe('org_globex'); // a repeated key: its first value
+      expect(await check(policy, { ...webhook(secret), query: '' })).toMatchObject({ status: 400, code: 'BAD_REQUEST', reason: 'missing_query_parameter' });
+      expect(await check(policy, { ...webhook(secret), query: 'org=' })).toMatchObject({ status: 400, reason: 'invalid_query_parameter' });
+      expect(await check(policy, { ...webhook(secret), query: 'org=org%0d%0ax-evil' })).toMatchObject({ status: 400, reason: 'invalid_query_parameter' });
+      expect(await check(policy, { ...webhook(secret), query: 'org=a%20b' })).toMatchObject({ status: 400, reason: 'invalid_query_parameter' });
+    });
+
+    it('over the real gRPC server, both header encodings: the webhook acts for ?org=, never for a smuggled x-tenant-id', async () => {
+      const server = await startTestServer(policyFile, { ...TEST_ENV });
+      try {
+        for (const raw of [false, true]) {
+          const headers = { 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET, 'x-tenant-id': 'org_globex' };
+          const ok = await server.client.check({ host: API_HOST, method: 'POST', path: '/v1/webhooks/payments/stripe?org=org_acme', headers, raw });
+          expect(ok.status?.code ?? 0, `raw=${raw}`).toBe(0);
+          expect(headerOf(ok.ok_response?.headers, 'x-tenant-id')).toBe('org_acme');
+          expect(headerOf(ok.ok_response?.headers, 'x-auth-method')).toBe('shared-secret');
+          expect(ok.ok_response?.headers_to_remove).toContain('x-checkout-secret');
+          const missing = await server.client.check({ host: API_HOST, method: 'POST', path: '/v1/webhooks/payments/stripe', headers, raw });
+          expect(httpStatusNumber(missing.denied_response?.status?.code)).toBe(400);
+          expect(missing.status?.code).toBe(3);
+          expect(JSON.parse(missing.denied_response!.body!)).toMatchObject({ error: 'Bad Request', code: 'BAD_REQUEST', status: 400, reason: 'missing_query_parameter' });
+          const wrong = await server.client.check({ host: API_HOST, method: 'POST', path: '/v1/webhooks/payments/stripe?org=org_acme', headers: { 'x-checkout-secret': 'guess-guess-guess-guess' }, raw });
+          expect(httpStatusNumber(wrong.denied_response?.status?.code)).toBe(401);
+        }
+      } finally {
+        await server.close();
+      }
     });
 
     it('the secret opens nothing else', async () => {

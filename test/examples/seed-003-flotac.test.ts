@@ -7,7 +7,11 @@ import { createHash } from 'node:crypto';
 import { SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { httpStatusNumber } from '../support/grpc-client.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
+import { startTestServer, type TestServer } from '../support/server.js';
 import {
   allowed,
   body,
@@ -209,6 +213,79 @@ describe('seed 003: examples/seed-003-flotac.yaml — rate limit and key expiry'
       expect(await check(policy, { path: '/api/v1/customers', headers })).toMatchObject({ status: 401, reason: 'key_expired' });
     } finally {
       await runtime.resources.closeAll();
+    }
+  });
+});
+
+describe('seed 003: examples/seed-003-flotac.yaml — company binding and HTTPS only', () => {
+  const runtime = testRuntime({ env: { ...TEST_ENV } });
+  let policy: CompiledPolicy;
+  const bearer = (value: string) => ({ authorization: `Bearer ${value}` });
+
+  beforeAll(async () => {
+    policy = compileExample(runtime);
+    await policy.ready;
+  });
+  afterAll(() => runtime.resources.closeAll());
+
+  it("a path naming another company is 403 company_mismatch (\"Attempting to access another company's data\"), for JWTs and keys alike", async () => {
+    const user = bearer(await jwt(runtime));
+    for (const headers of [user, bearer(LEGACY_KEY)]) {
+      allowed(await check(policy, { path: `/api/v1/companies/${ACME}/vehicles`, headers }));
+      allowed(await check(policy, { method: 'PATCH', path: `/api/v1/companies/${ACME}/vehicles/v-1`, headers: user }));
+      for (const p of [`/api/v1/companies/${GLOBEX}/vehicles`, `/api/v1/companies/${GLOBEX}/vehicles/v-1`]) {
+        const decision = await check(policy, { path: p, headers });
+        expect(decision, p).toMatchObject({ allowed: false, status: 403, code: 'FORBIDDEN', reason: 'company_mismatch' });
+        expect(body(decision)).toMatchObject({ reason: 'company_mismatch', message: "Attempting to access another company's data" });
+      }
+    }
+    // Scopes still apply first: a read-only key cannot write even in its own company.
+    expect(await check(policy, { method: 'POST', path: `/api/v1/companies/${ACME}/vehicles`, headers: bearer(ciKey.key) })).toMatchObject({ status: 403, reason: 'insufficient_scope' });
+    // No credential: 401 before any rule.
+    expect(await check(policy, { path: `/api/v1/companies/${GLOBEX}/vehicles` })).toMatchObject({ status: 401, reason: 'missing_credential' });
+    // Other depths under /api/v1/companies/ are no endpoint, for anyone.
+    for (const p of ['/api/v1/companies/', `/api/v1/companies/${ACME}`, `/api/v1/companies/${ACME}/a/b/c`]) {
+      expect(await check(policy, { path: p, headers: user }), p).toMatchObject({ status: 404, code: 'NOT_FOUND', reason: 'no_such_endpoint' });
+    }
+  });
+
+  it('plain HTTP is refused on every API route (403 scheme_not_allowed); /health stays reachable', async () => {
+    const user = bearer(await jwt(runtime));
+    for (const p of ['/api/v1/customers', '/api/v1/vehicles', `/api/v1/companies/${ACME}/vehicles`]) {
+      expect(await check(policy, { path: p, scheme: 'http', headers: user }), p).toMatchObject({ allowed: false, status: 403, reason: 'scheme_not_allowed' });
+    }
+    allowed(await check(policy, { path: '/health', scheme: 'http' }));
+  });
+});
+
+describe('seed 003 over the real gRPC server', () => {
+  const runtime = testRuntime({ env: { ...TEST_ENV } });
+  let server: TestServer;
+
+  beforeAll(async () => {
+    const file = path.join(tmp.dir, 'seed-003.yaml');
+    writeFileSync(file, substitute(readExample('seed-003-flotac.yaml'), 'path: keys/flotac.yaml', `path: ${keyFile}`));
+    server = await startTestServer(file, { ...TEST_ENV });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('cross-company denial and https-only, with a signed JWT and a real key, both header encodings', async () => {
+    const token = await jwt(runtime);
+    for (const raw of [false, true]) {
+      for (const credential of [token, LEGACY_KEY]) {
+        const headers = { authorization: `Bearer ${credential}` };
+        const own = await server.client.check({ path: `/api/v1/companies/${ACME}/vehicles`, headers, raw });
+        expect(own.ok_response, `raw=${raw}`).toBeDefined();
+        const other = await server.client.check({ path: `/api/v1/companies/${GLOBEX}/vehicles`, headers, raw });
+        expect(httpStatusNumber(other.denied_response?.status?.code)).toBe(403);
+        expect(other.status?.code).toBe(7);
+        expect(JSON.parse(other.denied_response!.body!)).toMatchObject({ status: 403, reason: 'company_mismatch', message: "Attempting to access another company's data" });
+        const http = await server.client.check({ path: '/api/v1/customers', headers, raw, scheme: 'http' });
+        expect(httpStatusNumber(http.denied_response?.status?.code)).toBe(403);
+        expect(JSON.parse(http.denied_response!.body!)).toMatchObject({ reason: 'scheme_not_allowed' });
+      }
     }
   });
 });

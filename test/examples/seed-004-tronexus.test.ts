@@ -10,7 +10,9 @@ import bcrypt from 'bcryptjs';
 import { SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
+import { headerOf, httpStatusNumber } from '../support/grpc-client.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
+import { startTestServer } from '../support/server.js';
 import { allowed, check, cli, copyKeyFile, createKey, denialHeader, readExample, substitute, tempDir, TEST_ENV, upstream } from './helpers.js';
 
 const MY_APP = '43d8b05c-2eaf-4077-9ee1-3602ba8901de';
@@ -115,6 +117,14 @@ describe('seed 004: examples/seed-004-tronexus.yaml — authentication', () => {
     expect(unknownApp).toMatchObject({ status: 403, reason: 'insufficient_scope' });
   });
 
+  it("an access token reads the roles of its own app only (request.params.id == auth.claims.app_id)", async () => {
+    const owner = bearer(await accessToken(runtime, { app_id: OTHER_APP, roles: ['owner'] }));
+    allowed(await check(policy, { path: `/apps/${OTHER_APP}/roles`, ...client(owner) }));
+    const foreign = await check(policy, { path: `/apps/${MY_APP}/roles`, ...client(owner) });
+    expect(foreign).toMatchObject({ allowed: false, status: 403, reason: 'app_mismatch' });
+    expect(JSON.parse((foreign as { body: string }).body)).toMatchObject({ reason: 'app_mismatch', message: 'an access token only reads the roles of its own app' });
+  });
+
   it('401 for missing, expired, foreign or incomplete access tokens', async () => {
     const now = Math.floor(runtime.clock.now() / 1000);
     expect(await check(policy, { path: '/auth/me', ...client() })).toMatchObject({ status: 401, reason: 'missing_credential' });
@@ -157,9 +167,17 @@ describe('seed 004: examples/seed-004-tronexus.yaml — authentication', () => {
   });
 
   it('the unauthenticated Tronexus endpoints pass through (Tronexus checks refresh tokens and keys itself)', async () => {
-    for (const [method, p] of [['GET', '/oauth/google'], ['GET', '/oauth/google/callback'], ['POST', '/auth/refresh'], ['POST', '/apikeys/verify']]) {
+    for (const [method, p] of [['GET', '/oauth/google/callback'], ['POST', '/auth/refresh'], ['POST', '/apikeys/verify']]) {
       allowed(await check(policy, { method, path: p, ...client() }));
     }
+    allowed(await check(policy, { path: '/oauth/google', query: 'app_id=43d8b05c-2eaf-4077-9ee1-3602ba8901de', ...client() }));
+  });
+
+  it('GET /oauth/google requires the app_id query parameter (a UUID): 400 otherwise', async () => {
+    const missing = await check(policy, { path: '/oauth/google', ...client() });
+    expect(missing).toMatchObject({ allowed: false, status: 400, code: 'BAD_REQUEST', reason: 'missing_query_parameter' });
+    expect(await check(policy, { path: '/oauth/google', query: 'redirect=x', ...client() })).toMatchObject({ status: 400, reason: 'missing_query_parameter' });
+    expect(await check(policy, { path: '/oauth/google', query: 'app_id=my-app', ...client() })).toMatchObject({ status: 400, reason: 'invalid_query_parameter' });
   });
 });
 
@@ -263,6 +281,32 @@ describe('seed 004: examples/seed-004-tronexus.yaml — per-IP sliding window, l
       });
     } finally {
       await runtime.resources.closeAll();
+    }
+  });
+});
+
+describe('seed 004 over the real gRPC server', () => {
+  it('GET /oauth/google needs app_id; an access token reads its own app\'s roles only (both header encodings)', async () => {
+    const runtime = testRuntime({ env: { ...TEST_ENV } });
+    const server = await startTestServer(policyFile, { ...TEST_ENV });
+    try {
+      let ip = 0;
+      for (const raw of [false, true]) {
+        const headers = (extra: Record<string, string> = {}) => ({ 'x-forwarded-for': `192.0.2.${++ip}`, ...extra });
+        const ok = await server.client.check({ path: `/oauth/google?app_id=${MY_APP}`, headers: headers(), raw });
+        expect(ok.status?.code ?? 0, `raw=${raw}`).toBe(0);
+        const missing = await server.client.check({ path: '/oauth/google', headers: headers(), raw });
+        expect(httpStatusNumber(missing.denied_response?.status?.code)).toBe(400);
+        expect(JSON.parse(missing.denied_response!.body!)).toMatchObject({ reason: 'missing_query_parameter' });
+        const token = await accessToken(runtime, { app_id: OTHER_APP, roles: ['owner'] });
+        const own = await server.client.check({ path: `/apps/${OTHER_APP}/roles`, headers: headers({ authorization: `Bearer ${token}` }), raw });
+        expect(headerOf(own.ok_response?.headers, 'x-tenant-id')).toBe(OTHER_APP);
+        const foreign = await server.client.check({ path: `/apps/${MY_APP}/roles`, headers: headers({ authorization: `Bearer ${token}` }), raw });
+        expect(httpStatusNumber(foreign.denied_response?.status?.code)).toBe(403);
+        expect(JSON.parse(foreign.denied_response!.body!)).toMatchObject({ reason: 'app_mismatch' });
+      }
+    } finally {
+      await server.close();
     }
   });
 });

@@ -36,7 +36,8 @@ describe('authorize', () => {
     expect(d.allowed).toBe(true);
     if (!d.allowed) return;
     expect(d.principal).toBeUndefined();
-    expect(d.removeHeaders).toEqual(['x-tenant-id', 'x-auth-subject', 'x-auth-scopes', 'x-auth-method', 'x-auth-key-id', 'x-auth-email', 'x-debug']);
+    // x-internal: the shared-secret header is stripped on every allow, public routes included
+    expect(d.removeHeaders).toEqual(['x-tenant-id', 'x-auth-subject', 'x-auth-scopes', 'x-auth-method', 'x-auth-key-id', 'x-auth-email', 'x-debug', 'x-internal']);
   });
 
   it('the first source that finds a credential decides, even when a later one would allow', async () => {
@@ -64,7 +65,7 @@ describe('authorize', () => {
   });
 
   it('denies paths that are not paths', async () => {
-    expect(await run(policy, { path: 'v1/products', host: 'shop.example.com' })).toMatchObject({ reason: 'invalid_request', status: 403 });
+    expect(await run(policy, { path: 'v1/products', host: 'shop.example.com' })).toMatchObject({ reason: 'invalid_path', status: 400 });
   });
 
   it('turns a throwing or rejecting source into 503 internal_error, never an allow', async () => {

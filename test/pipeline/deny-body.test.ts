@@ -108,21 +108,25 @@ denyBody:
     }
   });
 
-  it('carries a policy message attached to the denial (a route rule\'s), escaped, the body otherwise pre-built', () => {
+  it('carries a route rule\'s own denial (status, reason, message), escaped; bodies pre-built once per rule', () => {
     const policy = compileYaml(`${BASE}
 denyBody:
-  template: { detail: "{{message}}", id: "{{requestId}}" }
+  template: { detail: "{{message}}", reason: "{{reason}}", status: "{{status}}", id: "{{requestId}}" }
   messages: { 403: Forbidden here }
 `);
     const plain = denyDecision(policy, 'a', 'store', { reason: 'tenant_not_allowed' });
-    expect(JSON.parse(plain.body)).toEqual({ detail: 'Forbidden here', id: 'a' });
-    const ruled = denyDecision(policy, 'b', 'store', { reason: 'tenant_not_allowed', message: 'Orders are "closed" on Sundays\n' });
-    expect(JSON.parse(ruled.body)).toEqual({ detail: 'Orders are "closed" on Sundays\n', id: 'b' });
-    // Pre-built: two requests denied the same way share the denial's parts and encode cache.
-    const again = denyDecision(policy, 'c', 'store', { reason: 'tenant_not_allowed', message: 'Orders are "closed" on Sundays\n' });
+    expect(JSON.parse(plain.body)).toEqual({ detail: 'Forbidden here', reason: 'tenant_not_allowed', status: 403, id: 'a' });
+    const rule = Object.freeze({ status: 404 as const, reason: 'order_closed', message: 'Orders are "closed" on Sundays\n' });
+    const ruled = denyDecision(policy, 'b', 'store', { reason: 'condition_failed', rule });
+    expect(ruled.status).toBe(404);
+    expect(JSON.parse(ruled.body)).toEqual({ detail: 'Orders are "closed" on Sundays\n', reason: 'order_closed', status: 404, id: 'b' });
+    const silent = denyDecision(policy, 'c', 'store', { reason: 'condition_failed', rule: Object.freeze({ status: 403 as const, reason: 'closed' }) });
+    expect(JSON.parse(silent.body)).toEqual({ detail: 'Forbidden here', reason: 'closed', status: 403, id: 'c' });
+    // Pre-built: the same denial twice shares its parts (and encode cache) — only the id differs.
+    const again = denyDecision(policy, 'd', 'store', { reason: 'tenant_not_allowed' });
     expect(again.encodeCache).toBeDefined();
-    expect(again.encodeCache).toBe(ruled.encodeCache);
-    expect(denyDecision(policy, 'd', 'store', { reason: 'tenant_not_allowed' }).encodeCache).toBe(plain.encodeCache);
+    expect(again.encodeCache).toBe(plain.encodeCache);
+    expect(policy.denyBody!.parts('condition_failed', rule)).toBe(policy.denyBody!.parts('condition_failed', rule));
   });
 
   it('leaves headers exactly as they are without denyBody', async () => {
@@ -144,12 +148,12 @@ denyBody:
     expect(problems(`${BASE}\ndenyBody: { template: { a: "{{mesage}}" } }\n`)).toEqual([
       'policy.yaml:9:28: denyBody.template.a: unknown placeholder {{mesage}} (known: status, code, reason, requestId, message, error)',
     ]);
-    expect(problems(`${BASE}\ndenyBody: { template: { a: b }, messages: { insuficient_scope: x, 404: y } }\n`)).toEqual([
-      'policy.yaml:9:67: denyBody.messages.404: not a reason code or a deny status (401, 403, 429, 503)',
-      'policy.yaml:9:64: denyBody.messages.insuficient_scope: not a reason code or a deny status (401, 403, 429, 503)',
+    expect(problems(`${BASE}\ndenyBody: { template: { a: b }, messages: { insuficient_scope: x, 500: y } }\n`)).toEqual([
+      'policy.yaml:9:67: denyBody.messages.500: not a reason code or a deny status (400, 401, 403, 404, 429, 503)',
+      'policy.yaml:9:64: denyBody.messages.insuficient_scope: not a reason code or a deny status (400, 401, 403, 404, 429, 503)',
     ]);
     expect(problems(`${BASE}\ndenyBody: { byReason: { nope: { template: { a: b } } }, byStatus: { 418: { template: { a: b } } } }\n`)).toEqual([
-      'policy.yaml:9:69: denyBody.byStatus.418: not a deny status (401, 403, 429, 503)',
+      'policy.yaml:9:69: denyBody.byStatus.418: not a deny status (400, 401, 403, 404, 429, 503)',
       'policy.yaml:9:31: denyBody.byReason.nope: not a reason code',
     ]);
   });

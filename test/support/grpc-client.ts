@@ -42,6 +42,8 @@ export interface CheckInit {
   rawHeaders?: [string, Buffer | string][];
   sourceAddress?: string;
   id?: string;
+  /** HTTP scheme Envoy reports (default https). */
+  scheme?: string;
 }
 
 export class CheckClient {
@@ -60,7 +62,7 @@ export class CheckClient {
       method: init.method ?? 'GET',
       path: init.path ?? '/',
       host: init.host ?? 'api.example.com',
-      scheme: 'https',
+      scheme: init.scheme ?? 'https',
       protocol: 'HTTP/2',
     };
     if (init.raw) {

@@ -9,6 +9,7 @@ export interface RequestInit {
   headers?: Record<string, string>;
   sourceAddress?: string;
   requestId?: string;
+  scheme?: string;
 }
 
 export function request(init: RequestInit = {}): RequestAttributes {
@@ -18,7 +19,7 @@ export function request(init: RequestInit = {}): RequestAttributes {
     host: init.host ?? 'api.example.com',
     path: init.path ?? '/',
     query: init.query ?? '',
-    scheme: 'https',
+    scheme: init.scheme ?? 'https',
     protocol: 'HTTP/2',
     headers: new Map(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
     sourceAddress: init.sourceAddress ?? '203.0.113.7',

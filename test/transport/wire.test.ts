@@ -25,7 +25,7 @@ describe('decodeCheckRequest', () => {
     });
     const r = decodeCheckRequest(bytes(msg));
     expect(r.method).toBe('POST');
-    expect(r.host).toBe('api.example.com');
+    expect(r.host).toBe('api.example.com:8443');
     expect(r.path).toBe('/v1/items/7');
     expect(r.query).toBe('expand=lots&x=1');
     expect(r.scheme).toBe('https');
@@ -91,10 +91,10 @@ describe('decodeCheckRequest', () => {
     expect(() => decodeCheckRequest(Buffer.from(raw))).toThrow(WireError);
   });
 
-  it('normalises hosts', () => {
-    expect(normalizeHost('Shop.Example.COM.')).toBe('shop.example.com');
-    expect(normalizeHost('[::1]:8080')).toBe('[::1]');
-    expect(normalizeHost('example.com:443')).toBe('example.com');
+  it('lower-cases hosts and keeps port and trailing dot for the pipeline (authz/host.ts) to judge', () => {
+    expect(normalizeHost('Shop.Example.COM.')).toBe('shop.example.com.');
+    expect(normalizeHost('[::1]:8080')).toBe('[::1]:8080');
+    expect(normalizeHost('example.com:443')).toBe('example.com:443');
   });
 });
 

@@ -26,6 +26,8 @@ export class LazyHeaders implements RequestHeaders {
   /** name → decoded value, or the index of its byte span in `spans`. */
   private readonly values = new Map<string, string | number>();
   private readonly spans: number[] = [];
+  /** Names containing "_" (README: underscore headers), undefined when none. */
+  underscored: string[] | undefined = undefined;
 
   constructor(private readonly buf: Buffer) {}
 
@@ -43,12 +45,14 @@ export class LazyHeaders implements RequestHeaders {
       this.addString(name, latin1Of(this.buf, start, end));
       return;
     }
+    if (name.includes('_')) (this.underscored ??= []).push(name);
     this.values.set(name, this.spans.length);
     this.spans.push(start, end);
   }
 
   /** Map semantics for `headers` (a protobuf map: a repeated key replaces). */
   setSpan(name: string, start: number, end: number): void {
+    if (name.includes('_') && !this.values.has(name)) (this.underscored ??= []).push(name);
     this.values.set(name, this.spans.length);
     this.spans.push(start, end);
   }
@@ -309,18 +313,12 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
   return request;
 }
 
-/** Lower-case, without port and trailing dot: "API.Example.com.:443" → "api.example.com". */
+/**
+ * Lower-case, port and trailing dot kept ("API.Example.com.:8443" → "api.example.com.:8443"): which
+ * port and whether a dot matches a rule is the pipeline's decision (authz/host.ts), not the decoder's.
+ */
 export function normalizeHost(host: string): string {
-  let h = host;
-  if (h.startsWith('[')) {
-    const close = h.indexOf(']');
-    h = close > 0 ? h.slice(0, close + 1) : h;
-  } else {
-    const colon = h.lastIndexOf(':');
-    if (colon >= 0 && h.indexOf(':') === colon) h = h.slice(0, colon);
-  }
-  if (h.endsWith('.')) h = h.slice(0, -1);
-  return lower(h);
+  return lower(host);
 }
 
 export { WireError };
