@@ -13,6 +13,8 @@ export interface BanTarget {
   readonly kind: BanKind;
   /** ip: an address or CIDR block; tenant; subject (the token's sub); apiKey: the key id. */
   readonly value: string;
+  /** The ban holds on this route only (escalation scope ip+route); every route when absent. */
+  readonly route?: string;
 }
 
 export interface BanRecord extends BanTarget {
@@ -22,6 +24,19 @@ export interface BanRecord extends BanTarget {
   /** ISO 8601; permanent when absent. */
   readonly expiresAt?: string;
   readonly createdBy?: string;
+  /** Automatic bans (escalation): the rate-limit policy whose lockouts led to it. */
+  readonly source?: string;
+  /** Automatic bans: first and latest offence (ISO 8601) and how many offences. */
+  readonly firstOffence?: string;
+  readonly lastOffence?: string;
+  readonly offences?: number;
+}
+
+/** createdBy of the bans Portcullis writes itself. */
+export const AUTOMATIC_BAN_AUTHOR = 'portcullis';
+
+export function sameBanTarget(a: BanTarget, b: BanTarget): boolean {
+  return a.kind === b.kind && a.value === b.value && (a.route ?? '') === (b.route ?? '');
 }
 
 /** Where bans are kept. Implementations: FileBanStore, PostgresBanStore. */
@@ -52,7 +67,7 @@ export function parseBanTarget(text: string): BanTarget {
 }
 
 export function formatBanTarget(target: BanTarget): string {
-  return `${target.kind}:${target.value}`;
+  return `${target.kind}:${target.value}${target.route ? ` route ${target.route}` : ''}`;
 }
 
 /** Lower-cased address (IPv4-mapped IPv6 as IPv4), or address/prefix; undefined when invalid. */
@@ -78,13 +93,15 @@ export type BanMatch = BanKind | 'unavailable' | undefined;
 
 interface Snapshot {
   readonly ips: net.BlockList | undefined;
+  /** Route-scoped IP bans: route → addresses. */
+  readonly routeIps: ReadonlyMap<string, net.BlockList> | undefined;
   readonly tenants: ReadonlySet<string>;
   readonly subjects: ReadonlySet<string>;
   readonly apiKeys: ReadonlySet<string>;
   readonly size: number;
 }
 
-const EMPTY: Snapshot = { ips: undefined, tenants: new Set(), subjects: new Set(), apiKeys: new Set(), size: 0 };
+const EMPTY: Snapshot = { ips: undefined, routeIps: undefined, tenants: new Set(), subjects: new Set(), apiKeys: new Set(), size: 0 };
 
 /** The in-memory copy checked per request. Replaced whole on every refresh. */
 export class BanList {
@@ -102,6 +119,7 @@ export class BanList {
   /** Replace the list with the records that are in force at `nowMs`. */
   replace(records: readonly BanRecord[], nowMs: number): void {
     let ips: net.BlockList | undefined;
+    let routeIps: Map<string, net.BlockList> | undefined;
     const tenants = new Set<string>();
     const subjects = new Set<string>();
     const apiKeys = new Set<string>();
@@ -113,11 +131,18 @@ export class BanList {
         case 'ip': {
           const value = canonicalIpOrCidr(record.value);
           if (value === undefined) continue;
-          ips ??= new net.BlockList();
+          let list: net.BlockList;
+          if (record.route) {
+            routeIps ??= new Map();
+            list = routeIps.get(record.route) ?? new net.BlockList();
+            routeIps.set(record.route, list);
+          } else {
+            list = ips ??= new net.BlockList();
+          }
           const slash = value.indexOf('/');
           const family = net.isIPv4(slash < 0 ? value : value.slice(0, slash)) ? 'ipv4' : 'ipv6';
-          if (slash < 0) ips.addAddress(value, family);
-          else ips.addSubnet(value.slice(0, slash), Number(value.slice(slash + 1)), family);
+          if (slash < 0) list.addAddress(value, family);
+          else list.addSubnet(value.slice(0, slash), Number(value.slice(slash + 1)), family);
           break;
         }
         case 'tenant':
@@ -131,7 +156,7 @@ export class BanList {
           break;
       }
     }
-    this.snapshot = { ips, tenants, subjects, apiKeys, size };
+    this.snapshot = { ips, routeIps, tenants, subjects, apiKeys, size };
     this.loaded = true;
   }
 
@@ -140,9 +165,13 @@ export class BanList {
     if (!this.loaded) return 'unavailable';
     const s = this.snapshot;
     if (s.size === 0) return undefined;
-    if (s.ips !== undefined && input.clientIp !== '') {
+    const routeList = s.routeIps?.get(input.route);
+    if ((s.ips !== undefined || routeList !== undefined) && input.clientIp !== '') {
       const ip = canonicalIp(input.clientIp);
-      if (ip !== undefined && s.ips.check(ip, net.isIPv4(ip) ? 'ipv4' : 'ipv6')) return 'ip';
+      if (ip !== undefined) {
+        const family = net.isIPv4(ip) ? 'ipv4' : 'ipv6';
+        if (s.ips?.check(ip, family) || routeList?.check(ip, family)) return 'ip';
+      }
     }
     const principal = input.principal;
     if (principal) {

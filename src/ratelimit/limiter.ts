@@ -7,6 +7,7 @@ import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
 import type { BanWatcher } from './bans-watcher.js';
+import type { Escalation } from './escalation.js';
 import { renderHeaders, type HeaderStyle, type QuotaDescription, type ReportedLimit } from './headers.js';
 import { BackendUnavailableError } from './redis-store.js';
 import {
@@ -45,6 +46,8 @@ export interface CompiledLimitPolicy {
   /** Tenant plans: tenant → its variant, or null when the tenant is not limited by this policy. */
   readonly plans: ReadonlyMap<string, Variant | null> | undefined;
   readonly lockout: LockoutShape | undefined;
+  /** Repeated lockouts → bans (escalate:); undefined when the policy does not escalate. */
+  readonly escalation: Escalation | undefined;
   readonly cost: number;
   readonly shadow: boolean;
   readonly failOpen: boolean;
@@ -104,7 +107,7 @@ export class RouteLimiter implements RouteRateLimiter {
     if (applied === undefined) return ALLOW;
 
     const remembered = shared.overLimit?.find(applied, shared.clock.now());
-    if (remembered !== undefined) return this.verdict(applied, remembered, false);
+    if (remembered !== undefined) return this.verdict(applied, remembered, false, input);
 
     let result: MaybePromise<readonly LimitOutcome[]>;
     try {
@@ -114,11 +117,11 @@ export class RouteLimiter implements RouteRateLimiter {
     }
     if (isPromise(result)) {
       return result.then(
-        (outcomes) => this.verdict(applied, outcomes, true),
+        (outcomes) => this.verdict(applied, outcomes, true, input),
         (err: unknown) => this.failure(err, applied),
       );
     }
-    return this.verdict(applied, result, true);
+    return this.verdict(applied, result, true, input);
   }
 
   /** The policies that apply to this request with their keys and plans; undefined when none. */
@@ -140,7 +143,7 @@ export class RouteLimiter implements RouteRateLimiter {
     return applied;
   }
 
-  private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean): RateLimitVerdict {
+  private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean, input: RateLimitInput): RateLimitVerdict {
     let deciding = -1;
     let note: string | undefined;
     for (let i = 0; i < applied.length; i++) {
@@ -159,6 +162,7 @@ export class RouteLimiter implements RouteRateLimiter {
         continue;
       }
       (locked ? counters.lockedOut : counters.rateLimited).inc();
+      if (outcome.lockedNow === true && policy.escalation !== undefined) policy.escalation.offend(input);
       if (deciding < 0 || outcome.retryMs > outcomes[deciding]!.retryMs) deciding = i;
     }
     if (fromBackend && deciding >= 0) this.shared.overLimit?.remember(applied, outcomes, this.shared.clock.now());
