@@ -29,6 +29,7 @@ const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for E
 Usage:
   portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
                    [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
+                   [--memory-budget-mb N] [--max-in-flight N]
                    (durations: 500ms, 10s, 1m, ...; a bare number is seconds)
   portcullis validate --config FILE
   portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
@@ -141,10 +142,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       workers: { type: 'string' },
       'log-level': { type: 'string' },
       'reload-settle': { type: 'string' },
+      'memory-budget-mb': { type: 'string' },
+      'max-in-flight': { type: 'string' },
     },
     io,
   );
   if (!values) return 2;
+  const memoryBudgetMb = wholeNumberFlag(values['memory-budget-mb'], '--memory-budget-mb', 8, 4096, io);
+  const maxInFlight = wholeNumberFlag(values['max-in-flight'], '--max-in-flight', 16, 1_000_000, io);
+  if (memoryBudgetMb === null || maxInFlight === null) return 2;
   const configFile = (values.config as string | undefined) ?? io.env.PORTCULLIS_CONFIG;
   if (!configFile) {
     io.err('serve needs --config FILE (or PORTCULLIS_CONFIG)\n');
@@ -189,6 +195,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       drainTimeoutMs,
       drainDelayMs,
       policyStore: settleMs === undefined ? undefined : { settleMs },
+      grpcLimits: { memoryBudgetBytes: memoryBudgetMb === undefined ? undefined : memoryBudgetMb * 1024 * 1024, maxInFlight },
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,
@@ -234,6 +241,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
  * (a few seconds). The chart and examples/envoy use the same figures.
  */
 export const DEFAULT_DRAIN_DELAY = '10s';
+function wholeNumberFlag(value: string | boolean | undefined, flag: string, min: number, max: number, io: CliIo): number | undefined | null {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(String(value)) || n < min || n > max) {
+    io.err(`${flag} must be a whole number from ${min} to ${max}, got "${String(value)}"\n`);
+    return null;
+  }
+  return n;
+}
 
 function durationFlag(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
   if (value === undefined) return undefined;

@@ -59,6 +59,7 @@ export const REASONS = {
 
   // 429: too many requests.
   rate_limited: { status: 429, description: 'a rate limit is exhausted; Retry-After says when to retry' },
+  key_lookup_limited: { status: 429, description: "the API key is not cached and this client already has its share of key lookups pending, or failed bcrypt comparisons of this client or key prefix are over budget" },
   locked_out: { status: 429, description: 'too many rate-limit violations; the key is locked out for a while' },
   banned: { status: 429, description: 'the caller is banned' },
 
@@ -68,6 +69,7 @@ export const REASONS = {
   ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
   internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },
   not_ready: { status: 503, description: 'Portcullis has no policy loaded yet or is shutting down' },
+  overloaded: { status: 503, description: 'too many checks in flight on this replica; refused at once without reading the request (Retry-After: 1)' },
 } as const satisfies Record<string, ReasonRow>;
 
 export type ReasonCode = keyof typeof REASONS;

@@ -9,6 +9,8 @@ import { Authorizer } from './pipeline/authorizer.js';
 import { PolicyStore, type PolicyStoreOptions } from './policy/store.js';
 import { ResourcePool, type Runtime } from './runtime.js';
 import { GrpcTransport } from './transport/grpc/server.js';
+import { MIB, type TransportLimits } from './transport/grpc/limits.js';
+import type { PolicyDocument } from './policy/schema.js';
 import { ServingStatus } from './transport/grpc/health.js';
 import { OpsServer } from './transport/http.js';
 
@@ -34,6 +36,8 @@ export interface ServeOptions {
   defaultMetrics?: boolean;
   /** Open the ops HTTP port (default true; cluster workers leave it to the primary). */
   opsServer?: boolean;
+  /** Override the policy's server.grpc limits (CLI flags; the chart sets them). */
+  grpcLimits?: Partial<Pick<TransportLimits, 'memoryBudgetBytes' | 'maxInFlight'>>;
   /** Told whenever health flips (cluster workers report it to the primary). */
   onServingChange?: (serving: boolean) => void;
 }
@@ -70,7 +74,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const authorizer = new Authorizer(policies, logger, metrics);
   const bind = options.bind ?? first.document.server.bind;
-  const grpcTransport = new GrpcTransport(authorizer, logger, { bind, port: options.grpcPort ?? first.document.server.grpcPort });
+  const grpcLimits = (document: PolicyDocument): Partial<TransportLimits> => transportLimits(document.server.grpc, options.grpcLimits);
+  const grpcTransport = new GrpcTransport(authorizer, logger, {
+    bind,
+    port: options.grpcPort ?? first.document.server.grpcPort,
+    limits: grpcLimits(first.document),
+    metrics,
+    clock: runtime.clock,
+  });
   const ops = new OpsServer(metrics.registry, {
     ready: () => grpcTransport.health.current === ServingStatus.SERVING,
     readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
@@ -113,6 +124,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       logger.warn('server ports/bind changed in the policy: they take effect on restart only');
     }
     if (levelFromPolicy) logger.level = s.logLevel;
+    grpcTransport.setLimits(grpcLimits(policy.document));
     policy.ready.then(
       () => {
         dependenciesReady = true;
@@ -141,4 +153,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     })());
 
   return { grpcPort, httpPort, runtime, policies, authorizer, ready, shutdown };
+}
+
+/** The policy's server.grpc section as transport limits; CLI flags win. */
+function transportLimits(grpc: PolicyDocument['server']['grpc'], overrides: ServeOptions['grpcLimits'] = {}): Partial<TransportLimits> {
+  return {
+    memoryBudgetBytes: overrides.memoryBudgetBytes ?? grpc.memoryBudgetMb * MIB,
+    maxInFlight: overrides.maxInFlight ?? grpc.maxInFlight,
+    maxConnections: grpc.maxConnections,
+    maxStreamsPerConnection: grpc.maxStreamsPerConnection,
+    readTimeoutMs: grpc.readTimeout,
+    prefaceTimeoutMs: grpc.prefaceTimeout,
+    idleTimeoutMs: grpc.idleTimeout,
+  };
 }

@@ -4,16 +4,19 @@
 //      twice (Envoy joins them with ","), or two different keys → malformed_credential;
 //   2. offline shape check (Portcullis checksum, or a declared imported format) → invalid_api_key
 //      without touching the store;
-//   3. the verifier: cached answers are synchronous, only a store miss returns a promise.
+//   3. the verifier: cached answers are synchronous, only a store miss returns a promise; the
+//      client IP (for fair lookup shares and bcrypt budgets) is resolved only on a miss.
 // The key is removed from the upstream request unless `forward: true`; the key id goes upstream
 // as x-auth-key-id (principal.keyId), never the key.
 
 import { PortcullisError } from '../errors.js';
 import { effectiveKeyStoreConfig, storeLocation } from '../keys/settings.js';
 import type { ApiKeySourceConfig } from '../keys/config.js';
+import { fairnessClient } from '../keys/fair-lookups.js';
 import { isPlausibleKey, type ShapeRules } from '../keys/format.js';
 import { acquireVerifier } from '../keys/open.js';
-import type { KeyCheck, KeyVerifier } from '../keys/verifier.js';
+import type { ClientOf, KeyCheck, KeyVerifier } from '../keys/verifier.js';
+import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type RequestAttributes } from '../types.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
@@ -23,6 +26,7 @@ const BAD_SHAPE = rejected({ reason: 'invalid_api_key', credentialPresented: tru
 const UNKNOWN = rejected({ reason: 'invalid_api_key', credentialPresented: true, detail: 'unknown key' });
 const REVOKED = rejected({ reason: 'key_revoked', credentialPresented: true });
 const EXPIRED = rejected({ reason: 'key_expired', credentialPresented: true });
+const LIMITED = rejected({ reason: 'key_lookup_limited', credentialPresented: true, retryAfter: 1, detail: 'over this client\'s share of key lookups, or failed bcrypt comparisons over budget' });
 const OFFLINE = rejected({ reason: 'store_unavailable', credentialPresented: true, retryAfter: 1, detail: 'key store not opened (offline runtime)' });
 
 const BEARER = /^bearer +/i;
@@ -55,6 +59,9 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
   const bearerSlot = headers.length;
   const subject = config.subject;
+  // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
+  const xffTrustedHops = ctx.policy.clientIp.xffTrustedHops;
+  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, xffTrustedHops));
 
   function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
     if (check.ok) {
@@ -70,6 +77,8 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
         return EXPIRED;
       case 'store_unavailable':
         return verifier ? rejected({ reason: 'store_unavailable', credentialPresented: true, retryAfter: 1, detail: check.detail }) : OFFLINE;
+      case 'key_lookup_limited':
+        return LIMITED;
     }
   }
 
@@ -121,7 +130,7 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
 
       let removeHeaders = removals[slot];
       if (extraSlots !== undefined && removeHeaders !== undefined) removeHeaders = [slot, ...extraSlots].flatMap((s) => removals[s]!);
-      const check = verifier ? verifier.check(key) : undefined;
+      const check = verifier ? verifier.check(key, request, clientOf) : undefined;
       if (check === undefined) return OFFLINE;
       if (isPromise(check)) return check.then((resolved) => toResult(resolved, removeHeaders));
       return toResult(check, removeHeaders);

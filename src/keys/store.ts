@@ -37,6 +37,21 @@ export interface KeyStore {
   lookup(query: LookupQuery): MaybePromise<readonly KeyRecord[]>;
   /** Note a successful use; stores that persist last_used_at write these in batches. */
   markUsed(id: string, at: number): void;
+  /**
+   * How many lookups the store serves at once (PostgreSQL: its pool size). More wait in the
+   * verifier's per-client queues instead of the store's own FIFO. Absent: no limit (synchronous).
+   */
+  readonly lookupConcurrency?: number;
+  /**
+   * Stores whose change notifications can be missed (PostgreSQL): whether they are trusted right
+   * now (LISTEN connected and its heartbeat answered recently). See revalidation.ts.
+   */
+  changesTrusted?(): boolean;
+  /**
+   * The current records of these ids, read on a connection of their own (never queued behind
+   * lookups). Rejects when the store cannot be read. Present exactly when changesTrusted is.
+   */
+  recheck?(ids: readonly string[]): Promise<readonly KeyRecord[]>;
   /** Calls `listener` on every change made elsewhere; returns the unsubscribe function. */
   subscribe(listener: (change: KeyChange) => void): () => void;
   close(): Promise<void>;

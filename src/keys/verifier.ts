@@ -10,7 +10,12 @@
 //   - only a miss returns a promise: one store lookup per key at a time (concurrent requests for
 //     the same key share it), answered with 503 store_unavailable if it takes longer than
 //     `lookupTimeout` (plus `bcryptTimeout` when an imported bcrypt key must be compared). The work
-//     itself continues and fills the cache, so a retry succeeds once the store has answered.
+//     itself continues and fills the cache, so a retry succeeds once the store has answered;
+//   - lookups are shared fairly between clients (fair-lookups.ts): a client over its share gets
+//     429 key_lookup_limited at once, and the store's slots go round-robin across clients;
+//   - failed bcrypt comparisons are budgeted per record and per client (attempt-budget.ts);
+//   - while the store's change notifications cannot be trusted, cached keys are re-read by id on
+//     a connection of their own every second (revalidation.ts).
 
 import { LRUCache } from 'lru-cache';
 import { DigestTable } from '../cache/digest-table.js';
@@ -21,11 +26,15 @@ import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
 import { Interner, scopesText } from '../intern.js';
 import { CachedKey } from './cached-key.js';
+import { BcryptBudget } from './attempt-budget.js';
+import { FairLookups, LookupDroppedError } from './fair-lookups.js';
 import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
+import { ThrottledLog } from '../observability/throttled-log.js';
+import { Revalidator } from './revalidation.js';
 import { lookupPrefixesOf, type KeyRecord } from './record.js';
 import type { KeyChange, KeyStore } from './store.js';
 
-export type KeyFailureReason = 'invalid_api_key' | 'key_revoked' | 'key_expired' | 'store_unavailable';
+export type KeyFailureReason = 'invalid_api_key' | 'key_revoked' | 'key_expired' | 'store_unavailable' | 'key_lookup_limited';
 
 export type KeyCheck =
   | { readonly ok: true; readonly record: CachedKey }
@@ -52,6 +61,9 @@ const REVOKED: KeyCheck = Object.freeze({ ok: false, reason: 'key_revoked' });
 const EXPIRED: KeyCheck = Object.freeze({ ok: false, reason: 'key_expired' });
 const TIMED_OUT: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
 const OVERLOADED: KeyCheck = Object.freeze({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
+const CLIENT_LIMITED: KeyCheck = Object.freeze({ ok: false, reason: 'key_lookup_limited', detail: 'this client has its share of key lookups in flight' });
+/** Ids of cached keys re-read per statement during revalidation. */
+const RECHECK_CHUNK = 1000;
 
 /** A known key. Also the KeyCheck handed out on hits (kept per slot: recent hits allocate nothing). */
 class PositiveEntry {
@@ -72,7 +84,7 @@ interface NegativeEntry {
 type Entry = PositiveEntry | NegativeEntry;
 
 /** Outcome of asking the store (and bcrypt): an entry to cache, or why there is none. */
-type Resolution = Entry | { readonly failure: string };
+type Resolution = Entry | { readonly failure: string; readonly limited?: true };
 
 interface Progress {
   /** performance.now() when the store had answered and a bcrypt comparison started. */
@@ -81,6 +93,8 @@ interface Progress {
   overlapped: boolean;
   /** This lookup re-reads a key after such a race (it is not repeated again). */
   readonly isRetry: boolean;
+  /** Who asked (source IP; "" for internal refreshes): lookup shares and bcrypt budgets count per client. */
+  readonly client: string;
 }
 
 /** The verifier's change counters when a lookup started. */
@@ -108,7 +122,12 @@ export interface KeyVerifierOptions {
   readonly bcryptTimeoutMs: number;
   /** Distinct uncached keys looked up at once; more get 503 at once (a key spray cannot queue up). */
   readonly maxInflight?: number;
+  /** Lookups one client may have pending (default maxInflight / 8); more get 429 at once. */
+  readonly maxInflightPerClient?: number;
 }
+
+/** Who is asking, computed only on a cache miss (the hit path never resolves the client IP). */
+export type ClientOf<R> = (request: R) => string;
 
 export class KeyVerifier {
   private readonly store: KeyStore;
@@ -126,6 +145,10 @@ export class KeyVerifier {
   /** SHA-256 of a key → the bcrypt hash it was proven against (bcrypt costs ~50–100 ms: once per key). */
   private readonly bcryptProofs: LRUCache<string, string>;
   private readonly inflight = new Map<string, Pending>();
+  private readonly fair: FairLookups;
+  private readonly bcryptBudget: BcryptBudget;
+  private readonly failureLog: ThrottledLog;
+  private readonly revalidator: Revalidator | undefined;
   /** Bumped when every positive entry must be re-read (listener reconnect, file reload). */
   private generation = 0;
   /** Bumped on any change: a new key may now exist, so negative entries are void. */
@@ -154,9 +177,13 @@ export class KeyVerifier {
     this.maxInflight = options.maxInflight ?? 256;
     this.entries = new DigestTable(options.cache.maxEntries, { numbers: 5, texts: 4, textBytes: TEXT_BYTES });
     this.bcryptProofs = new LRUCache({ max: 10_000 });
+    const perClient = options.maxInflightPerClient ?? Math.max(1, Math.floor(this.maxInflight / 8));
+    this.fair = new FairLookups(perClient, this.store.lookupConcurrency ?? Number.POSITIVE_INFINITY, this.lookupTimeoutMs);
+    this.bcryptBudget = new BcryptBudget(this.clock);
+    this.failureLog = new ThrottledLog({ logger: this.logger, clock: this.clock, level: 'warn', message: 'key store lookup failed' });
 
     const cache = options.metrics.counter('portcullis_apikey_cache_total', 'API key cache lookups by result (hit, stale, miss, negative_hit).', ['result']);
-    const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded).', ['store', 'result']);
+    const lookups = options.metrics.counter('portcullis_keystore_lookups_total', 'Key store lookups by store and result (found, not_found, error, timeout, overloaded, limited).', ['store', 'result']);
     const seconds = options.metrics.histogram('portcullis_keystore_lookup_seconds', 'Time a key store lookup took.', ['store'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
     const store = this.store.kind;
     this.metric = {
@@ -168,10 +195,23 @@ export class KeyVerifier {
       lookupSeconds: seconds.labels(store),
     };
     this.unsubscribe = this.store.subscribe((change) => this.onChange(change));
+    const watched = this.store;
+    if (watched.changesTrusted !== undefined && watched.recheck !== undefined) {
+      const passes = options.metrics.counter('portcullis_apikey_revalidations_total', 'Passes re-reading every cached key while change notifications cannot be trusted, by result (ok, error).', ['result']);
+      this.revalidator = new Revalidator({
+        trusted: () => watched.changesTrusted!(),
+        pass: () => this.revalidate(),
+        logger: this.logger,
+        onPass: (result) => passes.labels(result).inc(),
+      });
+    }
   }
 
-  /** Check a presented key (already past the offline shape check). */
-  check(key: string): MaybePromise<KeyCheck> {
+  /**
+   * Check a presented key (already past the offline shape check). `clientOf(request)` names the
+   * client for fair shares and budgets; it is called only when the store must be asked.
+   */
+  check<R>(key: string, request?: R, clientOf?: ClientOf<R>): MaybePromise<KeyCheck> {
     const digest = sha256Binary(key);
     const now = this.clock.now();
     const slot = this.entries.find(digest);
@@ -190,19 +230,20 @@ export class KeyVerifier {
       } else if (now < freshUntil + this.cacheConfig.staleFor) {
         this.metric.stale.inc();
         const entry = this.positiveAt(slot);
-        const refreshed = this.refreshInBackground(key, digest);
+        const refreshed = this.refreshInBackground(key, digest, clientOf !== undefined ? clientOf(request as R) : '');
         // A synchronous store (file) has already answered: use the fresh result.
         if (refreshed !== undefined && !('failure' in refreshed)) return refreshed.record === undefined ? INVALID : this.evaluate(refreshed, now);
         return this.evaluate(entry, now);
       }
     }
     this.metric.miss.inc();
-    return this.lookup(key, digest);
+    return this.lookup(key, digest, clientOf !== undefined ? clientOf(request as R) : '');
   }
 
   /** Stop listening for changes. The store is closed by its owner. */
   close(): void {
     this.unsubscribe();
+    this.revalidator?.close();
     void this.bcrypt.close();
   }
 
@@ -252,19 +293,24 @@ export class KeyVerifier {
   }
 
   private outcome(resolution: Resolution): KeyCheck {
-    if ('failure' in resolution) return { ok: false, reason: 'store_unavailable', detail: resolution.failure };
+    if ('failure' in resolution) return { ok: false, reason: resolution.limited ? 'key_lookup_limited' : 'store_unavailable', detail: resolution.failure };
     if (resolution.record === undefined) return INVALID;
     return this.evaluate(resolution, this.clock.now());
   }
 
-  private lookup(key: string, digest: string): MaybePromise<KeyCheck> {
+  private lookup(key: string, digest: string, client: string): MaybePromise<KeyCheck> {
     let pending = this.inflight.get(digest);
     if (pending === undefined) {
-      if (this.inflight.size >= this.maxInflight) {
+      if (!this.fair.mayStart(client)) {
+        this.metric.lookup('limited').inc();
+        return CLIENT_LIMITED;
+      }
+      // Full: a client below its share takes the place of a queued lookup of the biggest one.
+      if (this.inflight.size >= this.maxInflight && !this.fair.shedFor(client)) {
         this.metric.lookup('overloaded').inc();
         return OVERLOADED;
       }
-      const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry: false };
+      const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry: false, client };
       const resolution = this.resolve(key, digest, progress);
       if (!isPromise(resolution)) return this.outcome(resolution);
       pending = this.track(key, digest, resolution, progress);
@@ -273,9 +319,9 @@ export class KeyVerifier {
   }
 
   /** Start a refresh unless one is running; returns the result when the store answered synchronously. */
-  private refreshInBackground(key: string, digest: string, isRetry = false): Resolution | undefined {
-    if (this.inflight.has(digest) || this.inflight.size >= this.maxInflight) return undefined;
-    const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry };
+  private refreshInBackground(key: string, digest: string, client: string, isRetry = false): Resolution | undefined {
+    if (this.inflight.has(digest) || this.inflight.size >= this.maxInflight || !this.fair.mayStart(client)) return undefined;
+    const progress: Progress = { bcryptStartedAt: undefined, overlapped: false, isRetry, client };
     const resolution = this.resolve(key, digest, progress);
     if (!isPromise(resolution)) return resolution;
     this.track(key, digest, resolution, progress);
@@ -289,7 +335,7 @@ export class KeyVerifier {
     // with a change and was not cached, reads the key once more so the cache fills again.
     const settled = () => {
       if (this.inflight.get(digest) === pending) this.inflight.delete(digest);
-      if (progress.overlapped && !progress.isRetry) this.refreshInBackground(key, digest, true);
+      if (progress.overlapped && !progress.isRetry) this.refreshInBackground(key, digest, progress.client, true);
     };
     promise.then(settled, settled);
     return pending;
@@ -332,7 +378,7 @@ export class KeyVerifier {
     const started = performance.now();
     let records: MaybePromise<readonly KeyRecord[]>;
     try {
-      records = this.store.lookup(query);
+      records = this.fair.run(progress.client, () => this.store.lookup(query));
     } catch (err) {
       return this.storeFailed(err);
     }
@@ -351,9 +397,19 @@ export class KeyVerifier {
   }
 
   private storeFailed(err: unknown): Resolution {
+    if (err instanceof LookupDroppedError) {
+      // Dropped from its client's queue unstarted. Waited past lookupTimeout: its waiters have
+      // already been answered (and counted as timeouts). Shed for a client below its share: the
+      // shed client is over its share, so 429, as if refused at the door.
+      if (err.why === 'expired') return { failure: err.message };
+      this.metric.lookup('limited').inc();
+      return { failure: err.message, limited: true };
+    }
     this.metric.lookup('error').inc();
     const failure = (err as Error)?.message ?? String(err);
-    this.logger.warn({ store: this.store.kind, err: failure }, 'key store lookup failed');
+    // Counted above; logged at most once per interval with the number left out (a failing store
+    // under load would otherwise write one line per request).
+    this.failureLog.note({ store: this.store.kind, err: failure });
     return { failure: `key store lookup failed: ${failure}` };
   }
 
@@ -374,20 +430,36 @@ export class KeyVerifier {
     const proven = this.bcryptProofs.get(digest);
     const provenRecord = proven !== undefined ? bcryptCandidates.find((r) => r.hash === proven) : undefined;
     if (provenRecord) return this.remember(digest, provenRecord, since);
+    // Each failed comparison costs ~50–100 ms of a core: budgeted per record and per client, and
+    // reserved before it runs so that concurrent attempts cannot all slip through.
+    const ids = bcryptCandidates.map((r) => r.id);
+    if (!this.bcryptBudget.reserve(progress.client, ids)) {
+      this.metric.lookup('limited').inc();
+      return { failure: 'failed bcrypt comparisons over budget for this key prefix or client', limited: true };
+    }
     progress.bcryptStartedAt = performance.now();
-    return this.compareBcrypt(key, digest, bcryptCandidates, since);
+    return this.compareBcrypt(key, digest, bcryptCandidates, since, progress.client, ids);
   }
 
-  private async compareBcrypt(key: string, digest: string, candidates: readonly KeyRecord[], since: Epoch): Promise<Resolution> {
+  private async compareBcrypt(
+    key: string,
+    digest: string,
+    candidates: readonly KeyRecord[],
+    since: Epoch,
+    client: string,
+    ids: readonly string[],
+  ): Promise<Resolution> {
     try {
       for (const candidate of candidates) {
         if (await this.bcrypt.compare(key, candidate.hash)) {
+          this.bcryptBudget.refund(client, ids);
           this.bcryptProofs.set(digest, candidate.hash);
           return this.remember(digest, candidate, since);
         }
       }
       return this.remember(digest, undefined, since);
     } catch (err) {
+      this.bcryptBudget.refund(client, ids);
       if (err instanceof BcryptBusyError) {
         this.metric.lookup('overloaded').inc();
         return { failure: err.message };
@@ -412,10 +484,44 @@ export class KeyVerifier {
     return entry;
   }
 
+  /**
+   * Re-read every cached key by id and drop those whose record changed or is gone (a dropped key
+   * is looked up again on its next use and answered from the store, e.g. key_revoked). Runs only
+   * while notifications cannot be trusted (revalidation.ts); rejects when the store cannot be read.
+   */
+  private async revalidate(): Promise<void> {
+    const t = this.entries;
+    const ids = new Set<string>();
+    t.forEachSlot((slot) => {
+      if (t.number(slot, KIND) === POSITIVE) ids.add(this.idAt(slot));
+    });
+    if (ids.size === 0) return;
+    const all = [...ids];
+    const current = new Map<string, KeyRecord>();
+    for (let i = 0; i < all.length; i += RECHECK_CHUNK) {
+      for (const record of await this.store.recheck!(all.slice(i, i + RECHECK_CHUNK))) current.set(record.id, record);
+    }
+    const changed = new Set<string>();
+    t.forEachSlot((slot) => {
+      if (t.number(slot, KIND) !== POSITIVE) return;
+      const id = this.idAt(slot);
+      if (!ids.has(id) || changed.has(id)) return; // cached after the read started: not judged here
+      const record = current.get(id);
+      const cached = t.object(slot)?.record ?? this.rebuild(slot).record;
+      if (record === undefined || differs(cached, record)) changed.add(id);
+    });
+    for (const id of changed) this.onChange({ kind: 'key', id, created: false });
+  }
+
+  private idAt(slot: number): string {
+    return this.entries.object(slot)?.record.id ?? this.entries.text(slot, ID)!;
+  }
+
   private onChange(change: KeyChange): void {
     this.negativeGeneration++;
     if (change.kind === 'all') {
       this.generation++;
+      this.revalidator?.resync();
       return;
     }
     // A new key only voids negative entries: no cached answer can predate its insertion.
@@ -429,4 +535,16 @@ export class KeyVerifier {
       if (kept !== undefined ? kept.record.id === change.id : t.textIs(slot, ID, id)) t.remove(slot);
     });
   }
+}
+
+/** Whether a cached key no longer says what its record says (the fields a decision uses). */
+function differs(cached: CachedKey, record: KeyRecord): boolean {
+  return (
+    cached.revokedAt !== record.revokedAt ||
+    cached.expiresAt !== record.expiresAt ||
+    cached.tenant !== record.tenant ||
+    cached.name !== record.name ||
+    cached.scopes.length !== record.scopes.length ||
+    cached.scopes.some((scope, i) => scope !== record.scopes[i])
+  );
 }

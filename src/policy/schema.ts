@@ -9,7 +9,7 @@ import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
-import { headerNameSchema } from './units.js';
+import { durationSchema, headerNameSchema } from './units.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
@@ -209,6 +209,23 @@ export type HeaderNames = z.output<typeof headerNamesSchema>;
 /** Log levels, from the policy's server.logLevel, --log-level and PORTCULLIS_LOG_LEVEL alike. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+/** Limits of the gRPC port (README "Operating Portcullis": memory budget, overload). */
+export const grpcLimitsSchema = z.strictObject({
+  /** Request bytes (received and inflated) all connections may hold together, MiB. */
+  memoryBudgetMb: z.number().int().min(8).max(4096).default(32),
+  /** Checks in flight; beyond it checks are answered 503 `overloaded` at once. */
+  maxInFlight: z.number().int().min(16).max(1_000_000).default(1024),
+  /** Open connections; at the cap the longest-idle one is closed for a newcomer. */
+  maxConnections: z.number().int().min(1).max(100_000).default(1024),
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
+  maxStreamsPerConnection: z.number().int().min(1).max(100_000).default(128),
+  /** A request still being received after this long gets DEADLINE_EXCEEDED. */
+  readTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+  /** A connection that has not sent the HTTP/2 preface by then is closed. */
+  prefaceTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
+  /** A connection without an open stream for this long is closed (GOAWAY). */
+  idleTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(300_000),
+});
 
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
@@ -222,6 +239,7 @@ export const serverSchema = z.strictObject({
   tenantMetrics: z.boolean().default(false),
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
+  grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
 });
 
 export const clientIpSchema = z.strictObject({

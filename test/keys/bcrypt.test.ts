@@ -1,4 +1,5 @@
 // Seed 004: imported keys stored as bcrypt hashes verify, off the event loop, once per key.
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
 const { hashSync } = bcrypt;
@@ -7,6 +8,7 @@ import { ManualClock } from '../../src/clock.js';
 import { importKey } from '../../src/keys/admin.js';
 import { keyCacheSchema } from '../../src/keys/config.js';
 import { FileKeyStore } from '../../src/keys/file-store.js';
+import { CLIENT_BUDGET, RECORD_BUDGET } from '../../src/keys/attempt-budget.js';
 import { BcryptComparator, KeyHasher } from '../../src/keys/hashing.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 import { KeyVerifier } from '../../src/keys/verifier.js';
@@ -109,6 +111,61 @@ describe('bcrypt-hashed imported keys', () => {
     await expect(comparator.compare('ak_c', hash)).rejects.toThrow('too many bcrypt comparisons waiting');
     expect(await running).toBe(false);
     expect(await queued).toBe(false);
+  });
+});
+
+describe('budget of failed bcrypt comparisons (issue 13 §5)', () => {
+  const byIp = (ip: string) => ip;
+  const wrongKey = (displayPrefix: string) => displayPrefix + randomBytes(16).toString('hex');
+  const ATTACKER = '198.51.100.66';
+
+  async function twoTenants(file: string) {
+    const ctx = await setup(file, 2000);
+    const keyA = 'ak_Abc123' + 'x'.repeat(24);
+    const keyB = 'ak_Zzz999' + 'y'.repeat(24);
+    const a = await importKey(ctx.admin, { tenant: 'app-1', name: 'a', scopes: [], expiresAt: clock.now() + DAY }, { kind: 'bcrypt', hash: hashSync(keyA, 4), prefix: 'ak_', displayPrefix: 'ak_Abc123' });
+    const b = await importKey(ctx.admin, { tenant: 'app-2', name: 'b', scopes: [], expiresAt: clock.now() + DAY }, { kind: 'bcrypt', hash: hashSync(keyB, 4), prefix: 'ak_', displayPrefix: 'ak_Zzz999' });
+    ctx.store.reload();
+    return { ...ctx, keyA, keyB, a, b };
+  }
+
+  it('8 concurrent wrong secrets under one display prefix: only the record\'s budget is compared, the rest 429 at once; another tenant\'s key still verifies', async () => {
+    const { comparator, makeVerifier, keyB, b } = await twoTenants('budget-record.yaml');
+    const verifier = makeVerifier();
+    // Eight clients, so that only the record's budget can be what stops them.
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => verifier.check(wrongKey('ak_Abc123'), `198.51.100.${i}`, byIp)));
+    expect(comparator.compares).toBe(RECORD_BUDGET.capacity);
+    expect(results.filter((r) => !r.ok && r.reason === 'invalid_api_key')).toHaveLength(RECORD_BUDGET.capacity);
+    expect(results.filter((r) => !r.ok && r.reason === 'key_lookup_limited')).toHaveLength(8 - RECORD_BUDGET.capacity);
+    expect(await verifier.check(keyB, '203.0.113.9', byIp)).toEqual(proves(b));
+    // The budget refills with time: one more failed comparison after 1 / perSecond seconds.
+    clock.advance(1000 / RECORD_BUDGET.perSecond);
+    const compares = comparator.compares;
+    expect(await verifier.check(wrongKey('ak_Abc123'), '198.51.100.200', byIp)).toEqual({ ok: false, reason: 'invalid_api_key' });
+    expect(await verifier.check(wrongKey('ak_Abc123'), '198.51.100.201', byIp)).toMatchObject({ ok: false, reason: 'key_lookup_limited' });
+    expect(comparator.compares).toBe(compares + 1);
+    verifier.close();
+  });
+
+  it('one client spreading wrong secrets over many prefixes is held to its own budget; successes cost nothing', async () => {
+    const { comparator, makeVerifier, admin, store, keyA, a } = await twoTenants('budget-client.yaml');
+    // More records than the client's budget, one wrong attempt each.
+    const prefixes = Array.from({ length: CLIENT_BUDGET.capacity + 2 }, (_, i) => `ak_Pre${String(i).padStart(3, '0')}`);
+    for (const [i, displayPrefix] of prefixes.entries()) {
+      await importKey(admin, { tenant: `t-${i}`, name: 'n', scopes: [], expiresAt: clock.now() + DAY }, { kind: 'bcrypt', hash: hashSync(displayPrefix + 'secret-secret-secret', 4), prefix: 'ak_', displayPrefix });
+    }
+    store.reload();
+    const verifier = makeVerifier();
+    const reasons: string[] = [];
+    for (const displayPrefix of prefixes) {
+      const r = await verifier.check(wrongKey(displayPrefix), ATTACKER, byIp);
+      reasons.push(r.ok ? 'ok' : r.reason);
+    }
+    expect(reasons).toEqual([...Array(CLIENT_BUDGET.capacity).fill('invalid_api_key'), 'key_lookup_limited', 'key_lookup_limited']);
+    expect(comparator.compares).toBe(CLIENT_BUDGET.capacity);
+    // A right key from another client is unaffected; and its success gives its tokens back.
+    expect(await verifier.check(keyA, '203.0.113.9', byIp)).toEqual(proves(a));
+    verifier.close();
   });
 });
 

@@ -5,10 +5,14 @@ import { ManualClock } from '../../src/clock.js';
 import { keyCacheSchema } from '../../src/keys/config.js';
 import { mintKey } from '../../src/keys/format.js';
 import { BcryptComparator, KeyHasher, sha256Hex } from '../../src/keys/hashing.js';
+import { fairnessClient } from '../../src/keys/fair-lookups.js';
+import { THROTTLED_LOG_INTERVAL_MS as LOG_INTERVAL_MS } from '../../src/observability/throttled-log.js';
+import { REVALIDATE_INTERVAL_MS } from '../../src/keys/revalidation.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 import type { KeyChange, KeyStore, LookupQuery } from '../../src/keys/store.js';
 import { KeyVerifier, type KeyCheck } from '../../src/keys/verifier.js';
-import { silentLogger } from '../../src/observability/logger.js';
+import { pino } from 'pino';
+import { silentLogger, type Logger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { isPromise } from '../../src/types.js';
 
@@ -19,6 +23,9 @@ class ControlledStore implements KeyStore {
   records: KeyRecord[] = [];
   calls = 0;
   answered = 0;
+  /** First digest of every query, in the order the store was asked. */
+  readonly asked: string[] = [];
+  lookupConcurrency: number | undefined = undefined;
   delayMs = 1;
   failing = false;
   hanging = false;
@@ -26,6 +33,7 @@ class ControlledStore implements KeyStore {
 
   lookup(query: LookupQuery): Promise<readonly KeyRecord[]> {
     this.calls++;
+    this.asked.push(query.digests[0]!);
     const failing = this.failing;
     if (this.hanging) return new Promise(() => undefined);
     // Read at call time, answer later: like a query whose snapshot predates later commits.
@@ -49,23 +57,41 @@ class ControlledStore implements KeyStore {
   async close(): Promise<void> {}
 }
 
+/** Like PostgreSQL: notifications may be missed; `trusted` says whether they are trusted now. */
+class NotifyingStore extends ControlledStore {
+  trusted = true;
+  rechecks = 0;
+  changesTrusted(): boolean {
+    return this.trusted;
+  }
+  async recheck(ids: readonly string[]): Promise<readonly KeyRecord[]> {
+    this.rechecks++;
+    return this.records.filter((r) => ids.includes(r.id));
+  }
+}
+
 const clock = new ManualClock(Date.UTC(2026, 0, 1));
+/** The client of a check, given as the request itself. */
+const byIp = (ip: string) => ip;
 const cache = keyCacheSchema.parse({ ttl: '60s', negativeTtl: '10s', staleFor: '1h' });
 
-function setup(options: { lookupTimeoutMs?: number; maxInflight?: number } = {}) {
-  const store = new ControlledStore();
+function setup(options: { lookupTimeoutMs?: number; maxInflight?: number; maxInflightPerClient?: number; concurrency?: number; logger?: Logger; store?: ControlledStore } = {}) {
+  const store = options.store ?? new ControlledStore();
+  store.lookupConcurrency = options.concurrency;
   const verifier = new KeyVerifier({
     store,
     hasher: new KeyHasher(),
     bcrypt: new BcryptComparator(),
     clock,
-    logger: silentLogger(),
+    logger: options.logger ?? silentLogger(),
     metrics: new Metrics({ defaultMetrics: false }),
     cache,
     lookupTimeoutMs: options.lookupTimeoutMs ?? 50,
     bcryptTimeoutMs: 100,
     maxInflight: options.maxInflight,
+    maxInflightPerClient: options.maxInflightPerClient,
   });
+  verifiers.push(verifier);
   return { store, verifier };
 }
 
@@ -149,9 +175,10 @@ describe('KeyVerifier', () => {
     const { store, verifier } = setup({ maxInflight: 2 });
     store.hanging = true;
     const keys = [addKey(store).key, addKey(store).key, addKey(store).key];
-    void verifier.check(keys[0]!);
-    void verifier.check(keys[1]!);
-    expect(sync(verifier.check(keys[2]!))).toMatchObject({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
+    // Three clients, each within its own share: the global cap is what refuses the third.
+    void verifier.check(keys[0]!, '192.0.2.1', byIp);
+    void verifier.check(keys[1]!, '192.0.2.2', byIp);
+    expect(sync(verifier.check(keys[2]!, '192.0.2.3', byIp))).toMatchObject({ ok: false, reason: 'store_unavailable', detail: 'too many key lookups in flight' });
   });
 
   it('serves a key past its ttl while refreshing it, and keeps serving it while the store is down', async () => {
@@ -256,7 +283,8 @@ describe('KeyVerifier', () => {
     ];
     // More keys than the table keeps objects for (4096): the first ones are rebuilt on their next hit.
     const all = [...odd, ...Array.from({ length: 4200 }, () => addKey(store))];
-    for (let i = 0; i < all.length; i += 200) await Promise.all(all.slice(i, i + 200).map(({ key }) => verifier.check(key)));
+    // 200 at a time from 200 clients (one client may have only its share of lookups pending).
+    for (let i = 0; i < all.length; i += 200) await Promise.all(all.slice(i, i + 200).map(({ key }, n) => verifier.check(key, `192.0.2.${n}`, byIp)));
     const calls = store.calls;
     for (const { key, record } of all.slice(0, 50)) {
       const check = sync(verifier.check(key));
@@ -281,3 +309,117 @@ function proves(record: KeyRecord) {
     record: expect.objectContaining({ id: record.id, tenant: record.tenant, name: record.name, scopes: record.scopes, expiresAt: record.expiresAt, revokedAt: record.revokedAt }),
   });
 }
+
+describe('KeyVerifier: fair lookups between clients (issue 13 §5)', () => {
+  it('holds one client to its share of pending lookups; other clients still get theirs', async () => {
+    const { store, verifier } = setup({ maxInflight: 64, maxInflightPerClient: 4 });
+    store.hanging = true;
+    const spray = Array.from({ length: 10 }, () => verifier.check(mintKey('ak_'), '198.51.100.66', byIp));
+    const refused = spray.filter((c) => !isPromise(c));
+    expect(refused).toHaveLength(6);
+    expect(refused[0]).toMatchObject({ ok: false, reason: 'key_lookup_limited' });
+    store.hanging = false;
+    const { key, record } = addKey(store);
+    expect(await verifier.check(key, '203.0.113.9', byIp)).toEqual(proves(record));
+  });
+
+  it('starts queued lookups round-robin across clients, not in arrival order', async () => {
+    const { store, verifier } = setup({ maxInflightPerClient: 8, concurrency: 1, lookupTimeoutMs: 1000 });
+    store.delayMs = 2;
+    const sprayed = Array.from({ length: 6 }, () => verifier.check(mintKey('ak_'), '198.51.100.66', byIp));
+    const { key, record } = addKey(store);
+    const legit = verifier.check(key, '203.0.113.9', byIp);
+    expect(await legit).toEqual(proves(record));
+    await Promise.all(sprayed);
+    // One sprayed lookup was running and one more had its turn first; the legitimate one went
+    // next, ahead of the other four (first come, first served would have made it the 7th).
+    expect(store.asked.indexOf(sha256Hex(key))).toBe(2);
+  });
+
+  it('when the global cap is full, a client below its share takes the place of the biggest client\'s queued lookup', async () => {
+    const { store, verifier } = setup({ maxInflight: 4, maxInflightPerClient: 4, concurrency: 1, lookupTimeoutMs: 1000 });
+    store.delayMs = 5;
+    const sprayed = Array.from({ length: 4 }, () => verifier.check(mintKey('ak_'), '198.51.100.66', byIp));
+    const { key, record } = addKey(store);
+    expect(await verifier.check(key, '203.0.113.9', byIp)).toEqual(proves(record));
+    const outcomes = await Promise.all(sprayed);
+    expect(outcomes.filter((c) => !c.ok && c.reason === 'key_lookup_limited')).toHaveLength(1);
+  });
+
+  it('drops a queued lookup unstarted once its caller has had its 503 (nobody waits for it)', async () => {
+    const { store, verifier } = setup({ concurrency: 1, lookupTimeoutMs: 20 });
+    store.delayMs = 100;
+    const running = verifier.check(mintKey('ak_'), '192.0.2.1', byIp);
+    const queued = await verifier.check(mintKey('ak_'), '192.0.2.2', byIp);
+    expect(queued).toMatchObject({ ok: false, reason: 'store_unavailable', detail: 'key store did not answer in time' });
+    await running;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(store.calls).toBe(1);
+  });
+
+  it('logs a failing store once per interval with the count of lines left out (issue 14 §5)', async () => {
+    const lines: { msg: string; suppressed?: number }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as { msg: string; suppressed?: number }) });
+    const { store, verifier } = setup({ logger, maxInflightPerClient: 1000 });
+    store.failing = true;
+    await Promise.all(Array.from({ length: 200 }, () => verifier.check(mintKey('ak_'), '192.0.2.1', byIp)));
+    expect(lines.map((l) => l.msg)).toEqual(['key store lookup failed']);
+    clock.advance(LOG_INTERVAL_MS);
+    await verifier.check(mintKey('ak_'), '192.0.2.1', byIp);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ msg: 'key store lookup failed', suppressed: 199 });
+  });
+});
+
+describe('KeyVerifier: revalidation while notifications cannot be trusted (issue 14 §3)', () => {
+  it('re-reads cached keys on its own every interval while untrusted, and drops the changed ones; never while trusted', async () => {
+    const store = new NotifyingStore();
+    const { verifier } = setup({ store });
+    const { key, record } = addKey(store);
+    const other = addKey(store);
+    expect(await verifier.check(key)).toEqual(proves(record));
+    expect(await verifier.check(other.key)).toEqual(proves(other.record));
+    // Trusted: no re-reads at all (a policy whose listener is healthy pays nothing).
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(store.rechecks).toBe(0);
+
+    store.trusted = false;
+    store.records[0] = { ...record, revokedAt: clock.now() }; // revoked; the NOTIFY is lost
+    // No request needed to trigger it: the pass runs on its own.
+    let seen = false;
+    for (let i = 0; i < 40 && !seen; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      seen = store.rechecks > 0 && !isPromise(verifier.check(other.key)) && isPromise(verifier.check(key));
+    }
+    expect(seen).toBe(true);
+    expect(await verifier.check(key)).toEqual({ ok: false, reason: 'key_revoked' });
+    expect(sync(verifier.check(other.key))).toEqual(proves(other.record)); // unchanged keys stay cached
+    // And again every interval while untrusted.
+    const passes = store.rechecks;
+    await new Promise((resolve) => setTimeout(resolve, REVALIDATE_INTERVAL_MS + 400));
+    expect(store.rechecks).toBeGreaterThan(passes);
+  });
+
+  it('a reconnect (resync) triggers one pass at once even when trusted', async () => {
+    const store = new NotifyingStore();
+    const { verifier } = setup({ store });
+    const { key } = addKey(store);
+    await verifier.check(key);
+    store.emit({ kind: 'all' });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(store.rechecks).toBe(1);
+  });
+});
+
+describe('fairnessClient', () => {
+  it('keys IPv4 by address and IPv6 by /64', () => {
+    expect(fairnessClient('203.0.113.7')).toBe('203.0.113.7');
+    expect(fairnessClient('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(fairnessClient('2001:0db8:0001:0002:ffff:ffff:ffff:ffff')).toBe('2001:db8:1:2::/64');
+    expect(fairnessClient('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(fairnessClient('::1')).toBe('0:0:0:0::/64');
+    expect(fairnessClient('::ffff:198.51.100.4')).toBe('198.51.100.4');
+    expect(fairnessClient('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(fairnessClient('not-an-ip')).toBe('not-an-ip');
+  });
+});

@@ -19,9 +19,9 @@ describe('decodeCheckRequest', () => {
       method: 'post',
       path: '/v1/items/7?expand=lots&x=1',
       host: 'API.Example.com:8443',
-      headers: { Authorization: 'Bearer abc', 'x-request-id': 'ignored-when-id-set' },
+      headers: { Authorization: 'Bearer abc', 'x-request-id': 'rid-1' },
       sourceAddress: '2001:db8::1',
-      id: 'rid-1',
+      id: '7301',
     });
     const r = decodeCheckRequest(bytes(msg));
     expect(r.method).toBe('POST');

@@ -1,11 +1,17 @@
 // LISTEN on the key-change channel over a dedicated connection, so a key revoked on one replica
 // (or by the CLI) is dropped from every replica's cache within milliseconds. The connection is
 // re-established with backoff when it fails; since notifications may have been missed meanwhile,
-// every (re)connect is reported as a resync. A periodic ping detects connections that died
-// silently.
+// every (re)connect is reported as a resync. A heartbeat (SELECT 1 on this same connection) every
+// HEARTBEAT_INTERVAL_MS, given up after HEARTBEAT_TIMEOUT_MS, detects a connection that died
+// silently within 2.5 s; `trusted` says whether notifications can be relied on right now (an
+// answered heartbeat sent less than TRUST_HORIZON_MS ago; see ../revalidation.ts for what the
+// verifier does when they cannot).
 
 import pg from 'pg';
+import { systemClock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
+import { ThrottledLog } from '../../observability/throttled-log.js';
+import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TRUST_HORIZON_MS } from '../revalidation.js';
 
 export interface ListenerOptions {
   readonly url: string;
@@ -19,20 +25,30 @@ export interface ListenerOptions {
 }
 
 const MIN_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 5000;
-const PING_INTERVAL_MS = 15_000;
+const MAX_BACKOFF_MS = 2000;
 
 export class ChangeListener {
   private client: pg.Client | undefined;
   private closed = false;
   private backoffMs = MIN_BACKOFF_MS;
   private retryTimer: NodeJS.Timeout | undefined;
-  private readonly pingTimer: NodeJS.Timeout;
+  private readonly heartbeatTimer: NodeJS.Timeout;
   private connected = false;
+  /** performance.now() when the last answered heartbeat (or the LISTEN itself) was sent. */
+  private confirmedAt = Number.NEGATIVE_INFINITY;
+  private heartbeatInFlight = false;
+  /** Disconnect warnings: the first, then at most one per interval (with the count left out). */
+  private readonly disconnects: ThrottledLog;
 
   constructor(private readonly options: ListenerOptions) {
-    this.pingTimer = setInterval(() => this.ping(), PING_INTERVAL_MS);
-    this.pingTimer.unref();
+    this.disconnects = new ThrottledLog({
+      logger: options.logger,
+      clock: systemClock,
+      level: 'warn',
+      message: 'key change listener disconnected; reconnecting (cached keys are revalidated meanwhile)',
+    });
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_INTERVAL_MS);
+    this.heartbeatTimer.unref();
     void this.connect();
   }
 
@@ -40,14 +56,19 @@ export class ChangeListener {
     return this.connected;
   }
 
+  /** Whether every change committed up to a moment ago has been (or is being) delivered. */
+  get trusted(): boolean {
+    return this.connected && performance.now() - this.confirmedAt < TRUST_HORIZON_MS;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.pingTimer);
+    clearInterval(this.heartbeatTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const client = this.client;
     this.client = undefined;
     this.setConnected(false);
-    await client?.end().catch(() => undefined);
+    if (client) await endOrDestroy(client);
   }
 
   private async connect(): Promise<void> {
@@ -56,6 +77,7 @@ export class ChangeListener {
       connectionString: this.options.url,
       connectionTimeoutMillis: this.options.connectTimeoutMs,
       keepAlive: true,
+      keepAliveInitialDelayMillis: 5000,
       application_name: `portcullis-key-listener:${this.options.channel}`,
     });
     this.client = client;
@@ -64,11 +86,12 @@ export class ChangeListener {
       if (failed || this.client !== client) return;
       failed = true;
       this.client = undefined;
+      this.heartbeatInFlight = false;
       this.setConnected(false);
       client.removeAllListeners('notification');
-      client.end().catch(() => undefined);
+      void endOrDestroy(client);
       if (this.closed) return;
-      this.options.logger.warn({ err: err?.message, retryInMs: this.backoffMs }, 'key change listener disconnected; reconnecting');
+      this.warnDisconnected(err);
       this.scheduleReconnect();
     };
     client.on('error', fail);
@@ -76,8 +99,10 @@ export class ChangeListener {
     client.on('notification', (message) => {
       if (message.channel === this.options.channel && message.payload) this.options.onNotify(message.payload);
     });
+    let sentAt: number;
     try {
       await client.connect();
+      sentAt = performance.now();
       await client.query(`LISTEN "${this.options.channel}"`);
     } catch (err) {
       fail(err as Error);
@@ -85,8 +110,13 @@ export class ChangeListener {
     }
     if (this.client !== client) return;
     this.backoffMs = MIN_BACKOFF_MS;
+    this.confirmedAt = sentAt;
     this.setConnected(true);
     this.options.onResync();
+  }
+
+  private warnDisconnected(err: Error | undefined): void {
+    this.disconnects.note({ err: err?.message, retryInMs: this.backoffMs });
   }
 
   private scheduleReconnect(): void {
@@ -96,12 +126,19 @@ export class ChangeListener {
     this.retryTimer.unref();
   }
 
-  private ping(): void {
+  private heartbeat(): void {
     const client = this.client;
-    if (!client || !this.connected) return;
-    const timer = setTimeout(() => client.emit('error', new Error('ping timed out')), this.options.connectTimeoutMs);
+    if (!client || !this.connected || this.heartbeatInFlight) return;
+    this.heartbeatInFlight = true;
+    const sentAt = performance.now();
+    const timer = setTimeout(() => client.emit('error', new Error('heartbeat timed out')), HEARTBEAT_TIMEOUT_MS);
     client.query('SELECT 1').then(
-      () => clearTimeout(timer),
+      () => {
+        clearTimeout(timer);
+        if (this.client !== client) return;
+        this.heartbeatInFlight = false;
+        this.confirmedAt = sentAt;
+      },
       (err: Error) => {
         clearTimeout(timer);
         client.emit('error', err);
@@ -113,5 +150,21 @@ export class ChangeListener {
     if (this.connected === connected) return;
     this.connected = connected;
     this.options.onStateChange?.(connected);
+  }
+}
+
+/**
+ * End the connection politely, or destroy its socket when that does not finish at once: on a
+ * silently dead connection end() would wait forever and keep the socket open.
+ */
+async function endOrDestroy(client: pg.Client): Promise<void> {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  const timer = setTimeout(() => stream?.destroy(), 200);
+  try {
+    await client.end();
+  } catch {
+    // already broken
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -104,6 +104,8 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
   /** The last write of last_used_at failed: only the timer retries (no early flushes meanwhile). */
   private usageFailing = false;
   private readonly flushTimer: NodeJS.Timeout | undefined;
+  /** One connection for re-reading cached keys while notifications cannot be trusted (opened on first use). */
+  private recheckPool: pg.Pool | undefined;
   private closed = false;
   private schemaCheck: Promise<void> | undefined;
 
@@ -149,6 +151,41 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
 
   get listenerConnected(): boolean {
     return this.listener?.isConnected ?? false;
+  }
+
+  /** Lookups at once: the pool's size (more would only queue in the pool, unfairly: FIFO). */
+  get lookupConcurrency(): number {
+    return this.options.poolSize;
+  }
+
+  changesTrusted(): boolean {
+    return this.listener?.trusted ?? false;
+  }
+
+  /**
+   * Current records of `ids`, on a connection of its own: a spray of lookups queued on the pool
+   * cannot delay it. Statements are short (by primary key) and bounded by a 2 s timeout.
+   */
+  async recheck(ids: readonly string[]): Promise<readonly KeyRecord[]> {
+    if (this.closed) throw new PortcullisError('STORE_UNAVAILABLE', 'key store closed');
+    this.recheckPool ??= this.openRecheckPool();
+    const result = await this.recheckPool.query<KeyRow>(`SELECT ${COLUMNS} FROM ${this.table} WHERE id = ANY($1::text[])`, [[...ids]]);
+    return result.rows.map(toRecord);
+  }
+
+  private openRecheckPool(): pg.Pool {
+    const pool = new pg.Pool({
+      connectionString: this.options.url,
+      max: 1,
+      connectionTimeoutMillis: Math.min(this.options.connectTimeoutMs, 2000),
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: `portcullis-key-recheck:${this.options.schema}`,
+      statement_timeout: 2000,
+      query_timeout: 2500,
+    });
+    pool.on('error', (err) => this.logger.debug({ err: err.message }, 'key recheck connection lost'));
+    return pool;
   }
 
   async lookup(query: LookupQuery): Promise<readonly KeyRecord[]> {
@@ -279,6 +316,7 @@ export class PostgresKeyStore implements KeyStore, KeyAdminStore {
     await this.flushing;
     await this.flushUsage();
     this.listeners.clear();
+    await this.recheckPool?.end().catch(() => undefined);
     await this.pool.end();
   }
 

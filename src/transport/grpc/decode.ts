@@ -1,7 +1,7 @@
 // CheckRequest bytes → RequestAttributes, reading only the fields Portcullis uses. Field numbers
 // are Envoy's (proto/envoy/service/auth/v3/attribute_context.proto).
 
-import { randomUUID } from 'node:crypto';
+import { pickRequestId } from '../request-id.js';
 import type { RequestAttributes, RequestHeaders } from '../../types.js';
 import { latin1Of, Reader, WIRE_LEN, WireError } from './wire.js';
 
@@ -298,7 +298,7 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
     if (hash >= 0) path = path.slice(0, hash);
   }
   const request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: true } = {
-    requestId: d.id || headers.get('x-request-id') || randomUUID(),
+    requestId: pickRequestId(headers.get('x-request-id'), d.id),
     method: (d.method || headers.get(':method') || '').toUpperCase(),
     host: normalizeHost(d.host || headers.get(':authority') || headers.get('host') || ''),
     path,

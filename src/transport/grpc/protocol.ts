@@ -9,6 +9,7 @@
 
 import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import zlib from 'node:zlib';
+import { type ConnectionState, type Holder, type ResourceGovernor, type TransportLimits } from './limits.js';
 import { GRPC_FRAME_HEADER, Writer } from './wire.js';
 
 /** https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
@@ -113,39 +114,54 @@ export function encodeGrpcMessage(details: string): string {
 
 export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer) => void;
 
-/** Limits shared by every request being read on one server. */
-export interface ReadLimits {
-  /** Largest message, before and after inflating. */
-  maxMessageBytes: number;
-  /** Requests still being read after this long (a client trickling bytes) get DEADLINE_EXCEEDED. */
-  readTimeoutMs: number;
-  /** Bytes all partly received messages larger than BIG_MESSAGE may hold together. */
-  maxBufferedBytes: number;
+/** The connection state of a session (set by the server when the session opens). */
+export const CONNECTION = Symbol('portcullis.connection');
+type GovernedSession = http2.ServerHttp2Session & { [CONNECTION]?: ConnectionState };
+
+export function connectionOf(stream: ServerHttp2Stream): ConnectionState | undefined {
+  return (stream.session as GovernedSession | undefined)?.[CONNECTION];
 }
 
-/** Below this a message is not counted against maxBufferedBytes (Envoy's checks are a few KiB). */
-const BIG_MESSAGE = 64 * 1024;
+export function attachConnection(session: http2.ServerHttp2Session, state: ConnectionState): void {
+  (session as GovernedSession)[CONNECTION] = state;
+}
+
+/** Fixed charge for one inflation in progress: zlib's window and state, and its output chunk. */
+const INFLATE_OVERHEAD = 64 * 1024;
+
+const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry later';
 
 /**
- * Collects request messages for one server and enforces its limits. The read deadline is swept
- * by one timer over two generations of streams (a stream unfinished for a whole generation is
- * expired, so after readTimeoutMs to twice that), which costs a Set insert per call instead of a
- * timer per call.
+ * Collects request messages for one server and enforces its limits: every byte received or
+ * inflated is charged to the server's ResourceGovernor (limits.ts) as it arrives, and a request
+ * that does not fit is answered RESOURCE_EXHAUSTED at once (its bytes dropped, so no window is
+ * granted for bytes that cannot be afforded). The read deadline is swept by one timer over two
+ * generations of streams (a stream unfinished for a whole generation is expired, so after
+ * readTimeoutMs to twice that), which costs a Set insert per call instead of a timer per call.
  */
 export class RequestReader {
   private current = new Set<ServerHttp2Stream>();
   private previous = new Set<ServerHttp2Stream>();
   private readonly sweeper: NodeJS.Timeout;
-  /** Bytes held by partly received big messages. */
-  buffered = 0;
+  /** Told when a request is refused for the memory budget (metrics, a throttled log line). */
+  onOverBudget: () => void = () => undefined;
 
   constructor(
-    readonly limits: ReadLimits,
+    readonly governor: ResourceGovernor,
     /** A bug, not a protocol error, while answering `stream`: end that call, never the process. */
     readonly failed: (stream: ServerHttp2Stream, err: unknown) => void,
   ) {
-    this.sweeper = setInterval(() => this.sweep(), limits.readTimeoutMs);
+    this.sweeper = setInterval(() => this.sweep(), governor.limits.readTimeoutMs);
     this.sweeper.unref();
+  }
+
+  get limits(): TransportLimits {
+    return this.governor.limits;
+  }
+
+  /** Request bytes held right now, process-wide. */
+  get buffered(): number {
+    return this.governor.used;
   }
 
   close(): void {
@@ -155,19 +171,22 @@ export class RequestReader {
   /**
    * Read the single request message of a unary (or server-streaming) call and hand it to
    * `onMessage`, or answer the call with the protocol error: too large (RESOURCE_EXHAUSTED, as
-   * soon as the frame header says so), no message or a second one (UNIMPLEMENTED, as grpc-js),
-   * a truncated frame (INTERNAL), an encoding not supported (UNIMPLEMENTED with
-   * grpc-accept-encoding). gzip and deflate messages are inflated under the same size limit.
+   * soon as the frame header says so), over the memory budget (RESOURCE_EXHAUSTED), no message or
+   * a second one (UNIMPLEMENTED, as grpc-js), a truncated frame (INTERNAL), an encoding not
+   * supported (UNIMPLEMENTED with grpc-accept-encoding). gzip and deflate messages are inflated
+   * under the same size limit and budget.
    */
-  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes): void {
+  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes, admittedCheck = false): void {
+    const connection = connectionOf(stream);
+    if (connection === undefined) return; // the session is already gone
     this.current.add(stream);
-    new PendingRequest(this, stream, headers, onMessage, maxBytes);
+    this.governor.opened(connection);
+    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck);
   }
 
   /** The read is over (message handed on, error answered, or stream gone). */
-  settled(stream: ServerHttp2Stream, counted: number): void {
+  settled(stream: ServerHttp2Stream): void {
     if (!this.current.delete(stream)) this.previous.delete(stream);
-    this.buffered -= counted;
   }
 
   /** Run a handler; a throw ends that call (INTERNAL, or a reset), never the process. */
@@ -195,20 +214,22 @@ export class RequestReader {
 }
 
 /** One call's request being received. */
-class PendingRequest {
+class PendingRequest implements Holder {
+  counted = 0;
   private first: Buffer | undefined;
   private chunks: Buffer[] | undefined;
   private received = 0;
   private declared = -1;
-  private counted = 0;
   private done = false;
 
   constructor(
     private readonly reader: RequestReader,
+    private readonly connection: ConnectionState,
     private readonly stream: ServerHttp2Stream,
     private readonly headers: IncomingHttpHeaders,
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
+    admittedCheck: boolean,
   ) {
     stream.on('data', (chunk: Buffer) => {
       try {
@@ -224,12 +245,18 @@ class PendingRequest {
         this.crashed(err);
       }
     });
-    // A reset stream never ends: settle it here, or the deadline sweep would hold it.
-    stream.on('close', () => this.settle());
+    // A reset stream never ends: settle it here, or the deadline sweep would hold it. The stream's
+    // close (answered and written, or reset) also ends its time open and in flight.
+    stream.on('close', () => {
+      this.settle();
+      reader.governor.closed(connection, admittedCheck);
+    });
   }
 
   private data(chunk: Buffer): void {
     if (this.done) return;
+    // Every byte held counts against the process-wide budget, small messages included.
+    if (!this.reader.governor.charge(this.connection, this, chunk.length)) return this.overBudget();
     this.received += chunk.length;
     if (this.first === undefined) this.first = chunk;
     else (this.chunks ??= [this.first]).push(chunk);
@@ -240,18 +267,16 @@ class PendingRequest {
     if (this.declared >= 0 && this.received > GRPC_FRAME_HEADER + this.declared) {
       return this.fail(GrpcStatus.UNIMPLEMENTED, 'Received a second request message for a unary method');
     }
-    if (this.received > BIG_MESSAGE) this.count(chunk.length);
   }
 
-  /** Big messages arriving in parts count against the server-wide buffer budget. */
-  private count(bytes: number): void {
-    const reader = this.reader;
-    if (this.counted === 0) bytes = this.received; // everything so far
-    this.counted += bytes;
-    reader.buffered += bytes;
-    if (reader.buffered > reader.limits.maxBufferedBytes) {
-      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, 'Too many large requests are being received; retry later');
-    }
+  /** The budget is full and this connection is over its share: refuse this request. */
+  evict(): void {
+    this.overBudget();
+  }
+
+  private overBudget(): void {
+    this.fail(GrpcStatus.RESOURCE_EXHAUSTED, OVER_BUDGET);
+    this.reader.onOverBudget();
   }
 
   private end(): void {
@@ -263,7 +288,7 @@ class PendingRequest {
     const flag = body[0];
     const message = body.subarray(GRPC_FRAME_HEADER, received);
     this.settle();
-    if (flag === 1) return inflate(this.reader, stream, this.headers['grpc-encoding'], message, this.maxBytes, this.onMessage);
+    if (flag === 1) return inflate(this.reader, this.connection, stream, this.headers['grpc-encoding'], message, this.maxBytes, this.onMessage);
     if (flag !== 0) return sendError(stream, GrpcStatus.INTERNAL, `Invalid gRPC compressed flag ${flag}`);
     this.reader.deliver(stream, this.onMessage, message);
   }
@@ -291,11 +316,17 @@ class PendingRequest {
   private settle(): void {
     if (this.done) return;
     this.done = true;
-    this.reader.settled(this.stream, this.counted);
+    this.reader.governor.release(this.connection, this);
+    this.reader.settled(this.stream);
   }
 }
 
-function inflate(reader: RequestReader, stream: ServerHttp2Stream, encoding: string | string[] | undefined, message: Buffer, maxBytes: number, onMessage: MessageHandler): void {
+/**
+ * Inflate a compressed request message chunk by chunk, every output byte charged to the budget
+ * (plus a fixed charge for zlib's state): a 4 KiB message that inflates to 4 MiB costs 4 MiB of
+ * budget while it is inflated, and is refused as soon as it does not fit.
+ */
+function inflate(reader: RequestReader, connection: ConnectionState, stream: ServerHttp2Stream, encoding: string | string[] | undefined, message: Buffer, maxBytes: number, onMessage: MessageHandler): void {
   if (encoding !== 'gzip' && encoding !== 'deflate') {
     if (encoding === undefined || encoding === 'identity') {
       return sendError(stream, GrpcStatus.INTERNAL, 'Compressed flag set on a message without grpc-encoding');
@@ -304,18 +335,68 @@ function inflate(reader: RequestReader, stream: ServerHttp2Stream, encoding: str
       'grpc-accept-encoding': ACCEPT_ENCODING,
     });
   }
-  const done = (err: Error | null, inflated: Buffer) => {
-    if (!err) return reader.deliver(stream, onMessage, inflated);
-    try {
-      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-        sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${maxBytes}`);
-      } else {
-        sendError(stream, GrpcStatus.INTERNAL, 'Failed to decompress message');
-      }
-    } catch (failure) {
-      reader.failed(stream, failure);
+  new Inflation(reader, connection, stream, encoding, message, maxBytes, onMessage);
+}
+
+class Inflation implements Holder {
+  counted = 0;
+  private readonly zlib: zlib.Gunzip | zlib.Inflate;
+  private readonly chunks: Buffer[] = [];
+  private inflated = 0;
+  private done = false;
+
+  constructor(
+    private readonly reader: RequestReader,
+    private readonly connection: ConnectionState,
+    private readonly stream: ServerHttp2Stream,
+    encoding: 'gzip' | 'deflate',
+    message: Buffer,
+    private readonly maxBytes: number,
+    private readonly onMessage: MessageHandler,
+  ) {
+    this.zlib = encoding === 'gzip' ? zlib.createGunzip() : zlib.createInflate();
+    this.zlib.on('error', () => this.finish(GrpcStatus.INTERNAL, 'Failed to decompress message'));
+    if (!reader.governor.charge(connection, this, message.length + INFLATE_OVERHEAD)) {
+      this.evict();
+      return;
     }
-  };
-  if (encoding === 'gzip') zlib.gunzip(message, { maxOutputLength: maxBytes }, done);
-  else zlib.inflate(message, { maxOutputLength: maxBytes }, done);
+    this.zlib.on('data', (chunk: Buffer) => this.data(chunk));
+    this.zlib.on('end', () => this.end());
+    stream.once('close', () => this.finish());
+    this.zlib.end(message);
+  }
+
+  private data(chunk: Buffer): void {
+    if (this.done) return;
+    this.inflated += chunk.length;
+    if (this.inflated > this.maxBytes) return this.finish(GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${this.maxBytes}`);
+    if (!this.reader.governor.charge(this.connection, this, chunk.length)) return this.evict();
+    this.chunks.push(chunk);
+  }
+
+  private end(): void {
+    if (this.done) return;
+    const message = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.inflated);
+    this.finish();
+    this.reader.deliver(this.stream, this.onMessage, message);
+  }
+
+  evict(): void {
+    this.finish(GrpcStatus.RESOURCE_EXHAUSTED, OVER_BUDGET);
+    this.reader.onOverBudget();
+  }
+
+  /** Stop inflating, release the budget, and answer `code` when given. Never throws. */
+  private finish(code?: GrpcStatus, details?: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.chunks.length = 0;
+    this.reader.governor.release(this.connection, this);
+    try {
+      if (!this.zlib.destroyed) this.zlib.destroy();
+      if (code !== undefined) sendError(this.stream, code, details!);
+    } catch (err) {
+      this.reader.failed(this.stream, err);
+    }
+  }
 }

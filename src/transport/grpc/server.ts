@@ -4,14 +4,19 @@
 
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
+import { systemClock, type Clock } from '../../clock.js';
 import type { Authorizer } from '../../pipeline/authorizer.js';
 import { internalError } from '../../pipeline/authorize.js';
+import { denyDecision } from '../../pipeline/decision.js';
 import type { Logger } from '../../observability/logger.js';
+import { Metrics } from '../../observability/metrics.js';
+import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
-import { GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
+import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
+import { attachConnection, connectionOf, GrpcStatus, isGrpcRequest, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -20,20 +25,34 @@ const PORTCULLIS = { realm: 'portcullis' };
 export interface GrpcServerOptions {
   bind: string;
   port: number;
-  /** Largest CheckRequest accepted (bytes). Envoy's default header limit is 60 KiB; bodies add more. */
+  /** The port's limits (limits.ts); the ones not given take their defaults. */
+  limits?: Partial<TransportLimits>;
+  /** Shorthands for limits.maxMessageBytes / readTimeoutMs / memoryBudgetBytes. */
   maxMessageBytes?: number;
-  /** A request still arriving after this long is answered DEADLINE_EXCEEDED (a client trickling bytes). */
   readTimeoutMs?: number;
-  /** Bytes that partly received large requests may hold together. */
   maxBufferedBytes?: number;
+  metrics?: Metrics;
+  clock?: Clock;
 }
+
+/** The answer to a check refused by admission control: prepared once, sent without reading the request. */
+const OVERLOADED_FRAME = encodeCheckResponseFrame(denyDecision(PORTCULLIS, '', 'none', { reason: 'overloaded' }));
 
 export class GrpcTransport {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
   private readonly server: http2.Http2Server;
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly connections = new Map<http2.ServerHttp2Session, ConnectionState>();
+  private readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
-  private inFlight = 0;
+  private readonly clock: Clock;
+  /** Closes connections past their preface or idle timeout, refreshes the gauges (every ≤ 1 s). */
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly refused;
+  private readonly closedConnections;
+  private readonly gauges;
+  private readonly undecodable: ThrottledLog;
+  private readonly overloadLog: ThrottledLog;
+  private readonly memoryLog: ThrottledLog;
   boundPort = 0;
 
   constructor(
@@ -41,36 +60,72 @@ export class GrpcTransport {
     private readonly logger: Logger,
     private readonly options: GrpcServerOptions,
   ) {
-    this.reader = new RequestReader(
-      {
-        maxMessageBytes: options.maxMessageBytes ?? 4 * 1024 * 1024,
-        readTimeoutMs: options.readTimeoutMs ?? 10_000,
-        maxBufferedBytes: options.maxBufferedBytes ?? 256 * 1024 * 1024,
-      },
-      (stream, err) => this.failed(stream, err),
+    const limits = resolveLimits({
+      maxMessageBytes: options.maxMessageBytes,
+      readTimeoutMs: options.readTimeoutMs,
+      memoryBudgetBytes: options.maxBufferedBytes,
+      ...options.limits,
+    });
+    const metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
+    this.clock = options.clock ?? systemClock;
+    const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
+    this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
+    const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
+    this.closedConnections = { preface_timeout: closed.labels('preface_timeout'), idle: closed.labels('idle'), connection_limit: closed.labels('connection_limit') };
+    this.gauges = {
+      inFlight: metrics.gauge('portcullis_grpc_in_flight', 'Checks in flight (admitted, not yet answered and closed).', []),
+      buffered: metrics.gauge('portcullis_grpc_request_bytes', 'Request bytes held (being received or inflated), against the memory budget.', []),
+      connections: metrics.gauge('portcullis_grpc_connections', 'Open HTTP/2 connections on the gRPC port.', []),
+    };
+    const throttled = (message: string, counter?: { inc(): void }, level: 'info' | 'warn' = 'warn') => new ThrottledLog({ logger, clock: this.clock, level, message, counter });
+    this.undecodable = throttled(
+      'rejected undecodable CheckRequests',
+      metrics.counter('portcullis_grpc_undecodable_requests_total', 'Check calls whose message is not a CheckRequest (answered INVALID_ARGUMENT).', []),
+      'info',
     );
+    this.overloadLog = throttled('overloaded: checks refused with 503 overloaded', this.refused.overloaded);
+    this.memoryLog = throttled('request memory budget exhausted: requests refused with RESOURCE_EXHAUSTED', this.refused.memory);
+
+    this.governor = new ResourceGovernor(limits);
+    this.governor.tick = this.clock.now();
+    this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
+    this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.server = http2.createServer({
-      // Envoy keeps a few connections and multiplexes checks on them (and opens another at this
-      // limit); bound what one connection may hold open.
-      settings: { maxConcurrentStreams: 1024 },
-      // Node refuses new streams once a session's nghttp2 memory passes this (default 10 MB), and
-      // a refused check is a denied request. The limits above bound memory; as grpc-js does.
-      maxSessionMemory: Number.MAX_SAFE_INTEGER,
+      // Envoy multiplexes checks on a few connections and opens another at this limit. A client
+      // that ignores it gets its excess streams refused by nghttp2, and its session closed after
+      // 100 of those.
+      settings: { maxConcurrentStreams: limits.maxStreamsPerConnection },
+      // Node refuses new streams once a session's nghttp2 memory (including responses waiting to
+      // be written) passes this many MB. The governor bounds what matters process-wide; this is
+      // the backstop for one connection that stops reading its responses.
+      maxSessionMemory: 32,
     });
     this.server.on('stream', this.onStream);
-    this.server.on('session', (session: http2.ServerHttp2Session) => {
-      this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
-    });
+    this.server.on('session', this.onSession);
     // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
     this.server.on('connection', (socket: Socket) => socket.setKeepAlive(true, 60_000));
     this.server.on('sessionError', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
+    const sweepEvery = Math.max(50, Math.min(1000, limits.prefaceTimeoutMs / 2, limits.idleTimeoutMs / 2));
+    this.sweeper = setInterval(() => this.sweepConnections(), sweepEvery);
+    this.sweeper.unref();
+  }
+
+  /** The limits in force. */
+  get limits(): TransportLimits {
+    return this.governor.limits;
+  }
+
+  /** Apply new limits (a policy reload): budgets and timeouts at once, stream settings to new connections. */
+  setLimits(limits: Partial<TransportLimits>): void {
+    this.governor.limits = resolveLimits({ ...this.governor.limits, maxConnectionBytes: undefined, ...limits });
   }
 
   async start(): Promise<number> {
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.bind, () => {
+      // A deep accept queue: a burst of connections is accepted (and judged by the limits) rather
+      // than left to the kernel's SYN retries.
+      this.server.listen({ port: this.options.port, host: this.options.bind, backlog: 4096 }, () => {
         this.server.off('error', reject);
         resolve((this.server.address() as AddressInfo).port);
       });
@@ -81,7 +136,12 @@ export class GrpcTransport {
 
   /** Checks currently being answered (drain waits for zero). */
   get pending(): number {
-    return this.inFlight;
+    return this.governor.inFlight;
+  }
+
+  /** Open connections and request bytes held (tests, metrics). */
+  get usage(): { connections: number; requestBytes: number; inFlight: number } {
+    return { connections: this.connections.size, requestBytes: this.governor.used, inFlight: this.governor.inFlight };
   }
 
   /**
@@ -90,36 +150,136 @@ export class GrpcTransport {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     this.reader.close();
+    clearInterval(this.sweeper);
     const closed = Promise.all([
       this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
-      ...[...this.sessions].map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.once('close', () => resolve())))),
+      ...[...this.connections.keys()].map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.once('close', () => resolve())))),
     ]);
-    for (const session of this.sessions) session.close();
+    for (const session of this.connections.keys()) session.close();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(true), timeoutMs);
     });
     if (await Promise.race([closed.then(() => false), timedOut])) {
-      this.logger.warn({ pending: this.inFlight, connections: this.sessions.size }, 'drain timeout; closing remaining gRPC connections');
-      for (const session of this.sessions) session.destroy();
+      this.logger.warn({ pending: this.governor.inFlight, connections: this.connections.size }, 'drain timeout; closing remaining gRPC connections');
+      for (const session of this.connections.keys()) session.destroy();
       await closed;
     }
     clearTimeout(timer);
   }
 
+  /**
+   * A new connection: at the connection cap the longest-idle connection (no open stream; one that
+   * never sent its preface counts as idle since it opened) is closed to make room, or else the
+   * newcomer is.
+   */
+  private readonly onSession = (session: http2.ServerHttp2Session): void => {
+    if (this.connections.size >= this.governor.limits.maxConnections) {
+      // Least recently active first; connections that never sent the preface before all others.
+      let victim: http2.ServerHttp2Session | undefined;
+      let oldest = Infinity;
+      for (const [s, state] of this.connections) {
+        const rank = state.ready ? state.activity : state.activity - 2 ** 52;
+        if (state.streams === 0 && rank < oldest) {
+          oldest = rank;
+          victim = s;
+        }
+      }
+      this.closedConnections.connection_limit.inc();
+      if (victim === undefined) {
+        session.destroy();
+        return;
+      }
+      this.closeConnection(victim);
+    }
+    const state = new ConnectionState(this.governor.tick, this.governor.limits.maxStreamsPerConnection);
+    state.activity = ++this.governor.activity;
+    attachConnection(session, state);
+    this.connections.set(session, state);
+    session.once('remoteSettings', () => (state.ready = true));
+    session.once('close', () => this.connections.delete(session));
+  };
+
+  /** GOAWAY and close (it has no open stream, so it closes at once); one without a preface is just dropped. */
+  private closeConnection(session: http2.ServerHttp2Session): void {
+    const ready = this.connections.get(session)?.ready === true;
+    this.connections.delete(session);
+    try {
+      if (ready && !session.closed) {
+        session.close();
+        // A peer that neither closes nor answers the GOAWAY is dropped shortly after.
+        setTimeout(() => session.destroyed || session.destroy(), 1000).unref();
+      } else if (!session.destroyed) session.destroy();
+    } catch {
+      session.destroy();
+    }
+  }
+
+  /** Close connections that never sent the preface, and idle ones; refresh the gauges. */
+  private sweepConnections(): void {
+    const now = (this.governor.tick = this.clock.now());
+    const { prefaceTimeoutMs, idleTimeoutMs } = this.governor.limits;
+    for (const [session, state] of this.connections) {
+      if (!state.ready) {
+        if (now - state.lastActive >= prefaceTimeoutMs) {
+          this.closedConnections.preface_timeout.inc();
+          this.closeConnection(session);
+        }
+      } else if (state.streams === 0 && now - state.lastActive >= idleTimeoutMs) {
+        this.closedConnections.idle.inc();
+        this.closeConnection(session);
+      }
+    }
+    // Load has passed: give throttled connections their streams back, doubling per sweep.
+    const { maxInFlight, maxStreamsPerConnection } = this.governor.limits;
+    if (this.governor.inFlight < maxInFlight >>> 2) {
+      for (const [session, state] of this.connections) {
+        if (state.streamLimit < maxStreamsPerConnection) announceStreamLimit(session, state, Math.min(maxStreamsPerConnection, state.streamLimit * 2));
+      }
+    }
+    this.gauges.inFlight.set(this.governor.inFlight);
+    this.gauges.buffered.set(this.governor.used);
+    this.gauges.connections.set(this.connections.size);
+  }
+
   private readonly onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void => {
     // A reset stream emits 'error'; unhandled, that would end the process.
     stream.on('error', ignoreStreamError);
+    const connection = connectionOf(stream);
+    if (connection === undefined) {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
     try {
       if (!isGrpcRequest(stream, headers)) return;
       const path = headers[':path'];
-      if (path === CHECK_PATH) this.reader.read(stream, headers, this.check);
-      else if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(this.reader, stream, headers, path);
+      if (path === CHECK_PATH) {
+        if (!this.governor.admit(connection)) return this.overloaded(stream, connection);
+        // In flight (and the connection busy) until the stream closes: the reader's close handler.
+        this.reader.read(stream, headers, this.check, undefined, true);
+        return;
+      }
+      if (path === HEALTH_CHECK_PATH || path === HEALTH_WATCH_PATH) this.health.serve(this.reader, stream, headers, path);
       else sendError(stream, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path).slice(0, 200)}`);
     } catch (err) {
       this.failed(stream, err);
     }
   };
+
+  /**
+   * Over maxInFlight: a prepared 503 `overloaded` denial, without reading the request. The
+   * connection is also told (SETTINGS_MAX_CONCURRENT_STREAMS) to keep to its fair share, so a
+   * flooding client stops opening streams that would only be refused: every stream costs the
+   * event loop, and the loop's turn is every other client's latency. The limit is raised again by
+   * the sweep once the load has passed.
+   */
+  private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
+    this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
+    stream.resume(); // the request's bytes are dropped as they arrive
+    sendUnary(stream, OVERLOADED_FRAME);
+    const share = this.governor.checkShare();
+    if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
+  }
 
   private readonly check = (stream: http2.ServerHttp2Stream, message: Buffer): void => {
     let request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: boolean };
@@ -128,11 +288,10 @@ export class GrpcTransport {
     } catch (err) {
       // Not a CheckRequest at all: the one case that is an RPC error rather than a denial.
       const details = err instanceof WireError ? `malformed CheckRequest: ${err.message}` : 'malformed CheckRequest';
-      this.logger.info({ err: details }, 'rejected undecodable CheckRequest');
+      this.undecodable.note({ err: details });
       sendError(stream, GrpcStatus.INVALID_ARGUMENT, details);
       return;
     }
-    this.inFlight++;
     let decision;
     try {
       decision = this.authorizer.check(request, request[NO_HTTP_ATTRIBUTES] === true);
@@ -152,7 +311,6 @@ export class GrpcTransport {
   };
 
   private reply(stream: http2.ServerHttp2Stream, request: RequestAttributes, decision: Decision): void {
-    this.inFlight--;
     let frame: Buffer;
     try {
       frame = encodeCheckResponseFrame(decision);
@@ -173,6 +331,17 @@ export class GrpcTransport {
     } catch {
       stream.destroy();
     }
+  }
+}
+
+/** Announce a new SETTINGS_MAX_CONCURRENT_STREAMS (one SETTINGS frame awaiting its ACK at a time). */
+function announceStreamLimit(session: http2.ServerHttp2Session | undefined, state: ConnectionState, limit: number): void {
+  if (session === undefined || session.destroyed || session.closed || session.pendingSettingsAck) return;
+  try {
+    session.settings({ maxConcurrentStreams: limit });
+    state.streamLimit = limit;
+  } catch {
+    // the session is going away
   }
 }
 
