@@ -242,6 +242,64 @@ describe('seed 004: examples/seed-004-tronexus.yaml — per-IP sliding window, l
     }
   });
 
+  it('"Permanent bans for repeat offenders": the 3rd lockout within 24h bans the IP permanently, listed by bans list', async () => {
+    const runtime = testRuntime({ env: { ...TEST_ENV } });
+    try {
+      const policy = compileExample(runtime);
+      await policy.ready;
+      const ip = '203.0.113.150';
+      const refresh = { method: 'POST', path: '/auth/refresh', ...from(ip) };
+      const lockOut = async () => {
+        for (let i = 0; i < 20; i++) allowed(await check(policy, refresh));
+        for (let i = 1; i <= 9; i++) expect(await check(policy, refresh)).toMatchObject({ reason: 'rate_limited' });
+        expect(await check(policy, refresh)).toMatchObject({ status: 429, reason: 'locked_out' });
+        runtime.clock.advance(15 * 60_000 + 1_000);
+      };
+      await lockOut();
+      await lockOut();
+      allowed(await check(policy, { path: '/health', ...from(ip) }));
+      await lockOut();
+      // Banned everywhere at once, /health included (the ban file is written in the background).
+      const banned = await check(policy, { path: '/health', ...from(ip) });
+      expect(banned).toMatchObject({ status: 429, reason: 'banned', body: '{"detail":"Banned"}' });
+      const deadline = Date.now() + 5000;
+      let listed = '';
+      while (!listed.includes(`ip:${ip}`) && Date.now() < deadline) {
+        listed = (await cli(['bans', 'list', '--config', policyFile], { ...TEST_ENV })).out;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      expect(listed).toMatch(new RegExp(`^ip:${ip.replaceAll('.', '\\.')}\tpermanent\tsince \\S+ by portcullis\t3 lockouts within 24h \\(rate-limit policy per-ip-endpoint\\)\t3 offences`, 'm'));
+      expect((await cli(['bans', 'remove', `ip:${ip}`, '--config', policyFile], { ...TEST_ENV })).code).toBe(0);
+    } finally {
+      await runtime.resources.closeAll();
+    }
+  });
+
+  it('"Adjust thresholds via .env variables": limits, windows and lockouts come from the environment', async () => {
+    const env = { ...TEST_ENV, RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_WINDOW: '10s', RATE_LIMIT_LOCKOUT_AFTER: '2', RATE_LIMIT_LOCKOUT_DURATION: '1m' };
+    const runtime = testRuntime({ env });
+    try {
+      const policy = compileExample(runtime);
+      await policy.ready;
+      const refresh = { method: 'POST', path: '/auth/refresh', ...from('198.51.100.150') };
+      for (let i = 0; i < 5; i++) allowed(await check(policy, refresh));
+      const limited = await check(policy, refresh);
+      expect(limited).toMatchObject({ status: 429, reason: 'rate_limited' });
+      expect(denialHeader(limited, 'retry-after')).toBe('10');
+      const locked = await check(policy, refresh);
+      expect(locked).toMatchObject({ status: 429, reason: 'locked_out' });
+      expect(denialHeader(locked, 'retry-after')).toBe('60');
+    } finally {
+      await runtime.resources.closeAll();
+    }
+    // A value that is not a number names the variable and the field, never the value.
+    const bad = await cli(['validate', '--config', policyFile], { ...TEST_ENV, RATE_LIMIT_REQUESTS: 'twenty-s3cret' });
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('RATE_LIMIT_REQUESTS');
+    expect(bad.err).toContain('limit');
+    expect(bad.err).not.toContain('twenty-s3cret');
+  });
+
   it('a banned IP (portcullis bans add --config) gets 429 banned everywhere, /health included', async () => {
     const runtime = testRuntime({ env: { ...TEST_ENV } });
     try {
