@@ -1,5 +1,6 @@
-// Bans in a Postgres table (seed 004: "permanent bans stored in Postgres"). The server only
-// reads; `portcullis bans add` creates the table when it is missing.
+// Bans in a Postgres table (seed 004: "permanent bans stored in Postgres"). The server reads it and
+// writes automatic bans (escalate); the first write (`portcullis bans add` or an automatic ban)
+// creates the table when it is missing, and adds the escalation columns to an older one.
 
 import pg from 'pg';
 import { PortcullisError } from '../errors.js';
