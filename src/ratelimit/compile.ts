@@ -110,7 +110,7 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
       if (config.bans === undefined) ctx.error([...at, 'escalate'], 'escalate writes bans: rateLimits.bans must name the ban store');
       else if (bans !== undefined) {
         const e = (result: string) => escalations.labels(policy.name, result);
-        escalation = new Escalation(policy.name, policy.escalate, store, keyPrefix, bans, ctx.runtime.logger, { offences: e('lockout'), bans: e('ban'), errors: e('error') });
+        escalation = new Escalation(policy.name, policy.escalate, store, keyPrefix, bans, ctx.runtime.clock, ctx.runtime.logger, { offences: e('lockout'), bans: e('ban'), errors: e('error') });
       }
     }
     entries.push({

@@ -7,6 +7,7 @@
 // the request's path: the request is already refused as locked_out.
 
 import type { Counter } from 'prom-client';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import { AUTOMATIC_BAN_AUTHOR, canonicalIpOrCidr, type BanRecord } from './bans.js';
 import type { BanWatcher } from './bans-watcher.js';
@@ -44,6 +45,7 @@ export class Escalation {
     private readonly store: LimitStore,
     private readonly keyPrefix: string,
     private readonly bans: BanWatcher,
+    private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly counters: EscalationCounters,
   ) {
@@ -60,7 +62,7 @@ export class Escalation {
       (offences) => {
         // Exactly one check sees the count reach `after` (the backend counts atomically).
         if (offences.count !== this.config.after) return;
-        const now = Date.now();
+        const now = this.clock.now();
         const record: BanRecord = {
           kind: 'ip',
           value: ip,
