@@ -19,7 +19,7 @@ import { cpuPlan, freePort, processTree, runToCompletion, startProcess } from '.
 import { ROOT, describeResponse, encodeCheckRequest, grpcFrame, sanityCheck } from './lib/proto.mjs';
 import { NotAvailable, SCENARIOS, publicRouteRequest } from './lib/scenarios.mjs';
 import { readVmHwmKb } from './lib/stats.mjs';
-import { SCOPE, TENANT, signToken, signTokenPool, startIssuer } from './lib/fixtures.mjs';
+import { SCOPE, TENANT, signToken, signTokenPool, startIssuer, startSessionTarget } from './lib/fixtures.mjs';
 import { formatTable } from './lib/report.mjs';
 
 const { values: args } = parseArgs({
@@ -98,6 +98,7 @@ function machine(plan, h2load) {
 /** Fixtures are made on first use, so scenarios that are skipped cost nothing. */
 function lazyFixtures(workDir) {
   let issuer;
+  let sessionTarget;
   const pools = new Map();
   const once = (fn) => {
     let promise;
@@ -116,8 +117,10 @@ function lazyFixtures(workDir) {
       return pools.get(count);
     },
     apiKey: once(() => createApiKey(workDir)),
+    sessionTarget: once(async () => (sessionTarget = await startSessionTarget())),
     async close() {
       await issuer?.close();
+      await sessionTarget?.close();
     },
   };
 }

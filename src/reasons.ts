@@ -43,6 +43,8 @@ export const REASONS = {
   invalid_shared_secret: { status: 401, description: 'the shared-secret header does not match', bearerError: 'invalid_token' },
   identity_error: { status: 401, description: "an identity source's compute expression failed to evaluate (e.g. a missing query parameter or claim)" },
   invalid_computed_identity: { status: 401, description: 'a compute expression gave no usable value: tenant/subject not a non-empty string, scopes not a list of strings' },
+  session_invalid: { status: 401, description: 'the session is unknown, signed out or expired (answered by the session lookup; cached at most one positive TTL)', bearerError: 'invalid_token' },
+  token_inactive: { status: 401, description: 'the introspection endpoint says the opaque token is not active (unknown, revoked or expired)', bearerError: 'invalid_token' },
 
   // 403: the caller is known but may not do this.
   insufficient_scope: { status: 403, description: 'the caller lacks a scope the route requires', bearerError: 'insufficient_scope' },
@@ -66,6 +68,7 @@ export const REASONS = {
   // 503: Portcullis cannot decide safely (fail closed).
   jwks_unavailable: { status: 503, description: "the issuer's keys could not be fetched (down, or slower than the refetch wait) and the token's key is not cached" },
   store_unavailable: { status: 503, description: 'the API key store is unreachable and the key is not cached' },
+  lookup_unavailable: { status: 503, description: 'a lookup target (session, introspection, external key or domain store, enrichment) is down, slow, answered garbage, or the lookup was shed; the answer is not cached' },
   ratelimit_unavailable: { status: 503, description: 'the rate-limit backend is unreachable and the policy fails closed' },
   internal_error: { status: 503, description: 'an unexpected error inside Portcullis (logged); never an allow' },
   not_ready: { status: 503, description: 'Portcullis has no policy loaded yet or is shutting down' },

@@ -3,9 +3,9 @@
 
 import type { ReasonCode } from './reasons.js';
 
-export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev';
+export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev' | 'session' | 'introspection';
 
-export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev'];
+export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev', 'session', 'introspection'];
 
 /**
  * Request headers by lower-case name. Only lookups: the gRPC decoder turns a header's bytes into

@@ -81,3 +81,19 @@ export async function signTokenPool(issuer, count, first = 1) {
   );
   return parts.flat();
 }
+
+/** A get-session endpoint like Better Auth's, for scenario (g): one known session token. */
+export async function startSessionTarget() {
+  const token = 'bench-session-token.signature';
+  const body = JSON.stringify({ session: { id: 's1', activeOrganizationId: TENANT }, user: { id: 'bench-user' } });
+  const server = http.createServer((req, res) => {
+    const known = (req.headers.cookie ?? '').includes(`better-auth.session_token=${token}`);
+    res.writeHead(200, { 'content-type': 'application/json' }).end(known ? body : 'null');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    token,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
+}

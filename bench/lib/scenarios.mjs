@@ -95,6 +95,18 @@ export const SCENARIOS = [
     },
   },
   {
+    id: 'g',
+    title: 'session cookie, cached (HTTP lookup)',
+    policy: 'session.yaml',
+    generator: 'h2load',
+    target: { ratio: 1.0, p99Ms: 0.5 },
+    async prepare(ctx) {
+      requireModule('lookup/cached-lookup.ts', 'the lookup module');
+      const target = await ctx.sessionTarget();
+      return { env: { BENCH_SESSION_URL: target.url }, requests: [request(ITEM_PATH, { cookie: `theme=dark; better-auth.session_token=${target.token}` })], expect: { kind: 'ok' } };
+    },
+  },
+  {
     id: 'd',
     title: 'JWT cached + Redis rate limit',
     policy: 'jwt-ratelimit.yaml',

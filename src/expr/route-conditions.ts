@@ -88,11 +88,11 @@ export function compileRouteConditions(
     ctx.error([...path, 'match'], 'expressions read request.params, but match.path is not a template with {name} segments');
     return undefined;
   }
-  const xffHops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
   const facts: RequestFacts = Object.freeze({
     params,
     headerNames: Object.freeze([...new Set(expressions.flatMap((e) => e.headerNames))]),
-    clientIp: (request: RequestAttributes) => clientIp(request, xffHops),
+    clientIp: (request: RequestAttributes) => clientIp(request, ipSettings),
   });
   const report = expressionReporter(ctx, routeName);
   const clock = ctx.runtime.clock;

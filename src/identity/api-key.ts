@@ -19,6 +19,7 @@ import type { ClientOf, KeyCheck, KeyVerifier } from '../keys/verifier.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type RequestAttributes } from '../types.js';
+import { compileExternalKeySource } from './api-key-external.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
 
 const MALFORMED = rejected({ reason: 'malformed_credential', credentialPresented: true, detail: 'more than one API key, or an empty one' });
@@ -32,6 +33,7 @@ const OFFLINE = rejected({ reason: 'store_unavailable', credentialPresented: tru
 const BEARER = /^bearer +/i;
 
 export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
+  if (config.external) return compileExternalKeySource(config, path, ctx);
   const storeConfig = effectiveKeyStoreConfig(ctx.policy.keyStore);
   checkPrefixes(config, path, ctx);
 
@@ -60,8 +62,8 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
   const bearerSlot = headers.length;
   const subject = config.subject;
   // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
-  const xffTrustedHops = ctx.policy.clientIp.xffTrustedHops;
-  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, xffTrustedHops));
+  const ipSettings = ctx.policy.clientIp;
+  const clientOf: ClientOf<RequestAttributes> = (request) => fairnessClient(clientIp(request, ipSettings));
 
   function toResult(check: KeyCheck, removeHeaders: readonly string[] | undefined): IdentifyResult {
     if (check.ok) {

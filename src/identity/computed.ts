@@ -40,11 +40,11 @@ export function withComputedIdentity(source: CredentialSource, config: ComputeCo
   if (!ok) return undefined;
 
   const expressions = [tenant, subject, scopes].filter((e): e is CompiledExpression => e !== undefined);
-  const xffHops = ctx.policy.clientIp.xffTrustedHops;
+  const ipSettings = ctx.policy.clientIp;
   const facts: RequestFacts = Object.freeze({
     params: undefined,
     headerNames: Object.freeze([...new Set(expressions.flatMap((e) => e.headerNames))]),
-    clientIp: (request: RequestAttributes) => clientIp(request, xffHops),
+    clientIp: (request: RequestAttributes) => clientIp(request, ipSettings),
   });
   const readsClaims = expressions.some((e) => e.readsClaims);
   const report = expressionReporter(ctx, `identity:${source.name}`);

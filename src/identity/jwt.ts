@@ -47,11 +47,14 @@ function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileC
   return ok ? issuers : undefined;
 }
 
-/** Whether the chain this source sits in (…, i, 'jwt') also has an API-key source. */
+/** Whether the chain this source sits in (…, i, 'jwt') also has an API-key or introspection source (opaque Bearer values). */
 function chainHasApiKeySource(path: PolicyPath, ctx: CompileContext): boolean {
   let node: unknown = ctx.policy;
   for (const part of path.slice(0, -2)) node = (node as Record<string | number, unknown> | undefined)?.[part];
-  return Array.isArray(node) && node.some((entry) => (entry as { apiKey?: unknown } | undefined)?.apiKey !== undefined);
+  return Array.isArray(node) && node.some((entry) => {
+    const e = entry as { apiKey?: unknown; introspection?: unknown } | undefined;
+    return e?.apiKey !== undefined || e?.introspection !== undefined;
+  });
 }
 
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });

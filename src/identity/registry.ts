@@ -3,7 +3,9 @@ import type { IdentitySourceConfig } from '../policy/schema.js';
 import { compileApiKeySource } from './api-key.js';
 import { withComputedIdentity } from './computed.js';
 import { compileHostSource } from './host.js';
+import { compileIntrospectionSource } from './introspection.js';
 import { compileJwtSource } from './jwt.js';
+import { compileSessionSource } from './session.js';
 import { compileSharedSecretSource } from './shared-secret.js';
 import type { CredentialSource } from './source.js';
 
@@ -26,7 +28,9 @@ export function compileChain(entries: readonly IdentitySourceConfig[], path: Pol
 function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   if (entry.jwt) return compileJwtSource(entry.jwt, [...at, 'jwt'], ctx);
   if (entry.apiKey) return compileApiKeySource(entry.apiKey, [...at, 'apiKey'], ctx);
-  if (entry.host) return compileHostSource(entry.host);
+  if (entry.host) return compileHostSource(entry.host, [...at, 'host'], ctx);
   if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
+  if (entry.session) return compileSessionSource(entry.session, [...at, 'session'], ctx);
+  if (entry.introspection) return compileIntrospectionSource(entry.introspection, [...at, 'introspection'], ctx);
   return undefined;
 }

@@ -2,6 +2,7 @@
 // source. Cross-field rules are checked here so they are reported with their document path.
 
 import { z } from 'zod';
+import { externalKeySchema } from '../lookup/schema.js';
 import { durationSchema, headerNameSchema } from '../policy/units.js';
 
 /** A key prefix: a letter, then letters, digits or "_", ending in "_" ("ak_", "flotac_api_key_live_"). */
@@ -112,6 +113,8 @@ export const apiKeySourceSchema = z
     forward: z.boolean().default(false),
     /** What x-auth-subject says: the key's name (stable across rotation) or its id. */
     subject: z.enum(['name', 'id']).default('name'),
+    /** Verify keys with an external store (a lookup: Better Auth's verify, an SQL table) instead of Portcullis' own. */
+    external: externalKeySchema.optional(),
   })
   .superRefine((source, ctx) => {
     if (source.headers.length === 0 && source.bearerPrefixes.length === 0) {

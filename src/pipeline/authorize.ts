@@ -14,9 +14,10 @@
 import { hostKey, INVALID_HOST } from '../authz/host.js';
 import { isSimplePath } from '../authz/path.js';
 import { missingScopes } from '../authz/scopes.js';
-import type { IdentifyResult } from '../identity/source.js';
+import type { IdentifyResult, Rejected } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
+import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
@@ -115,7 +116,7 @@ function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route
 
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
-  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal: undefined, route: route.name });
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name });
   const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
     v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
@@ -170,12 +171,30 @@ function afterIdentify(
   if (result.kind === 'deny') {
     return denyDecision(policy, request.requestId, route.name, result.denial);
   }
-  const principal = result.principal;
+  const enrich = policy.enrich;
+  if (enrich === undefined) return permitThenLimit(policy, request, route, result.principal, result.removeHeaders, preHeaders, preNote);
+  const enriched = enrich(result.principal, request);
+  const next = (p: Principal | Rejected): MaybePromise<Decision> =>
+    'kind' in p
+      ? denyDecision(policy, request.requestId, route.name, p.denial, result.principal)
+      : permitThenLimit(policy, request, route, p, result.removeHeaders, preHeaders, preNote);
+  return isPromise(enriched) ? enriched.then(next) : next(enriched);
+}
+
+function permitThenLimit(
+  policy: CompiledPolicy,
+  request: RequestAttributes,
+  route: CompiledRoute,
+  principal: Principal,
+  removeHeaders: readonly string[] | undefined,
+  preHeaders: readonly HeaderPair[],
+  preNote: string | undefined,
+): MaybePromise<Decision> {
   const refusal = checkPermission(policy, route, principal);
   if (refusal) return refusal(request.requestId);
   const ruleDenial = route.conditions?.afterIdentity?.(request, principal);
   if (ruleDenial) return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
-  return rateLimitThenAllow(policy, request, route, principal, result.removeHeaders, preHeaders, preNote);
+  return rateLimitThenAllow(policy, request, route, principal, removeHeaders, preHeaders, preNote);
 }
 
 type PendingDenial = (requestId: string) => Decision;
@@ -213,7 +232,7 @@ function rateLimitThenAllow(
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
-  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.xffTrustedHops), principal, route: route.name });
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name });
   const finish = (v: RateLimitVerdict): Decision =>
     v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
@@ -228,12 +247,6 @@ function rateLimitThenAllow(
           joinNotes(preNote, v.note),
         );
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
-}
-
-function joinNotes(a: string | undefined, b: string | undefined): string | undefined {
-  if (!a) return b;
-  if (!b) return a;
-  return `${a},${b}`;
 }
 
 function describeError(err: unknown): string {

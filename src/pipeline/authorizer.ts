@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
+import { allowLabel } from '../ratelimit/notes.js';
 import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
 import { denyDecision } from './decision.js';
@@ -76,7 +77,8 @@ export class Authorizer {
     this.inFlight--;
     const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
-    const reason = decision.allowed ? (decision.note ? decision.note.split(':')[0]! : 'ok') : decision.reason;
+    // A closed set of labels: never the note's text (two phases' notes would make new values).
+    const reason = decision.allowed ? allowLabel(decision.note) : decision.reason;
     const credential = decision.principal?.method ?? 'none';
     if (policy?.document.server.routeMetrics) this.routeCounter(policy, decision.route, outcome, reason, credential).inc();
     else this.counter(this.counters, outcome, reason, credential, undefined).inc();

@@ -4,7 +4,10 @@
 import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
+import type { ClientIpSettings } from '../pipeline/client-ip.js';
 import { compileChain } from '../identity/registry.js';
+import { checkLookups } from '../lookup/acquire.js';
+import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -78,13 +81,16 @@ export interface CompiledPolicy {
   readonly realm: string;
   /** Shapes deny bodies (`denyBody:`); undefined: DESIGN.md's body. */
   readonly denyBody: DenyBodyShaper | undefined;
-  readonly xffTrustedHops: number;
+  /** How the client IP is picked (clientIp in the policy). */
+  readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
   readonly decisionLog: 'all' | 'deny' | 'none';
   readonly tenantMetrics: boolean;
   readonly warnings: readonly string[];
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
+  /** Enrichment after identification; undefined when the policy has none (no cost). */
+  readonly enrich: Enricher | undefined;
 }
 
 /**
@@ -114,9 +120,11 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   };
 
   checkMode(document, ctx);
+  checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
   const denyBody = DenyBodyShaper.compile(document.denyBody, ctx);
+  const enrich = compileEnrichment(ctx);
 
   const routeChains = document.routes.map((route, index) =>
     route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
@@ -191,12 +199,13 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     ownedHeaders,
     realm: document.realm,
     denyBody,
-    xffTrustedHops: document.clientIp.xffTrustedHops,
+    clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
     tenantMetrics: document.server.tenantMetrics,
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
+    enrich,
   });
 }
 

@@ -10,6 +10,7 @@ import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
 import { durationSchema, headerNameSchema } from './units.js';
+import { enrichListSchema, hostPatternSchema as tenantHostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
@@ -76,7 +77,12 @@ export const hostSourceSchema = z.strictObject({
       scopes: z.array(nonEmpty).default([]),
       subject: nonEmpty.optional(),
     }),
-  ),
+  )
+    .default({}),
+  /** "{tenant}.shops.example.com": the tenant is the host's first label (src/lookup). */
+  patterns: z.array(tenantHostPatternSchema).default([]),
+  /** Domains resolved by a lookup (a tenant_domains table, an API); cached, unknown hosts too. */
+  store: hostStoreSchema.optional(),
 });
 export type HostSourceConfig = z.output<typeof hostSourceSchema>;
 
@@ -103,13 +109,15 @@ export const identitySourceSchema = z
     sharedSecret: sharedSecretSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
+    session: sessionSourceSchema.optional(),
+    introspection: introspectionSourceSchema.optional(),
   })
   .superRefine((entry, ctx) => {
     const kinds = Object.keys(entry).filter((k) => k !== 'compute' && entry[k as keyof typeof entry] !== undefined);
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -242,13 +250,25 @@ export const serverSchema = z.strictObject({
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
 });
 
+/** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */
 export const clientIpSchema = z.strictObject({
   /**
-   * How many proxies in front of Envoy append to x-forwarded-for and are trusted. 0 (default):
-   * the client IP is the address of the peer that connected to Envoy.
+   * The calling Envoy's use_remote_address: true when it appends the peer to x-forwarded-for (an
+   * edge Envoy, an Istio ingress gateway), false when it passes x-forwarded-for through (an Istio
+   * sidecar).
+   */
+  useRemoteAddress: z.boolean().default(true),
+  /**
+   * The calling Envoy's xff_num_trusted_hops: how many proxies in front of it append to
+   * x-forwarded-for and are trusted. 0 (default) with useRemoteAddress: the connecting peer.
    */
   xffTrustedHops: z.number().int().min(0).max(10).default(0),
+  /** Per-IP limits, lockouts and bans key on this IPv4 prefix (32: each address). */
+  ipv4Prefix: z.number().int().min(8, 'must be between 8 and 32').max(32, 'must be between 8 and 32').default(32),
+  /** ... and on this IPv6 prefix (64: one key per /64, what one host or subscriber usually holds). */
+  ipv6Prefix: z.number().int().min(16, 'must be between 16 and 128').max(128, 'must be between 16 and 128').default(64),
 });
+export type ClientIpConfig = z.output<typeof clientIpSchema>;
 
 export const tenantSchema = z.strictObject({
   disabled: z.boolean().default(false),
@@ -280,6 +300,10 @@ export const policySchema = z
     identity: z.array(identitySourceSchema).default([]),
     issuers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'issuer names may contain letters, digits, _ and -'), issuerSchema).default({}),
     keyStore: keyStoreSchema.optional(),
+    /** Named HTTP/SQL lookups used by session, apiKey, host sources and enrichment (src/lookup). */
+    lookups: lookupsSchema.default({}),
+    /** Steps after identification that look more up about the caller (src/lookup/enrich.ts). */
+    enrich: enrichListSchema.default([]),
     routes: z.array(routeSchema).default([]),
     /**
      * Requests no route matches: deny (401 without a credential, 403 route_not_allowed with one)

@@ -4,6 +4,8 @@
 
 import net from 'node:net';
 import { PortcullisError } from '../errors.js';
+import { canonicalIp, clientNetwork } from '../pipeline/client-ip.js';
+import type { ClientNetworkPrefixes } from './keys.js';
 import type { RateLimitInput } from './types.js';
 
 export const BAN_KINDS = ['ip', 'tenant', 'subject', 'apiKey'] as const;
@@ -73,7 +75,7 @@ export function formatBanTarget(target: BanTarget): string {
 /** Lower-cased address (IPv4-mapped IPv6 as IPv4), or address/prefix; undefined when invalid. */
 export function canonicalIpOrCidr(text: string): string | undefined {
   const slash = text.indexOf('/');
-  const address = canonicalIp(slash < 0 ? text : text.slice(0, slash));
+  const address = canonicalIp((slash < 0 ? text : text.slice(0, slash)).trim());
   if (address === undefined) return undefined;
   if (slash < 0) return address;
   const prefixText = text.slice(slash + 1);
@@ -83,25 +85,24 @@ export function canonicalIpOrCidr(text: string): string | undefined {
   return `${address}/${prefix}`;
 }
 
-function canonicalIp(text: string): string | undefined {
-  let ip = text.trim().toLowerCase();
-  if (ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7))) ip = ip.slice(7);
-  return net.isIP(ip) === 0 ? undefined : ip;
-}
 
 export type BanMatch = BanKind | 'unavailable' | undefined;
 
 interface Snapshot {
   readonly ips: net.BlockList | undefined;
-  /** Route-scoped IP bans: route → addresses. */
-  readonly routeIps: ReadonlyMap<string, net.BlockList> | undefined;
+  /** Banned addresses and blocks narrower than a client network (an IPv6 address vs a /64). */
+  readonly narrow: readonly { readonly address: string; readonly prefix: number }[];
+  /** Per client-network prefixes: the networks those narrow bans fall in (built on first use). */
+  readonly narrowNetworks: Map<string, ReadonlySet<string>>;
   readonly tenants: ReadonlySet<string>;
   readonly subjects: ReadonlySet<string>;
   readonly apiKeys: ReadonlySet<string>;
+  /** Route-scoped ip bans (escalation scope ip+route): route → a list of that route's bans. */
+  readonly routes: ReadonlyMap<string, BanList> | undefined;
   readonly size: number;
 }
 
-const EMPTY: Snapshot = { ips: undefined, routeIps: undefined, tenants: new Set(), subjects: new Set(), apiKeys: new Set(), size: 0 };
+const EMPTY: Snapshot = { ips: undefined, narrow: [], narrowNetworks: new Map(), tenants: new Set(), subjects: new Set(), apiKeys: new Set(), routes: undefined, size: 0 };
 
 /** The in-memory copy checked per request. Replaced whole on every refresh. */
 export class BanList {
@@ -119,30 +120,34 @@ export class BanList {
   /** Replace the list with the records that are in force at `nowMs`. */
   replace(records: readonly BanRecord[], nowMs: number): void {
     let ips: net.BlockList | undefined;
-    let routeIps: Map<string, net.BlockList> | undefined;
+    const narrow: { address: string; prefix: number }[] = [];
     const tenants = new Set<string>();
     const subjects = new Set<string>();
     const apiKeys = new Set<string>();
+    let byRoute: Map<string, BanRecord[]> | undefined;
     let size = 0;
     for (const record of records) {
       if (record.expiresAt !== undefined && Date.parse(record.expiresAt) <= nowMs) continue;
       size++;
+      if (record.route && record.kind === 'ip') {
+        byRoute ??= new Map();
+        const list = byRoute.get(record.route) ?? [];
+        list.push({ ...record, route: undefined });
+        byRoute.set(record.route, list);
+        continue;
+      }
       switch (record.kind) {
         case 'ip': {
           const value = canonicalIpOrCidr(record.value);
           if (value === undefined) continue;
-          let list: net.BlockList;
-          if (record.route) {
-            routeIps ??= new Map();
-            list = routeIps.get(record.route) ?? new net.BlockList();
-            routeIps.set(record.route, list);
-          } else {
-            list = ips ??= new net.BlockList();
-          }
+          ips ??= new net.BlockList();
           const slash = value.indexOf('/');
-          const family = net.isIPv4(slash < 0 ? value : value.slice(0, slash)) ? 'ipv4' : 'ipv6';
-          if (slash < 0) list.addAddress(value, family);
-          else list.addSubnet(value.slice(0, slash), Number(value.slice(slash + 1)), family);
+          const address = slash < 0 ? value : value.slice(0, slash);
+          const family = net.isIPv4(address) ? 'ipv4' : 'ipv6';
+          const prefix = slash < 0 ? (family === 'ipv4' ? 32 : 128) : Number(value.slice(slash + 1));
+          if (slash < 0) ips.addAddress(value, family);
+          else ips.addSubnet(address, prefix, family);
+          narrow.push({ address, prefix });
           break;
         }
         case 'tenant':
@@ -156,23 +161,38 @@ export class BanList {
           break;
       }
     }
-    this.snapshot = { ips, routeIps, tenants, subjects, apiKeys, size };
+    let routes: Map<string, BanList> | undefined;
+    if (byRoute !== undefined) {
+      routes = new Map();
+      for (const [route, list] of byRoute) {
+        const scoped = new BanList();
+        scoped.replace(list, nowMs);
+        routes.set(route, scoped);
+      }
+    }
+    this.snapshot = { ips, narrow, narrowNetworks: new Map(), tenants, subjects, apiKeys, routes, size };
     this.loaded = true;
   }
 
-  /** Which ban applies to the request, 'unavailable' before the first successful load. */
-  match(input: RateLimitInput): BanMatch {
+  /**
+   * Which ban applies to the request, 'unavailable' before the first successful load. An `ip` ban
+   * matches the client's whole network (policy clientIp prefixes), as per-IP limits do: banning
+   * one address of an IPv6 /64 bans the /64, and a block matches a client whose network it
+   * contains or overlaps.
+   */
+  match(input: RateLimitInput, network: ClientNetworkPrefixes = { ipv4Prefix: 32, ipv6Prefix: 64 }): BanMatch {
     if (!this.loaded) return 'unavailable';
     const s = this.snapshot;
     if (s.size === 0) return undefined;
-    const routeList = s.routeIps?.get(input.route);
-    if ((s.ips !== undefined || routeList !== undefined) && input.clientIp !== '') {
+    if (s.ips !== undefined && input.clientIp !== '') {
       const ip = canonicalIp(input.clientIp);
       if (ip !== undefined) {
-        const family = net.isIPv4(ip) ? 'ipv4' : 'ipv6';
-        if (s.ips?.check(ip, family) || routeList?.check(ip, family)) return 'ip';
+        const v4 = net.isIPv4(ip);
+        if (s.ips.check(ip, v4 ? 'ipv4' : 'ipv6')) return 'ip';
+        if ((v4 ? network.ipv4Prefix < 32 : network.ipv6Prefix < 128) && narrowNetworks(s, network).has(clientNetwork(ip, network.ipv4Prefix, network.ipv6Prefix))) return 'ip';
       }
     }
+    if (s.routes !== undefined && s.routes.get(input.route)?.match(input, network) === 'ip') return 'ip';
     const principal = input.principal;
     if (principal) {
       if (principal.tenant !== undefined && s.tenants.has(principal.tenant)) return 'tenant';
@@ -181,4 +201,20 @@ export class BanList {
     }
     return undefined;
   }
+}
+
+/** The client networks that contain a ban narrower than a client network, for these prefixes. */
+function narrowNetworks(s: Snapshot, network: ClientNetworkPrefixes): ReadonlySet<string> {
+  const id = `${network.ipv4Prefix}/${network.ipv6Prefix}`;
+  let set = s.narrowNetworks.get(id);
+  if (set === undefined) {
+    const networks = new Set<string>();
+    for (const { address, prefix } of s.narrow) {
+      if (prefix > (net.isIPv4(address) ? network.ipv4Prefix : network.ipv6Prefix)) networks.add(clientNetwork(address, network.ipv4Prefix, network.ipv6Prefix));
+    }
+    set = networks;
+    if (s.narrowNetworks.size >= 4) s.narrowNetworks.clear(); // bounded: one entry per prefix setting in use
+    s.narrowNetworks.set(id, set);
+  }
+  return set;
 }

@@ -43,6 +43,7 @@ export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | und
     quotaHeaders: config.quotaHeaders,
     failOpen: config.failure === 'open',
     bans,
+    clientNetwork: { ipv4Prefix: ctx.policy.clientIp.ipv4Prefix, ipv6Prefix: ctx.policy.clientIp.ipv6Prefix },
     bannedCounter: decisions.labels('bans', 'banned'),
     bansUnavailableCounter: decisions.labels('bans', config.failure === 'open' ? 'fail_open' : 'fail_closed'),
     overLimit: store.kind === 'redis' ? new OverLimitMemory(OVER_LIMIT_KEYS) : undefined,
@@ -120,7 +121,7 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
       capacity,
       compiled: {
         name: policy.name,
-        keyOf: compileKey(keyPrefix, policy.name, policy.key),
+        keyOf: compileKey(keyPrefix, policy.name, policy.key, ctx.policy.clientIp),
         base,
         plans,
         lockout,

@@ -2,6 +2,7 @@
 // function; per request it reads a few fields and joins them into one string.
 
 import { createHash } from 'node:crypto';
+import { clientNetwork } from '../pipeline/client-ip.js';
 import type { KeyPart } from './config.js';
 import type { RateLimitInput } from './types.js';
 
@@ -19,8 +20,13 @@ type PartReader = (input: RateLimitInput) => string | undefined;
  * The whole key sits inside one Redis hash tag `{...}`, so every Redis key of one counter lands
  * in the same Cluster slot while different counters spread over the cluster.
  */
-export function compileKey(prefix: string, policyName: string, parts: readonly KeyPart[]): (input: RateLimitInput) => string | undefined {
-  const readers = parts.map(readerFor);
+export function compileKey(
+  prefix: string,
+  policyName: string,
+  parts: readonly KeyPart[],
+  network: ClientNetworkPrefixes = { ipv4Prefix: 32, ipv6Prefix: 64 },
+): (input: RateLimitInput) => string | undefined {
+  const readers = parts.map((part) => readerFor(part, network));
   const head = `${prefix}{${policyName}`;
   if (readers.length === 1) {
     const only = readers[0]!;
@@ -40,7 +46,13 @@ export function compileKey(prefix: string, policyName: string, parts: readonly K
   };
 }
 
-function readerFor(part: KeyPart): PartReader {
+/** What an `ip` key part keys on: the client's network of these prefix lengths (policy clientIp). */
+export interface ClientNetworkPrefixes {
+  readonly ipv4Prefix: number;
+  readonly ipv6Prefix: number;
+}
+
+function readerFor(part: KeyPart, network: ClientNetworkPrefixes): PartReader {
   if (typeof part === 'object') {
     const name = part.header;
     return (input) => safe(input.request.headers.get(name));
@@ -58,8 +70,11 @@ function readerFor(part: KeyPart): PartReader {
         if (!subject) return undefined;
         return safe(`${principal.issuer ?? principal.method}/${subject}`);
       };
-    case 'ip':
-      return (input) => safe(input.clientIp);
+    case 'ip': {
+      // Every address of one network (an IPv6 /64 by default) is one client: one counter, one lockout.
+      const { ipv4Prefix, ipv6Prefix } = network;
+      return (input) => safe(input.clientIp === '' ? '' : clientNetwork(input.clientIp, ipv4Prefix, ipv6Prefix));
+    }
     case 'route':
       return (input) => safe(input.route);
     case 'method':

@@ -8,11 +8,14 @@ import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
 import type { BanWatcher } from './bans-watcher.js';
 import type { Escalation } from './escalation.js';
+import type { ClientNetworkPrefixes } from './keys.js';
+import { FAIL_OPEN_NOTE, SHADOW_NOTE_PREFIX } from './notes.js';
 import { renderHeaders, type HeaderStyle, type QuotaDescription, type ReportedLimit } from './headers.js';
 import { BackendUnavailableError } from './redis-store.js';
 import {
   ALLOWED,
   LOCKED,
+  UNAVAILABLE,
   type LimitCheck,
   type LimitOutcome,
   type LimitShape,
@@ -63,6 +66,8 @@ export interface SharedLimits {
   /** rateLimits.failure: used when the ban list is not loaded yet. */
   readonly failOpen: boolean;
   readonly bans: BanWatcher | undefined;
+  /** What per-IP bans match on (policy clientIp prefixes). */
+  readonly clientNetwork: ClientNetworkPrefixes;
   readonly bannedCounter: Counter.Internal;
   readonly bansUnavailableCounter: Counter.Internal;
   /** Remote backends only: keys known to be over their limit, skipped until they may pass. */
@@ -71,7 +76,7 @@ export interface SharedLimits {
 
 const NO_HEADERS: readonly never[] = Object.freeze([]);
 const ALLOW: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS });
-const FAIL_OPEN: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS, note: 'ratelimit-fail-open' });
+const FAIL_OPEN: RateLimitVerdict = Object.freeze({ responseHeaders: NO_HEADERS, note: FAIL_OPEN_NOTE });
 
 /** Placeholder outcome for limits not evaluated on a remembered refusal (neither counted nor advertised). */
 const NOT_EVALUATED: LimitOutcome = Object.freeze({ status: ALLOWED, remaining: 0, resetMs: 0, retryMs: 0 });
@@ -93,7 +98,7 @@ export class RouteLimiter implements RouteRateLimiter {
   evaluate(input: RateLimitInput): MaybePromise<RateLimitVerdict> {
     const shared = this.shared;
     if (shared.bans !== undefined) {
-      const ban = shared.bans.list.match(input);
+      const ban = shared.bans.list.match(input, shared.clientNetwork);
       if (ban === 'unavailable') {
         shared.bansUnavailableCounter.inc();
         if (!shared.failOpen) return { denial: { reason: 'ratelimit_unavailable', detail: 'the ban list has not been loaded yet' }, responseHeaders: NO_HEADERS };
@@ -146,6 +151,9 @@ export class RouteLimiter implements RouteRateLimiter {
   private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean, input: RateLimitInput): RateLimitVerdict {
     let deciding = -1;
     let note: string | undefined;
+    /** A counter whose Redis node could not answer and whose policy fails closed. */
+    let unavailable: LimitOutcome | undefined;
+    let failedOpen = false;
     for (let i = 0; i < applied.length; i++) {
       const { policy } = applied[i]!;
       const outcome = outcomes[i]!;
@@ -155,10 +163,21 @@ export class RouteLimiter implements RouteRateLimiter {
         counters.allowed.inc();
         continue;
       }
+      if (outcome.status === UNAVAILABLE) {
+        // Only this counter's node is down: it follows its policy, the others keep their answers.
+        if (policy.shadow || policy.failOpen) {
+          counters.failOpen.inc();
+          if (!policy.shadow) failedOpen = true;
+        } else {
+          counters.failClosed.inc();
+          if (unavailable === undefined || outcome.retryMs > unavailable.retryMs) unavailable = outcome;
+        }
+        continue;
+      }
       const locked = outcome.status === LOCKED;
       if (policy.shadow) {
         (locked ? counters.shadowLockedOut : counters.shadowRateLimited).inc();
-        note = (note === undefined ? '' : note + ' ') + `shadow:${policy.name}${locked ? ':locked_out' : ''}`;
+        note = (note === undefined ? '' : note + ' ') + `${SHADOW_NOTE_PREFIX}${policy.name}${locked ? ':locked_out' : ''}`;
         continue;
       }
       (locked ? counters.lockedOut : counters.rateLimited).inc();
@@ -166,6 +185,14 @@ export class RouteLimiter implements RouteRateLimiter {
       if (deciding < 0 || outcome.retryMs > outcomes[deciding]!.retryMs) deciding = i;
     }
     if (fromBackend && deciding >= 0) this.shared.overLimit?.remember(applied, outcomes, this.shared.clock.now());
+    if (failedOpen) note = note === undefined ? FAIL_OPEN_NOTE : `${FAIL_OPEN_NOTE} ${note}`;
+    // A definite refusal (429) outranks a counter that could not be asked; otherwise fail closed.
+    if (unavailable !== undefined && deciding < 0) {
+      return {
+        denial: { reason: 'ratelimit_unavailable', retryAfter: Math.max(1, Math.ceil(unavailable.retryMs / 1000)), detail: unavailable.detail },
+        responseHeaders: NO_HEADERS,
+      };
+    }
 
     const wantHeaders = this.shared.headerStyle !== 'none' && (deciding >= 0 || this.shared.quotaHeaders);
     const headers = wantHeaders ? renderHeaders(this.shared.headerStyle, reported(applied, outcomes), deciding < 0 ? -1 : enforcedIndex(applied, outcomes, deciding)) : NO_HEADERS;
@@ -203,7 +230,7 @@ export class RouteLimiter implements RouteRateLimiter {
 function reported(applied: readonly Applied[], outcomes: readonly LimitOutcome[]): ReportedLimit[] {
   const out: ReportedLimit[] = [];
   for (let i = 0; i < applied.length; i++) {
-    if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED) out.push({ quota: applied[i]!.variant.quota, outcome: outcomes[i]! });
+    if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED && outcomes[i]!.status !== UNAVAILABLE) out.push({ quota: applied[i]!.variant.quota, outcome: outcomes[i]! });
   }
   return out;
 }
@@ -211,7 +238,7 @@ function reported(applied: readonly Applied[], outcomes: readonly LimitOutcome[]
 /** Position of applied[index] among the enforced limits. */
 function enforcedIndex(applied: readonly Applied[], outcomes: readonly LimitOutcome[], index: number): number {
   let n = 0;
-  for (let i = 0; i < index; i++) if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED) n++;
+  for (let i = 0; i < index; i++) if (!applied[i]!.policy.shadow && outcomes[i] !== NOT_EVALUATED && outcomes[i]!.status !== UNAVAILABLE) n++;
   return n;
 }
 
@@ -244,11 +271,9 @@ export class OverLimitMemory {
       const { check } = applied[i]!;
       if (!check.enforce) continue;
       const e = this.entries.get(check.key);
-      if (e === undefined) continue;
-      if (e.until <= now) {
-        this.entries.delete(check.key);
-        continue;
-      }
+      // An expired entry stays until overwritten or evicted (deleting the last one makes
+      // lru-cache clear all its arrays: O(max) per check).
+      if (e === undefined || e.until <= now) continue;
       if (e.shape === check.shape && check.cost >= e.cost) {
         hit = i;
         entry = e;
@@ -269,7 +294,7 @@ export class OverLimitMemory {
     for (let i = 0; i < applied.length; i++) {
       const { check } = applied[i]!;
       const outcome = outcomes[i]!;
-      if (!check.enforce || outcome.status === ALLOWED || outcome.retryMs <= 0) continue;
+      if (!check.enforce || outcome.status === ALLOWED || outcome.status === UNAVAILABLE || outcome.retryMs <= 0) continue;
       if (outcome.status !== LOCKED && check.lockout !== undefined) continue;
       this.entries.set(check.key, { until: now + outcome.retryMs, cost: check.cost, shape: check.shape, status: outcome.status });
     }

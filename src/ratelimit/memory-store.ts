@@ -176,7 +176,7 @@ export class MemoryStore implements LimitStore {
     }
     violations.count++;
     if (violations.count < lockout.after) return outcome;
-    this.entries.delete(key);
+    violations.expiresAt = 0; // spent (not deleted: see live)
     this.entries.set(check.key + ':l', { count: 1, expiresAt: now + lockout.forMs });
     return { status: LOCKED, remaining: 0, resetMs: lockout.forMs, retryMs: lockout.forMs, lockedNow: true };
   }
@@ -199,13 +199,15 @@ export class MemoryStore implements LimitStore {
     return Promise.resolve();
   }
 
+  /**
+   * The key's state while it is in force. An expired entry is left in place, never deleted: the
+   * next write replaces it and the LRU bound evicts it otherwise. (lru-cache clears all of its
+   * maxKeys-long arrays when the last entry is deleted: with one hot key whose state expires
+   * between requests, a delete here cost O(maxKeys) per check.)
+   */
   private live(key: string, now: number): Entry | undefined {
     const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    if (entry.expiresAt <= now) {
-      this.entries.delete(key);
-      return undefined;
-    }
+    if (entry === undefined || entry.expiresAt <= now) return undefined;
     return entry;
   }
 }

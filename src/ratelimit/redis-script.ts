@@ -15,7 +15,8 @@
 //   algorithm ("b" bucket | "w" window), enforce ("1" | "0"), cost,
 //   p1 (bucket: interval ms; window: limit), p2 (bucket: tolerance ms; window: window ms),
 //   lockout after (0 = none), lockout within ms, lockout for ms.
-// Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked),
+// Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked, 4 locked
+// by this very request),
 // remaining, reset ms, retry ms.
 // Within a request, a limit that would admit it while another enforced limit refuses it is not
 // charged and reports its uncharged remaining and reset.
@@ -118,7 +119,7 @@ local function apply(kb, ab, n, now)
         local lockFor = tonumber(ARGV[a + 8])
         redis.call('DEL', viol)
         redis.call('SET', lock, fmt(now + lockFor), 'PX', ms(lockFor))
-        status, remaining, reset, retry = 3, 0, lockFor, lockFor
+        status, remaining, reset, retry = 4, 0, lockFor, lockFor
       else
         redis.call('HSET', viol, 'count', count, 'until', fmt(untilTime))
         redis.call('PEXPIRE', viol, math.max(1, ms(untilTime - now)))

@@ -11,7 +11,7 @@ import type { Denial, HeaderPair, MaybePromise, Principal, RequestAttributes } f
 
 export interface RateLimitInput {
   readonly request: RequestAttributes;
-  /** Client IP after x-forwarded-for trust (policy clientIp.xffTrustedHops). */
+  /** The client address as Envoy trusts it (policy clientIp; src/pipeline/client-ip.ts), canonical text. */
   readonly clientIp: string;
   /** Undefined on public routes and before identification. */
   readonly principal: Principal | undefined;
@@ -85,7 +85,9 @@ export interface LimitCheck {
 export const ALLOWED = 0;
 export const LIMITED = 1;
 export const LOCKED = 2;
-export type LimitStatus = typeof ALLOWED | typeof LIMITED | typeof LOCKED;
+/** The part of the backend holding this counter could not answer (one Redis Cluster node down). */
+export const UNAVAILABLE = 3;
+export type LimitStatus = typeof ALLOWED | typeof LIMITED | typeof LOCKED | typeof UNAVAILABLE;
 
 export interface LimitOutcome {
   readonly status: LimitStatus;
@@ -93,8 +95,10 @@ export interface LimitOutcome {
   readonly remaining: number;
   /** Milliseconds until the quota is fully restored. */
   readonly resetMs: number;
-  /** Milliseconds until a request of this cost can succeed (0 when allowed). */
+  /** Milliseconds until a request of this cost can succeed (0 when allowed); UNAVAILABLE: until the next attempt. */
   readonly retryMs: number;
+  /** UNAVAILABLE only: why (for the denial's detail). */
+  readonly detail?: string;
   /** LOCKED by this very request (the violation that reached lockout.after): counted once, by whoever sees it. */
   readonly lockedNow?: boolean;
 }
@@ -111,7 +115,8 @@ export interface OffenceCount {
  * A backend. `check` applies every limit of one request atomically: enforced limits consume only
  * when all enforced limits allow (a refused request is not counted), shadow limits consume when
  * they allow. A limit refusing with a lockout counts a violation and may lock the key. Throws or
- * rejects when the backend cannot answer.
+ * rejects when the backend cannot answer any of the limits; when only some could not be answered
+ * (their Cluster node is down) those come back UNAVAILABLE and the others are real answers.
  */
 export interface LimitStore {
   readonly kind: 'memory' | 'redis';

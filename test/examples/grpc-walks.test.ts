@@ -6,14 +6,18 @@
 // Local stand-ins only: identity providers and JWKS on 127.0.0.1, key and ban files in a temporary
 // directory (paths and URLs substituted in the policy text; nothing else changes).
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import path from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sign, signingKey, type SigningKey } from '../jwt/helpers.js';
 import { headerOf, httpStatusNumber, type CheckInit, type CheckResponse } from '../support/grpc-client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
+import { DATABASE_URL, postgresAvailable } from '../support/services.js';
 import { cookieHeader, supabaseSessionCookies } from '../support/supabase.js';
 import { cli, copyKeyFile, createKey, readExample, startIdp, substitute, tempDir, TEST_ENV, type LocalIdp } from './helpers.js';
 
@@ -111,11 +115,14 @@ describe('W1 seed 001 (KtrlPlane) over gRPC', () => {
   });
 });
 
-describe('W2 seed 002 (Commerce) over gRPC', () => {
+describe.skipIf(!(await postgresAvailable()))('W2 seed 002 (Commerce) over gRPC', () => {
+  const SCHEMA = `walk002_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
   let idp: LocalIdp;
   let agentKey: SigningKey;
   let server: TestServer;
-  let adminKey: { key: string; id: string };
+  let auth: Server;
+  let adminKey: string;
   const agentToken = (claims: JWTPayload = {}) => {
     const now = Math.floor(Date.now() / 1000);
     return sign(agentKey, { iss: `${idp.url}/api/auth`, aud: 'https://api.commerce.example.com', sub: 'agent_1', org_id: 'org_initech', grants: ['products:read'], iat: now, exp: now + 300, ...claims });
@@ -123,28 +130,48 @@ describe('W2 seed 002 (Commerce) over gRPC', () => {
   beforeAll(async () => {
     agentKey = await signingKey('EdDSA', 'agents-walk');
     idp = await startIdp([agentKey.publicJwk], ['/api/auth/jwks']);
-    const keyFile = copyKeyFile('commerce.yaml', tmp.dir);
-    adminKey = await createKey(['--store', `file:${keyFile}`, '--tenant', 'org_acme', '--name', 'Integration key', '--scopes', 'admin', '--expires-in', '30d', '--prefix', 'pk_']);
-    let text = substitute(readExample('seed-002-commerce.yaml'), 'https://commerce.example.com', idp.url);
-    text = substitute(text, 'path: keys/commerce.yaml', `path: ${keyFile}`);
-    server = await startTestServer(writePolicy('seed-002.yaml', text), { ...TEST_ENV });
+    // Better Auth's tables (apiKey() plugin, organizations) and its get-session endpoint, as the seed 002 test builds them.
+    await admin.query(`create schema ${SCHEMA}`);
+    await admin.query(`create table ${SCHEMA}.apikey (id text primary key, key text not null, "referenceId" text, metadata text, enabled boolean, "expiresAt" timestamptz)`);
+    await admin.query(`create table ${SCHEMA}.member (id serial, "userId" text, "organizationId" text, "createdAt" timestamptz default now())`);
+    await admin.query(`create table ${SCHEMA}.tenant_domains (domain text primary key, tenant text not null, scopes text[] default '{}')`);
+    adminKey = `pk_${randomBytes(24).toString('base64url')}`;
+    await admin.query(`insert into ${SCHEMA}.apikey values ($1, $2, 'user_owner', $3, true, null)`, ['key_admin', createHash('sha256').update(adminKey).digest('base64url'), JSON.stringify({ organizationId: 'org_acme', scopes: ['admin'] })]);
+    auth = createServer((req, res) => {
+      const signedIn = /better-auth\.session_token=tok_dash\.sig/.test(req.headers.cookie ?? '');
+      const session = { session: { id: 's1', userId: 'user_bob', activeOrganizationId: 'org_acme', expiresAt: new Date(Date.now() + 86_400_000).toISOString() }, user: { id: 'user_bob', email: 'bob@acme.example' } };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(req.url === '/api/auth/get-session' && signedIn ? session : null));
+    });
+    await new Promise<void>((resolve) => auth.listen(0, '127.0.0.1', resolve));
+    const env = {
+      ...TEST_ENV,
+      COMMERCE_DATABASE_URL: `${DATABASE_URL}?options=${encodeURIComponent(`-c search_path=${SCHEMA}`)}`,
+      BETTER_AUTH_URL: `http://127.0.0.1:${(auth.address() as AddressInfo).port}`,
+    };
+    server = await startTestServer(writePolicy('seed-002.yaml', substitute(readExample('seed-002-commerce.yaml'), 'https://commerce.example.com', idp.url)), env);
   });
   afterAll(async () => {
     await server?.close();
     await idp?.close();
+    auth?.closeAllConnections();
+    await new Promise<void>((resolve) => (auth ? auth.close(() => resolve()) : resolve()));
+    await admin.query(`drop schema if exists ${SCHEMA} cascade`);
+    await admin.end();
   });
 
-  it('W2.1 priority agent JWT > API key > Host; W2.2 storefront vs admin scopes; W2.3 webhooks by shared secret; W2.4 401 when nothing resolves; W2.5 the API\'s error bodies', async () => {
+  it('W2.1 priority agent JWT > API key > session > Host; W2.2 storefront vs admin scopes; W2.3 webhooks by shared secret; W2.4 401 when nothing resolves; W2.5 the API\'s error bodies', async () => {
     const host = 'shop.acme.example';
-    const agent = await walk(server, { host, path: '/v1/products/', headers: { authorization: `Bearer ${await agentToken()}`, 'x-api-key': adminKey.key } });
+    const agent = await walk(server, { host, path: '/v1/products/', headers: { authorization: `Bearer ${await agentToken()}`, 'x-api-key': adminKey } });
     expect([agent.status, agent.upstream['x-auth-method'], agent.upstream['x-tenant-id']]).toEqual([200, 'jwt', 'org_initech']);
-    const key = await walk(server, { host, path: '/v1/admin/products', method: 'POST', headers: { 'x-api-key': adminKey.key } });
+    const key = await walk(server, { host, path: '/v1/admin/products', method: 'POST', headers: { 'x-api-key': adminKey, cookie: 'better-auth.session_token=tok_dash.sig' } });
     expect([key.status, key.upstream['x-auth-method'], key.upstream['x-tenant-id']]).toEqual([200, 'api-key', 'org_acme']);
     expect(key.response.ok_response?.headers_to_remove).toContain('x-api-key');
+    const session = await walk(server, { host, path: '/v1/admin/orders', headers: { cookie: 'better-auth.session_token=tok_dash.sig' } });
+    expect([session.status, session.upstream['x-tenant-id'], session.upstream['x-auth-scopes']]).toEqual([200, 'org_acme', 'admin storefront']);
     const store = await walk(server, { host, path: '/v1/cart/c1', method: 'POST' });
     expect([store.status, store.upstream['x-auth-method'], store.upstream['x-auth-scopes']]).toEqual([200, 'host', 'storefront']);
-    const admin = await walk(server, { host, path: '/v1/admin/orders' });
-    expect([admin.status, admin.reason, admin.body]).toEqual([403, 'insufficient_scope', '{"error":"Insufficient scope","code":"FORBIDDEN","status":403}']);
+    const adminDenied = await walk(server, { host, path: '/v1/admin/orders' });
+    expect([adminDenied.status, adminDenied.reason, adminDenied.body]).toEqual([403, 'insufficient_scope', '{"error":"Insufficient scope","code":"FORBIDDEN","status":403}']);
     const none = await walk(server, { host: 'api.commerce.example', path: '/v1/products/' });
     expect([none.status, none.reason, none.body]).toEqual([401, 'missing_credential', '{"error":"Unauthorized","code":"UNAUTHORIZED","status":401}']);
     const hook = await walk(server, { host: 'api.commerce.example', method: 'POST', path: '/v1/webhooks/payments/stripe?org=org_acme', headers: { 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET } });
@@ -220,7 +247,8 @@ describe('W4 seed 004 (Tronexus) over gRPC', () => {
       .setProtectedHeader({ alg: 'HS256' })
       .sign(new TextEncoder().encode(TEST_ENV.TRONEXUS_JWT_SECRET));
   };
-  const from = (ip: string, headers: Record<string, string> = {}) => ({ sourceAddress: '10.0.0.2', headers: { 'x-forwarded-for': ip, ...headers } });
+  // As Envoy sends it: the load balancer's x-forwarded-for plus the peer Envoy appended.
+  const from = (ip: string, headers: Record<string, string> = {}) => ({ sourceAddress: '10.0.0.2', headers: { 'x-forwarded-for': `${ip}, 10.0.0.2`, ...headers } });
   beforeAll(async () => {
     const keyFile = copyKeyFile('tronexus.yaml', tmp.dir);
     let text = substitute(readExample('seed-004-tronexus.yaml'), 'path: keys/tronexus.yaml', `path: ${keyFile}`);

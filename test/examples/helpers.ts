@@ -29,6 +29,9 @@ export const TEST_ENV = {
   RATE_LIMIT_LOCKOUT_AFTER: '10',
   RATE_LIMIT_LOCKOUT_DURATION: '15m',
   RATE_LIMIT_BAN_AFTER: '3',
+  // Seed 002's lookups (validate connects to nothing; the seed-002 test points them at real ones).
+  COMMERCE_DATABASE_URL: 'postgres://portcullis@127.0.0.1:5432/commerce',
+  BETTER_AUTH_URL: 'http://127.0.0.1:3000',
 } as const;
 
 export function readExample(name: string): string {

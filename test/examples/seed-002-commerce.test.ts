@@ -1,9 +1,15 @@
 // Seed 002 (Commerce API) through examples/seed-002-commerce.yaml: caller resolution in priority
-// order (agent JWT → x-api-key → [session: not handled] → Host storefront), storefront/admin
-// scopes, payment webhooks with a shared secret, and the {"error","code","status"} error body.
-// The agents' JWKS is served locally (the issuer origin is substituted in the policy text); the
-// key file is a temporary copy of examples/keys/commerce.yaml with keys minted by the CLI.
+// order (agent JWT → x-api-key → session cookie → Host storefront), storefront/admin scopes,
+// payment webhooks with a shared secret, and the {"error","code","status"} error body.
+// The agents' JWKS is served locally (the issuer origin is substituted in the policy text).
+// DATABASE_URL points at a fresh schema of the machine's PostgreSQL holding Better Auth's apikey
+// and member tables and tenant_domains; BETTER_AUTH_URL at a local get-session endpoint (the real
+// Better Auth runs in test/lookup/better-auth.test.ts with the same lookups).
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { JWTPayload } from 'jose';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
 import { sign, signingKey, type SigningKey } from '../jwt/helpers.js';
@@ -12,13 +18,11 @@ import path from 'node:path';
 import { headerOf, httpStatusNumber } from '../support/grpc-client.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { startTestServer } from '../support/server.js';
+import { DATABASE_URL, postgresAvailable } from '../support/services.js';
 import {
   allowed,
   denied,
   check,
-  cli,
-  copyKeyFile,
-  createKey,
   denialHeader,
   readExample,
   startIdp,
@@ -31,10 +35,19 @@ import {
 
 const ORIGIN = 'https://commerce.example.com';
 const API_HOST = 'api.commerce.example';
+const SCHEMA = `seed002_${randomBytes(6).toString('hex')}`;
+const available = await postgresAvailable();
+const SESSION = 'better-auth.session_token';
 
-describe('seed 002: examples/seed-002-commerce.yaml', () => {
-  const runtime = testRuntime({ env: { ...TEST_ENV } });
+/** Better Auth's key hashing: SHA-256, base64url without padding. */
+const hashKey = (key: string) => createHash('sha256').update(key).digest('base64url');
+
+describe.skipIf(!available)('seed 002: examples/seed-002-commerce.yaml', () => {
+  const admin = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
+  const sessions = new Map<string, unknown>();
   const tmp = tempDir('pc-seed002-');
+  let auth: Server;
+  let runtime: ReturnType<typeof testRuntime>;
   let idp: LocalIdp;
   let agentKey: SigningKey;
   let policy: CompiledPolicy;
@@ -42,6 +55,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
   let storefrontKey: { key: string; id: string };
   let revokedKey: { key: string; id: string };
   let policyFile: string;
+  let serverEnv: Record<string, string>;
   const now = () => Math.floor(runtime.clock.now() / 1000);
 
   const agentToken = (claims: JWTPayload = {}) =>
@@ -56,20 +70,52 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
       ...claims,
     });
 
+  /** A key as Better Auth's apiKey() plugin stores it (hash, metadata as JSON text). */
+  async function betterAuthKey(name: string, metadata: unknown, options: { enabled?: boolean; expiresAt?: Date } = {}) {
+    const key = `pk_${randomBytes(24).toString('base64url')}`;
+    const id = `key_${name}_${randomBytes(4).toString('hex')}`;
+    await admin.query(`insert into ${SCHEMA}.apikey (id, key, "referenceId", metadata, enabled, "expiresAt") values ($1, $2, $3, $4, $5, $6)`, [
+      id,
+      hashKey(key),
+      'user_owner',
+      JSON.stringify(metadata),
+      options.enabled ?? true,
+      options.expiresAt ?? null,
+    ]);
+    return { key, id };
+  }
+
   beforeAll(async () => {
     agentKey = await signingKey('EdDSA', 'agents-1');
     idp = await startIdp([agentKey.publicJwk], ['/api/auth/jwks']);
 
-    const keyFile = copyKeyFile('commerce.yaml', tmp.dir);
-    const store = `file:${keyFile}`;
-    adminKey = await createKey(['--store', store, '--tenant', 'org_acme', '--name', 'Integration key', '--scopes', 'admin', '--expires-in', '365d', '--prefix', 'pk_']);
-    storefrontKey = await createKey(['--store', store, '--tenant', 'org_globex', '--name', 'Catalog sync', '--scopes', 'storefront', '--expires-in', '30d', '--prefix', 'pk_']);
-    revokedKey = await createKey(['--store', store, '--tenant', 'org_acme', '--name', 'Leaked key', '--scopes', 'admin', '--expires-in', '30d', '--prefix', 'pk_']);
-    expect((await cli(['keys', 'revoke', revokedKey.id, '--store', store])).code).toBe(0);
+    await admin.query(`create schema ${SCHEMA}`);
+    await admin.query(`create table ${SCHEMA}.apikey (id text primary key, key text not null, "referenceId" text, metadata text, enabled boolean, "expiresAt" timestamptz)`);
+    await admin.query(`create table ${SCHEMA}.member (id serial, "userId" text, "organizationId" text, "createdAt" timestamptz default now())`);
+    await admin.query(`create table ${SCHEMA}.tenant_domains (domain text primary key, tenant text not null, scopes text[] default '{}')`);
+    await admin.query(`insert into ${SCHEMA}.member ("userId", "organizationId", "createdAt") values ('user_alice', 'org_first', now() - interval '1 day'), ('user_alice', 'org_later', now())`);
+    await admin.query(`insert into ${SCHEMA}.tenant_domains values ('shop.initech.example', 'org_initech', '{storefront,admin}')`);
+    adminKey = await betterAuthKey('admin', { organizationId: 'org_acme', scopes: ['admin'] });
+    storefrontKey = await betterAuthKey('storefront', { organizationId: 'org_globex', scopes: ['storefront'] });
+    revokedKey = await betterAuthKey('revoked', { organizationId: 'org_acme', scopes: ['admin'] }, { enabled: false });
 
+    // Better Auth's GET /api/auth/get-session: the session named by the cookie, or null.
+    auth = createServer((req, res) => {
+      const token = new RegExp(`${SESSION}=([^;]*)`).exec(req.headers.cookie ?? '')?.[1];
+      const found = req.url === '/api/auth/get-session' && token !== undefined ? sessions.get(token) : undefined;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(found ?? null));
+    });
+    await new Promise<void>((resolve) => auth.listen(0, '127.0.0.1', resolve));
+    sessions.set('tok_dashboard.sig', {
+      session: { id: 's1', userId: 'user_bob', activeOrganizationId: 'org_acme', expiresAt: new Date(Date.now() + 86_400_000).toISOString() },
+      user: { id: 'user_bob', email: 'bob@acme.example' },
+    });
+
+    const databaseUrl = `${DATABASE_URL}?options=${encodeURIComponent(`-c search_path=${SCHEMA}`)}`;
+    serverEnv = { ...TEST_ENV, COMMERCE_DATABASE_URL: databaseUrl, BETTER_AUTH_URL: `http://127.0.0.1:${(auth.address() as AddressInfo).port}` };
+    runtime = testRuntime({ env: serverEnv });
     let text = readExample('seed-002-commerce.yaml');
     text = substitute(text, ORIGIN, idp.url);
-    text = substitute(text, 'path: keys/commerce.yaml', `path: ${keyFile}`);
     policyFile = path.join(tmp.dir, 'seed-002-commerce.yaml');
     writeFileSync(policyFile, text);
     policy = compileYaml(text, runtime);
@@ -77,8 +123,12 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
   });
 
   afterAll(async () => {
-    await runtime.resources.closeAll();
-    await idp.close();
+    await runtime?.resources.closeAll();
+    await idp?.close();
+    auth?.closeAllConnections();
+    await new Promise<void>((resolve) => (auth ? auth.close(() => resolve()) : resolve()));
+    await admin.query(`drop schema if exists ${SCHEMA} cascade`);
+    await admin.end();
     tmp.cleanup();
   });
 
@@ -97,7 +147,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
       const decision = allowed(await check(policy, { host: 'store.globex.example', path: '/v1/admin/products', method: 'POST', headers: { 'x-api-key': adminKey.key } }));
       expect(upstream(decision)).toEqual({
         'x-tenant-id': 'org_acme',
-        'x-auth-subject': 'Integration key',
+        'x-auth-subject': 'user_owner',
         'x-auth-scopes': 'admin',
         'x-auth-method': 'api-key',
         'x-auth-key-id': adminKey.id,
@@ -129,11 +179,26 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
       expect(denialHeader(decision, 'www-authenticate')).toBe('Bearer realm="commerce"');
     });
 
-    it('3. a Better Auth session cookie is not a credential for Portcullis (see the example comment)', async () => {
-      const cookie = { cookie: 'better-auth.session_token=abc.def' };
-      expect(await check(policy, { host: API_HOST, path: '/v1/admin/products', headers: cookie })).toMatchObject({ status: 401, reason: 'missing_credential' });
-      // On a storefront host the request falls back to the Host caller: storefront scope only.
-      expect(await check(policy, { host: 'shop.acme.example', path: '/v1/admin/orders', headers: cookie })).toMatchObject({ status: 403, reason: 'insufficient_scope' });
+    it('3. a Better Auth session cookie: the active organization with admin and storefront (over the Host header)', async () => {
+      const cookie = { cookie: `theme=dark; ${SESSION}=tok_dashboard.sig` };
+      const decision = allowed(await check(policy, { host: 'shop.acme.example', path: '/v1/admin/orders', headers: cookie }));
+      expect(upstream(decision)).toEqual({ 'x-tenant-id': 'org_acme', 'x-auth-subject': 'user_bob', 'x-auth-email': 'bob@acme.example', 'x-auth-scopes': 'admin storefront', 'x-auth-method': 'session' });
+      // An unknown or signed-out session is a 401: it never falls back to the storefront Host caller.
+      const unknown = await check(policy, { host: 'shop.acme.example', path: '/v1/products/', headers: { cookie: `${SESSION}=abc.def` } });
+      expect(unknown).toMatchObject({ status: 401, reason: 'session_invalid' });
+    });
+
+    it('4. hosts beyond the listed ones: {tenant}.shops.commerce.example and the tenant_domains table', async () => {
+      expect(upstream(await check(policy, { host: 'umbrella.shops.commerce.example', path: '/v1/products/' }))).toMatchObject({ 'x-tenant-id': 'org_umbrella', 'x-auth-scopes': 'storefront' });
+      // A domain from the table gets storefront only, whatever the row says.
+      expect(upstream(await check(policy, { host: 'shop.initech.example', path: '/v1/products/' }))).toMatchObject({ 'x-tenant-id': 'org_initech', 'x-auth-scopes': 'storefront' });
+      expect(await check(policy, { host: 'shop.initech.example', path: '/v1/admin/products' })).toMatchObject({ status: 403, reason: 'insufficient_scope' });
+      expect(await check(policy, { host: 'unknown.example', path: '/v1/products/' })).toMatchObject({ status: 401, reason: 'missing_credential' });
+    });
+
+    it("1b. an agent token without org_id gets the user's first org membership", async () => {
+      const decision = allowed(await check(policy, { host: API_HOST, path: '/v1/products/', headers: { authorization: `Bearer ${await agentToken({ org_id: undefined, sub: 'user_alice' })}` } }));
+      expect(upstream(decision)['x-tenant-id']).toBe('org_first');
     });
 
     it('a bad credential is a 401; it never falls through to a weaker source', async () => {
@@ -145,7 +210,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
       // A Bearer value that is not a JWT (e.g. an API key sent the wrong way) is refused outright.
       const keyAsBearer = await check(policy, { host: 'shop.acme.example', path: '/v1/products/', headers: { authorization: `Bearer ${adminKey.key}` } });
       expect(keyAsBearer).toMatchObject({ status: 401, reason: 'invalid_token' });
-      expect(await check(policy, { host: API_HOST, path: '/v1/admin/products', headers: { 'x-api-key': revokedKey.key } })).toMatchObject({ status: 401, reason: 'key_revoked' });
+      expect(await check(policy, { host: API_HOST, path: '/v1/admin/products', headers: { 'x-api-key': revokedKey.key } })).toMatchObject({ status: 401, reason: 'invalid_api_key' });
     });
   });
 
@@ -159,7 +224,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
       expect(unknownGrant).toMatchObject({ status: 403, reason: 'insufficient_scope' });
     });
 
-    it('an agent token without its organization is refused (403 missing_tenant)', async () => {
+    it('an agent token without its organization and without a membership is refused (403 missing_tenant)', async () => {
       const decision = await check(policy, { host: API_HOST, path: '/v1/products/', headers: { authorization: `Bearer ${await agentToken({ org_id: undefined })}` } });
       expect(decision).toMatchObject({ status: 403, reason: 'missing_tenant' });
     });
@@ -205,7 +270,7 @@ describe('seed 002: examples/seed-002-commerce.yaml', () => {
     });
 
     it('over the real gRPC server, both header encodings: the webhook acts for ?org=, never for a smuggled x-tenant-id', async () => {
-      const server = await startTestServer(policyFile, { ...TEST_ENV });
+      const server = await startTestServer(policyFile, serverEnv);
       try {
         for (const raw of [false, true]) {
           const headers = { 'x-checkout-secret': TEST_ENV.CHECKOUT_API_SECRET, 'x-tenant-id': 'org_globex' };

@@ -52,7 +52,7 @@ const BASE: RequestInit = {
   host: 'shop.example.com',
   path: '/v1/companies/acme/items/42',
   query: 'org=acme&tag=a&tag=b&sp=a+b%20c&empty',
-  headers: { 'x-trace': 't1', 'x-forwarded-for': '203.0.113.50, 198.51.100.9' },
+  headers: { 'x-trace': 't1', 'x-forwarded-for': '203.0.113.50, 198.51.100.9, 10.0.0.1' }, // as Envoy sends it: the peer appended
   sourceAddress: '10.0.0.1',
 };
 

@@ -107,7 +107,9 @@ describe('seed 004 through authorize', () => {
     const runtime = testRuntime();
     const policy = compileYaml(seed004(bansFile), runtime);
     await policy.ready;
-    const from = (ip: string, extra: RequestInit = {}): RequestInit => ({ sourceAddress: '10.0.0.1', ...extra, headers: { 'x-forwarded-for': ip, ...extra.headers } });
+    // What the example Envoy (use_remote_address: true) sends behind one load balancer at
+    // 10.0.0.1: the peer is the load balancer, and Envoy has appended it to x-forwarded-for.
+    const from = (ip: string, extra: RequestInit = {}): RequestInit => ({ sourceAddress: '10.0.0.1', ...extra, headers: { 'x-forwarded-for': `${ip}, 10.0.0.1`, ...extra.headers } });
 
     for (let i = 0; i < 20; i++) expect((await check(policy, { method: 'POST', path: '/auth/refresh', ...from('198.51.100.4') })).allowed).toBe(true);
     const limited = await check(policy, { method: 'POST', path: '/auth/refresh', ...from('198.51.100.4') });

@@ -1,44 +1,17 @@
 // A local three-master Redis Cluster (redis-server processes on loopback ports, started and
 // stopped here) proving the hash-tagged keys work: every script touches one slot, counters spread
 // over the masters, limits hold exactly.
-import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterSlot } from '../../src/ratelimit/cluster-slot.js';
 import type { Runtime } from '../../src/runtime.js';
 import { testRuntime } from '../support/runtime.js';
 import { compile, evaluate, input, limiterAt, outcome } from './helpers.js';
-import { freePort, RedisServer, redisServerInstalled } from './redis-server.js';
+import { RedisServer, redisServerInstalled, startCluster } from './redis-server.js';
 
 const servers: RedisServer[] = [];
 const runtimes: Runtime[] = [];
 let clusterError: string | undefined;
-
-async function createCluster(): Promise<void> {
-  for (let i = 0; i < 3; i++) {
-    const server = new RedisServer(await freePort(true), ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000']);
-    servers.push(server);
-    await server.start();
-  }
-  const create = spawnSync(
-    'redis-cli',
-    ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'],
-    { encoding: 'utf8', timeout: 20_000 },
-  );
-  if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
-  const deadline = Date.now() + 15_000;
-  for (const server of servers) {
-    const admin = server.admin();
-    try {
-      while (!String(await admin.cluster('INFO')).includes('cluster_state:ok')) {
-        if (Date.now() > deadline) throw new Error('the cluster did not reach cluster_state:ok');
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    } finally {
-      admin.disconnect();
-    }
-  }
-}
 
 function clusterPolicy(policies: string): string {
   return `
@@ -56,7 +29,7 @@ ${policies}
 describe.skipIf(!redisServerInstalled())('redis cluster', () => {
   beforeAll(async () => {
     try {
-      await createCluster();
+      await startCluster(servers);
     } catch (err) {
       clusterError = (err as Error).message;
       console.warn(`SKIPPING Redis Cluster tests: ${clusterError}`);

@@ -93,6 +93,16 @@ export class RedisServer {
     this.process = undefined;
   }
 
+  /** SIGSTOP: the server stops answering while its connections stay open (a hung node). */
+  pause(): void {
+    this.process?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after pause(). */
+  resume(): void {
+    this.process?.kill('SIGCONT');
+  }
+
   async stop(): Promise<void> {
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
@@ -102,5 +112,36 @@ export class RedisServer {
     const client = new Redis(this.url, { maxRetriesPerRequest: 1 });
     client.on('error', () => {});
     return client;
+  }
+}
+
+/**
+ * A Redis Cluster of `masters` redis-server processes (no replicas) on loopback ports, created with
+ * redis-cli and waited for until every node reports cluster_state:ok. Servers are pushed to
+ * `servers` as they start, so the caller can stop them even when creation fails half-way.
+ */
+export async function startCluster(servers: RedisServer[], extraArgs: string[] = [], masters = 3): Promise<void> {
+  for (let i = 0; i < masters; i++) {
+    const server = new RedisServer(await freePort(true), ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', ...extraArgs]);
+    servers.push(server);
+    await server.start();
+  }
+  const create = spawnSync(
+    'redis-cli',
+    ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+  const deadline = Date.now() + 15_000;
+  for (const server of servers) {
+    const admin = server.admin();
+    try {
+      while (!String(await admin.cluster('INFO')).includes('cluster_state:ok')) {
+        if (Date.now() > deadline) throw new Error('the cluster did not reach cluster_state:ok');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      admin.disconnect();
+    }
   }
 }
