@@ -12,6 +12,7 @@ import { FileBanStore } from './bans-file.js';
 import { PostgresBanStore } from './bans-postgres.js';
 import type { BackendConfig, BansConfig, LimitOverrideConfig, LimitPolicyConfig, RateLimitsConfig } from './config.js';
 import { describeQuota } from './headers.js';
+import { clientNetwork } from '../pipeline/client-ip.js';
 import { Escalation, offenceKey } from './escalation.js';
 import { compileKey } from './keys.js';
 import { OverLimitMemory, RouteLimiter, type CompiledLimitPolicy, type SharedLimits, type Variant } from './limiter.js';
@@ -84,7 +85,8 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
     // Lifting an automatic ban (bans remove) resets its offence count, on whichever backend counts it.
     bans.onLifted(`${store.kind}:${keyPrefix}`, (record) => {
       if (record.kind !== 'ip' || record.source === undefined) return;
-      store.clearOffences(offenceKey(keyPrefix, record.source, record.value, record.route)).catch((err: unknown) => {
+      const value = record.value.includes('/') ? record.value : clientNetwork(record.value, ctx.policy.clientIp.ipv4Prefix, ctx.policy.clientIp.ipv6Prefix);
+      store.clearOffences(offenceKey(keyPrefix, record.source, value, record.route)).catch((err: unknown) => {
         ctx.runtime.logger.warn({ err: (err as Error).message }, 'could not reset the offences of a lifted ban');
       });
     });
@@ -111,7 +113,10 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
       if (config.bans === undefined) ctx.error([...at, 'escalate'], 'escalate writes bans: rateLimits.bans must name the ban store');
       else if (bans !== undefined) {
         const e = (result: string) => escalations.labels(policy.name, result);
-        escalation = new Escalation(policy.name, policy.escalate, store, keyPrefix, bans, ctx.runtime.clock, ctx.runtime.logger, { offences: e('lockout'), bans: e('ban'), errors: e('error') });
+        escalation = new Escalation(policy.name, policy.escalate, store, keyPrefix, bans, ctx.runtime.clock, ctx.runtime.logger, { offences: e('lockout'), bans: e('ban'), errors: e('error') }, {
+          ipv4Prefix: ctx.policy.clientIp.ipv4Prefix,
+          ipv6Prefix: ctx.policy.clientIp.ipv6Prefix,
+        });
       }
     }
     entries.push({

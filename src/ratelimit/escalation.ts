@@ -8,6 +8,8 @@
 
 import type { Counter } from 'prom-client';
 import type { Clock } from '../clock.js';
+import { clientNetwork } from '../pipeline/client-ip.js';
+import type { ClientNetworkPrefixes } from './keys.js';
 import type { Logger } from '../observability/logger.js';
 import { AUTOMATIC_BAN_AUTHOR, canonicalIpOrCidr, type BanRecord } from './bans.js';
 import type { BanWatcher } from './bans-watcher.js';
@@ -48,6 +50,8 @@ export class Escalation {
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly counters: EscalationCounters,
+    /** Offences are counted per client network (an IPv6 /64 by default), like the lockouts. */
+    private readonly network: ClientNetworkPrefixes,
   ) {
     this.reason = `${config.after} lockouts within ${formatDuration(config.within)} (rate-limit policy ${policy})`;
   }
@@ -57,8 +61,11 @@ export class Escalation {
     const ip = canonicalIpOrCidr(input.clientIp);
     if (ip === undefined) return;
     const route = this.config.scope === 'ip+route' ? input.route : undefined;
+    // Rotating addresses inside one network does not spread the offences: they count per network,
+    // and the ban on the address covers its network (BanList.match).
+    const client = clientNetwork(ip, this.network.ipv4Prefix, this.network.ipv6Prefix);
     this.counters.offences.inc();
-    this.store.recordOffence(offenceKey(this.keyPrefix, this.policy, ip, route), this.config.within).then(
+    this.store.recordOffence(offenceKey(this.keyPrefix, this.policy, client, route), this.config.within).then(
       (offences) => {
         // Exactly one check sees the count reach `after` (the backend counts atomically).
         if (offences.count !== this.config.after) return;

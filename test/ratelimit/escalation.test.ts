@@ -197,6 +197,17 @@ describe('escalate with the memory backend and the file ban store', () => {
     expect(fileBans(file)()).toEqual([]);
   });
 
+  it('IPv6: offences count per client network (/64), so rotating addresses does not dodge the ban; the ban covers the network', async () => {
+    const file = path.join(dir, `bans-${randomBytes(3).toString('hex')}.json`);
+    const a = await instance(policyYaml('memory', `{ file: "${file}", refresh: 100ms }`, '{ after: 2, within: 1h, ban: permanent, scope: ip }'), Date.now());
+    expect(await lockOnce([a], '2001:db8:1:2::10')).toEqual(['allow', 'rate_limited', 'locked_out']);
+    expect(await lockOnce([a], '2001:db8:1:2::20')).toEqual(['allow', 'rate_limited', 'locked_out']);
+    const [ban] = await eventually(fileBans(file), (b) => b.length > 0, 'the ban');
+    expect(ban).toMatchObject({ kind: 'ip', value: '2001:db8:1:2::20', offences: 2 });
+    expect(outcome(await a.probe.evaluate(at('2001:db8:1:2::abcd', 'probe')))).toBe('banned');
+    expect(outcome(await a.probe.evaluate(at('2001:db8:1:3::1', 'probe')))).toBe('allow');
+  });
+
   it('a ban store that cannot be written: the lockout applies, the ban is enforced here and pending, the write is retried', async () => {
     const storeDir = path.join(dir, `missing-${randomBytes(3).toString('hex')}`);
     const file = path.join(storeDir, 'bans.json');
