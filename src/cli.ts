@@ -4,25 +4,21 @@
 
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
 import { AggregatorRegistry } from 'prom-client';
 import { PolicyError, PortcullisError, formatPolicyIssue } from './errors.js';
-import { createLogger, serverDestination, silentLogger } from './observability/logger.js';
-import { Metrics } from './observability/metrics.js';
-import { compileLoaded, loadPolicyFileWithLocator } from './policy/load.js';
+import { parseCommand, usageError } from './cli/args.js';
+import { runValidateCommand } from './cli/validate.js';
+import { createLogger, serverDestination } from './observability/logger.js';
+import { loadPolicyFileWithLocator } from './policy/load.js';
 import { DURATION_SYNTAX, parseDuration } from './policy/units.js';
 import { LOG_LEVELS, type LogLevel } from './policy/schema.js';
-import { ResourcePool, type Runtime } from './runtime.js';
 import { isWorker, reportReadiness, runPrimary } from './cluster.js';
 import { startServer } from './server.js';
-import { systemClock } from './clock.js';
 import { PORTCULLIS_VERSION } from './version.js';
 
-export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
-  env: Readonly<Record<string, string | undefined>>;
-}
+export type { CliIo } from './cli/io.js';
+import type { CliIo } from './cli/io.js';
 
 const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for Envoy and Istio
 
@@ -31,11 +27,35 @@ Usage:
                    [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
                    [--memory-budget-mb N] [--max-in-flight N]
                    (durations: 500ms, 10s, 1m, ...; a bare number is seconds)
-  portcullis validate --config FILE
+  portcullis validate --config FILE [--strict] [--allow-missing-env]
+  portcullis check --config FILE [--json] [-H 'name: value']... [--source-ip IP] METHOD URL
+                                                    (what would Portcullis answer? with why)
+  portcullis test [--config FILE] [--junit FILE] TESTS...   (policy unit tests in YAML)
   portcullis keys <create|list|revoke|rotate|import> ...  (API keys; see portcullis keys --help)
   portcullis migrate --config FILE                    (create/upgrade the PostgreSQL schema)
   portcullis bans <add|list|remove> ...             (rate-limit bans; see portcullis bans --help)
   portcullis version
+
+Every command answers --help.
+`;
+
+const SERVE_USAGE = `Usage: portcullis serve --config FILE [options]
+
+Serves ext_authz (gRPC) and the ops port (/healthz, /readyz, /metrics) from one policy file,
+reloaded when it changes.
+
+  -c, --config FILE        the policy file (or PORTCULLIS_CONFIG)
+      --grpc-port N        overrides server.grpcPort (0: pick a free port)
+      --http-port N        overrides server.httpPort
+      --bind ADDR          overrides server.bind
+      --workers N          processes sharing the ports (1-64, default 1)
+      --drain-delay D      keep answering this long after SIGTERM (default 10s)
+      --drain-timeout D    longest wait for in-flight checks when stopping
+      --log-level L        fatal, error, warn, info, debug, trace, silent (or PORTCULLIS_LOG_LEVEL)
+      --reload-settle D    quiet time before a changed file is reloaded (default 1s)
+  -h, --help               this help
+
+Durations: 500ms, 10s, 1m, ...; a bare number is seconds.
 `;
 
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
@@ -44,7 +64,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     case 'serve':
       return serve(rest, io);
     case 'validate':
-      return validate(rest, io);
+      return runValidateCommand(rest, io);
+    case 'test': {
+      const { runTestCommand } = await import('./cli/test.js');
+      return runTestCommand(rest, io);
+    }
+    case 'check': {
+      const { runCheckCommand } = await import('./cli/check.js');
+      return runCheckCommand(rest, io);
+    }
     case 'keys': {
       const { runKeysCommand } = await import('./keys/cli.js');
       return runKeysCommand(rest, io);
@@ -73,13 +101,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>, io: CliIo) {
-  try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
-  } catch (err) {
-    io.err(`${(err as Error).message}\n\n${USAGE}`);
-    return undefined;
-  }
+function parse(usage: string, args: string[], options: NonNullable<ParseArgsConfig['options']>, io: CliIo) {
+  const parsed = parseCommand(args, options, usage, io);
+  return typeof parsed === 'number' ? parsed : (parsed.values as Record<string, string | boolean | undefined>);
 }
 
 function port(value: string | boolean | undefined, flag: string, io: CliIo): number | undefined | null {
@@ -92,45 +116,9 @@ function port(value: string | boolean | undefined, flag: string, io: CliIo): num
   return n;
 }
 
-async function validate(args: string[], io: CliIo): Promise<number> {
-  const values = parse(args, { config: { type: 'string', short: 'c' } }, io);
-  if (!values) return 2;
-  const file = values.config as string | undefined;
-  if (!file) {
-    io.err('validate needs --config FILE\n');
-    return 2;
-  }
-  const runtime: Runtime = {
-    clock: systemClock,
-    logger: silentLogger(),
-    metrics: new Metrics({ defaultMetrics: false }),
-    resources: new ResourcePool(),
-    env: io.env,
-    offline: true,
-  };
-  try {
-    const loaded = await loadPolicyFileWithLocator(file, io.env);
-    const { document } = loaded;
-    runtime.resources.beginCompile();
-    const compiled = compileLoaded(loaded, runtime, file);
-    for (const warning of compiled.warnings) io.err(`warning: ${warning}\n`);
-    io.out(`${file}: OK (${document.routes.length} routes, ${document.identity.length} identity sources, mode ${document.mode})\n`);
-    return 0;
-  } catch (err) {
-    if (err instanceof PolicyError) {
-      for (const issue of err.issues) io.err(`${formatPolicyIssue(issue)}\n`);
-      io.err(`${file}: ${err.issues.length} problem${err.issues.length === 1 ? '' : 's'}\n`);
-      return 1;
-    }
-    io.err(`${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await runtime.resources.closeAll();
-  }
-}
-
 async function serve(args: string[], io: CliIo): Promise<number> {
   const values = parse(
+    SERVE_USAGE,
     args,
     {
       config: { type: 'string', short: 'c' },
@@ -147,14 +135,13 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     },
     io,
   );
-  if (!values) return 2;
+  if (typeof values === 'number') return values;
   const memoryBudgetMb = wholeNumberFlag(values['memory-budget-mb'], '--memory-budget-mb', 8, 4096, io);
   const maxInFlight = wholeNumberFlag(values['max-in-flight'], '--max-in-flight', 16, 1_000_000, io);
   if (memoryBudgetMb === null || maxInFlight === null) return 2;
   const configFile = (values.config as string | undefined) ?? io.env.PORTCULLIS_CONFIG;
   if (!configFile) {
-    io.err('serve needs --config FILE (or PORTCULLIS_CONFIG)\n');
-    return 2;
+    return usageError('serve needs --config FILE (or PORTCULLIS_CONFIG)', SERVE_USAGE, io);
   }
   const grpcPort = port(values['grpc-port'], '--grpc-port', io);
   const httpPort = port(values['http-port'], '--http-port', io);
@@ -176,7 +163,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   const logger = createLogger({ level: levelSetting ?? 'info', destination });
   if (workers > 1 && !isWorker()) {
     // The primary validates the policy once so a bad file fails fast, then forks the workers.
-    const check = await validate(['--config', configFile], { ...io, out: () => undefined });
+    const check = await runValidateCommand(['--config', configFile], { ...io, out: () => undefined });
     if (check !== 0) return 1;
     const document = (await loadPolicyFileWithLocator(configFile, io.env)).document;
     await runPrimary({ workers, logger, bind: (values.bind as string | undefined) ?? document.server.bind, httpPort: httpPort ?? document.server.httpPort });

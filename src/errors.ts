@@ -44,9 +44,12 @@ export function formatPath(path: readonly (string | number)[]): string {
 
 export class PolicyError extends PortcullisError {
   readonly issues: readonly PolicyIssue[];
-  constructor(issues: readonly PolicyIssue[]) {
+  /** What of the document can still be compiled (policy/load.ts PartialPolicy), for reporting every problem at once. */
+  readonly partial?: unknown;
+  constructor(issues: readonly PolicyIssue[], partial?: unknown) {
     super('POLICY_INVALID', issues.map(formatPolicyIssue).join('\n'));
     this.name = 'PolicyError';
     this.issues = issues;
+    this.partial = partial;
   }
 }

@@ -3,7 +3,8 @@
 //   - case is ignored;
 //   - a port matches only a rule that names it, or nothing when it is the scheme's default
 //     (80 for http, 443 for https): "docs.example.com:443" over https is "docs.example.com",
-//     "docs.example.com:1234" is only "docs.example.com:1234";
+//     "docs.example.com:1234" is only "docs.example.com:1234"; a port with leading zeros
+//     ("docs.example.com:0443") is refused;
 //   - a trailing dot ("docs.example.com.") is refused (400 invalid_host): Envoy's virtual hosts do
 //     not treat it as the same name unless strip_trailing_host_dot is on, and then Portcullis never
 //     sees the dot;
@@ -53,7 +54,8 @@ function labelsOk(host: string, end: number): boolean {
 
 function withPort(host: string, colon: number, name: string, scheme: string): string {
   const port = host.slice(colon + 1);
-  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) return INVALID_HOST;
+  // One spelling per port: "0443" is not "443" to Envoy's virtual hosts (they compare text).
+  if (!/^(?:0|[1-9][0-9]{0,4})$/.test(port) || Number(port) > 65535) return INVALID_HOST;
   const value = Number(port);
   if ((value === 443 && scheme === 'https') || (value === 80 && scheme === 'http')) return name;
   return `${name}:${value}`;

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.js';
 import { Interner } from '../intern.js';
 import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
+import { closest } from '../policy/suggest.js';
 import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
@@ -30,7 +31,8 @@ function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileC
     const issuerConfig = Object.hasOwn(ctx.policy.issuers, name) ? ctx.policy.issuers[name] : undefined;
     if (!issuerConfig) {
       const known = Object.keys(ctx.policy.issuers);
-      ctx.error(at, `unknown issuer "${name}" (${known.length > 0 ? `issuers defines ${known.join(', ')}` : 'the policy has no issuers section'})`);
+      const hint = closest(name, known);
+      ctx.error(at, `unknown issuer "${name}" (${hint !== undefined ? `did you mean "${hint}"? ` : ''}${known.length > 0 ? `issuers defines ${known.join(', ')}` : 'the policy has no issuers section'})`);
       ok = false;
       return;
     }

@@ -13,6 +13,7 @@
 
 import { hostKey, INVALID_HOST } from '../authz/host.js';
 import { isSimplePath } from '../authz/path.js';
+import { describeMatch } from '../authz/routes.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult, Rejected } from '../identity/source.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
@@ -22,14 +23,19 @@ import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
 import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
+import type { ExplainCollector } from './explain.js';
 import { routeCandidates } from './route-candidates.js';
 
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
 const NO_REMOVE: readonly string[] = Object.freeze([]);
 
-export function authorize(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
+/**
+ * `explain`: when given, every phase records what it did (portcullis check, server.explain).
+ * When undefined, nothing is recorded and nothing is allocated.
+ */
+export function authorize(policy: CompiledPolicy, request: RequestAttributes, explain?: ExplainCollector): MaybePromise<Decision> {
   try {
-    const result = decide(policy, request);
+    const result = decide(policy, request, explain);
     return isPromise(result) ? result.catch((err: unknown) => internalError(policy, request, 'unknown', err)) : result;
   } catch (err) {
     return internalError(policy, request, 'unknown', err);
@@ -42,30 +48,63 @@ export function internalError(policy: DenyPolicy, request: Pick<RequestAttribute
 
 const INVALID_HOST_DENIAL = Object.freeze({ reason: 'invalid_host', detail: 'host is not a name[:port] Envoy would route (trailing dot, empty label, bad port or character)' } as const);
 
-function decide(policy: CompiledPolicy, request: RequestAttributes): MaybePromise<Decision> {
-  const decision = decideFor(policy, request);
+function decide(policy: CompiledPolicy, request: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
+  const decision = decideFor(policy, request, explain);
   // Rare: a client sent x_tenant_id or similar; the shared removal lists stay untouched otherwise.
   if (request.headers.underscored === undefined) return decision;
   return isPromise(decision) ? decision.then((d) => stripUnderscoreVariants(policy, request, d)) : stripUnderscoreVariants(policy, request, decision);
 }
 
-function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePromise<Decision> {
+function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
+    if (explain) explain.note('mode: dev allows every request as the dev principal');
     return allowDecision(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
   }
   // One host rule for routes and the host source alike (authz/host.ts).
   const host = hostKey(original.host, original.scheme);
-  if (host === INVALID_HOST) return denyDecision(policy, original.requestId, 'none', INVALID_HOST_DENIAL);
+  if (host === INVALID_HOST) {
+    if (explain) explain.denied('host');
+    return denyDecision(policy, original.requestId, 'none', INVALID_HOST_DENIAL);
+  }
   const request = host === original.host ? original : { ...original, host };
 
+  if (request.method === 'HEAD') return decideHead(policy, request, explain);
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
   if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
-    return decideOnRoute(policy, request, policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute);
+    const route = policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute;
+    if (explain) explainRoute(policy, request, route, explain);
+    return decideOnRoute(policy, request, route, explain);
   }
   const candidates = routeCandidates(policy, request);
-  if (Array.isArray(candidates)) return decideOnAll(policy, request, candidates);
-  if ('reason' in candidates) return denyDecision(policy, request.requestId, 'none', candidates);
-  return decideOnRoute(policy, request, candidates as CompiledRoute);
+  if (Array.isArray(candidates)) {
+    if (explain) explain.note(`the path has several readings; every route they reach must allow: ${candidates.map((c) => c.name).join(', ')}`);
+    return decideOnAll(policy, request, candidates, explain);
+  }
+  if ('reason' in candidates) {
+    if (explain) explain.denied('path');
+    return denyDecision(policy, request.requestId, 'none', candidates);
+  }
+  if (explain) explainRoute(policy, request, candidates as CompiledRoute, explain);
+  return decideOnRoute(policy, request, candidates as CompiledRoute, explain);
+}
+
+/**
+ * Express, Spring, Tomcat, Flask and Django serve HEAD with the GET handler: a HEAD request is
+ * judged by the routes a GET of the same path reaches as well as by its own (a `methods: [GET]`
+ * rule must not be escaped by sending HEAD to a weaker fallback). Where they differ, all must
+ * allow; the GET routes come first.
+ */
+function decideHead(policy: CompiledPolicy, request: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
+  const asGet = routeCandidates(policy, { ...request, method: 'GET' });
+  if (!Array.isArray(asGet) && 'reason' in asGet) return denyDecision(policy, request.requestId, 'none', asGet);
+  const asHead = routeCandidates(policy, request);
+  if (!Array.isArray(asHead) && 'reason' in asHead) return denyDecision(policy, request.requestId, 'none', asHead);
+  const routes = [...new Set([...listOf(asGet as CompiledRoute | readonly CompiledRoute[]), ...listOf(asHead as CompiledRoute | readonly CompiledRoute[])])];
+  return routes.length === 1 ? decideOnRoute(policy, request, routes[0]!, explain) : decideOnAll(policy, request, routes, explain);
+}
+
+function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {
+  return Array.isArray(candidates) ? candidates : [candidates as CompiledRoute];
 }
 
 /**
@@ -73,10 +112,10 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes): MaybePr
  * (each one's limits count too). The first denial is the answer; an allow carries the union of the
  * candidates' header removals.
  */
-async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, routes: readonly CompiledRoute[]): Promise<Decision> {
+async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, routes: readonly CompiledRoute[], explain: ExplainCollector | undefined): Promise<Decision> {
   const allowed: Decision[] = [];
   for (const route of routes) {
-    const decision = await decideOnRoute(policy, request, route);
+    const decision = await decideOnRoute(policy, request, route, explain);
     if (!decision.allowed) return decision;
     allowed.push(decision);
   }
@@ -92,6 +131,7 @@ async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, r
       who = key;
       chosen = d;
     } else if (key !== who) {
+      if (explain) explain.denied('path');
       return denyDecision(policy, request.requestId, d.route, { reason: 'invalid_path', detail: 'readings of the path reach routes that identify the caller differently' });
     }
   }
@@ -106,19 +146,25 @@ function principalKey(p: Principal): string {
   return JSON.stringify([p.method, p.tenant, p.subject, p.keyId, p.email, p.scopes]);
 }
 
-function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute): MaybePromise<Decision> {
+function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute, explain: ExplainCollector | undefined): MaybePromise<Decision> {
   const conditions = route.conditions;
   if (conditions !== undefined) {
     const refusal = conditions.beforeIdentity?.(request) ?? (route.public ? conditions.afterIdentity?.(request, undefined) : undefined);
-    if (refusal) return denyDecision(policy, request.requestId, route.name, refusal);
+    if (refusal) {
+      if (explain) explain.denied('rule');
+      return denyDecision(policy, request.requestId, route.name, refusal);
+    }
   }
-  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, carriedCredential(route, request), NO_HEADERS);
+  if (route.public) return rateLimitThenAllow(policy, request, route, undefined, carriedCredential(route, request), NO_HEADERS, undefined, explain);
 
   const pre = route.preIdentityLimiter;
-  if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS);
-  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name });
-  const next = (v: RateLimitVerdict): MaybePromise<Decision> =>
-    v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note);
+  if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS, undefined, explain);
+  if (explain) explain.phase = 'before-identity';
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name, explain });
+  const next = (v: RateLimitVerdict): MaybePromise<Decision> => {
+    if (v.denial && explain) explain.denied('rate-limit');
+    return v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note, explain);
+  };
   return isPromise(verdict) ? verdict.then(next) : next(verdict);
 }
 
@@ -137,21 +183,26 @@ function identifyThenDecide(
   request: RequestAttributes,
   route: CompiledRoute,
   preHeaders: readonly HeaderPair[],
-  preNote?: string,
+  preNote: string | undefined,
+  explain: ExplainCollector | undefined,
 ): MaybePromise<Decision> {
-  const identified = identify(route, request, 0);
-  if (isPromise(identified)) return identified.then((result) => afterIdentify(policy, request, route, result, preHeaders, preNote));
-  return afterIdentify(policy, request, route, identified, preHeaders, preNote);
+  const identified = identify(route, request, 0, explain);
+  if (isPromise(identified)) return identified.then((result) => afterIdentify(policy, request, route, result, preHeaders, preNote, explain));
+  return afterIdentify(policy, request, route, identified, preHeaders, preNote, explain);
 }
 
 /** Try sources from `start` on; the first that finds a credential decides. */
-function identify(route: CompiledRoute, request: RequestAttributes, start: number): MaybePromise<IdentifyResult | undefined> {
+function identify(route: CompiledRoute, request: RequestAttributes, start: number, explain: ExplainCollector | undefined): MaybePromise<IdentifyResult | undefined> {
   const chain = route.chain;
   for (let i = start; i < chain.length; i++) {
     const result = chain[i]!.identify(request);
     if (isPromise(result)) {
-      return result.then((resolved) => (resolved.kind === 'none' ? identify(route, request, i + 1) : resolved));
+      return result.then((resolved) => {
+        if (explain) explainSource(explain, chain[i]!.name, resolved);
+        return resolved.kind === 'none' ? identify(route, request, i + 1, explain) : resolved;
+      });
     }
+    if (explain) explainSource(explain, chain[i]!.name, result);
     if (result.kind !== 'none') return result;
   }
   return undefined;
@@ -164,20 +215,29 @@ function afterIdentify(
   result: IdentifyResult | undefined,
   preHeaders: readonly HeaderPair[],
   preNote: string | undefined,
+  explain: ExplainCollector | undefined,
 ): MaybePromise<Decision> {
   if (result === undefined || result.kind === 'none') {
+    if (explain) {
+      explain.denied('identity');
+      explain.note(route.chain.length === 0 ? 'the route has no identity chain' : 'no source of the identity chain found a credential');
+    }
     return denyDecision(policy, request.requestId, route.name, { reason: 'missing_credential' });
   }
   if (result.kind === 'deny') {
+    if (explain) explain.denied('identity');
     return denyDecision(policy, request.requestId, route.name, result.denial);
   }
   const enrich = policy.enrich;
-  if (enrich === undefined) return permitThenLimit(policy, request, route, result.principal, result.removeHeaders, preHeaders, preNote);
+  if (enrich === undefined) return permitThenLimit(policy, request, route, result.principal, result.removeHeaders, preHeaders, preNote, explain);
   const enriched = enrich(result.principal, request);
-  const next = (p: Principal | Rejected): MaybePromise<Decision> =>
-    'kind' in p
-      ? denyDecision(policy, request.requestId, route.name, p.denial, result.principal)
-      : permitThenLimit(policy, request, route, p, result.removeHeaders, preHeaders, preNote);
+  const next = (p: Principal | Rejected): MaybePromise<Decision> => {
+    if ('kind' in p) {
+      if (explain) explain.denied('enrich');
+      return denyDecision(policy, request.requestId, route.name, p.denial, result.principal);
+    }
+    return permitThenLimit(policy, request, route, p, result.removeHeaders, preHeaders, preNote, explain);
+  };
   return isPromise(enriched) ? enriched.then(next) : next(enriched);
 }
 
@@ -189,19 +249,33 @@ function permitThenLimit(
   removeHeaders: readonly string[] | undefined,
   preHeaders: readonly HeaderPair[],
   preNote: string | undefined,
+  explain: ExplainCollector | undefined,
 ): MaybePromise<Decision> {
-  const refusal = checkPermission(policy, route, principal);
+  if (explain) explain.principal(principal);
+  const refusal = checkPermission(policy, route, principal, explain);
   if (refusal) return refusal(request.requestId);
   const ruleDenial = route.conditions?.afterIdentity?.(request, principal);
-  if (ruleDenial) return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
-  return rateLimitThenAllow(policy, request, route, principal, removeHeaders, preHeaders, preNote);
+  if (ruleDenial) {
+    if (explain) {
+      explain.check(`rule ${ruleDenial.reason}`, false, ruleDenial.detail);
+      explain.denied('rule');
+    }
+    return denyDecision(policy, request.requestId, route.name, ruleDenial, principal);
+  }
+  if (explain && route.conditions?.afterIdentity) explain.check('rules', true);
+  return rateLimitThenAllow(policy, request, route, principal, removeHeaders, preHeaders, preNote, explain);
 }
 
 type PendingDenial = (requestId: string) => Decision;
 
-function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal: Principal): PendingDenial | undefined {
-  const deny = (reason: Parameters<typeof denyDecision>[3]['reason'], detail?: string, scopes?: readonly string[]): PendingDenial =>
-    (requestId) => denyDecision(policy, requestId, route.name, { reason, detail }, principal, scopes);
+function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal: Principal, explain: ExplainCollector | undefined): PendingDenial | undefined {
+  const deny = (reason: Parameters<typeof denyDecision>[3]['reason'], detail?: string, scopes?: readonly string[]): PendingDenial => {
+    if (explain) {
+      explain.check(reason, false, detail);
+      explain.denied('permission');
+    }
+    return (requestId) => denyDecision(policy, requestId, route.name, { reason, detail }, principal, scopes);
+  };
 
   const unsafe = unsafeIdentityValue(principal);
   if (unsafe) return deny('invalid_identity', `control character in ${unsafe}`);
@@ -218,6 +292,7 @@ function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal
   }
   const missing = missingScopes(principal.scopes, route.allOf, route.anyOf);
   if (missing) return deny('insufficient_scope', `missing ${missing.join(' ')}`, missing);
+  if (explain) explainPermission(route, principal, explain);
   return undefined;
 }
 
@@ -228,13 +303,16 @@ function rateLimitThenAllow(
   principal: Principal | undefined,
   credentialHeaders: readonly string[] | undefined,
   preHeaders: readonly HeaderPair[],
-  preNote?: string,
+  preNote: string | undefined,
+  explain: ExplainCollector | undefined,
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
-  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name });
-  const finish = (v: RateLimitVerdict): Decision =>
-    v.denial
+  if (explain) explain.phase = route.public ? 'all' : 'after-identity';
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name, explain });
+  const finish = (v: RateLimitVerdict): Decision => {
+    if (v.denial && explain) explain.denied('rate-limit');
+    return v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
       : allowDecision(
           policy,
@@ -246,7 +324,42 @@ function rateLimitThenAllow(
           mergeQuotaHeaders(preHeaders, v.responseHeaders),
           joinNotes(preNote, v.note),
         );
+  };
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);
+}
+
+// ---- explanations (only ever called with a collector) ----
+
+function explainRoute(policy: CompiledPolicy, request: RequestAttributes, route: CompiledRoute, explain: ExplainCollector): void {
+  const { considered } = policy.routes.explain(request.host, request.method, request.path);
+  const list = considered.map((c) => ({ name: c.value.name, match: describeMatch(c.spec), matched: c.matched, why: c.why }));
+  if (route === policy.defaultRoute) {
+    list.push({
+      name: 'default',
+      match: '(no route matched)',
+      matched: true,
+      why: route.kind === 'default-deny' ? 'default: deny — identified callers get 403 route_not_allowed' : 'default: authenticated — any identified caller',
+    });
+  }
+  explain.routes(route.name, route.public ? 'public' : route.kind, route.public, list);
+}
+
+function explainSource(explain: ExplainCollector, name: string, result: IdentifyResult): void {
+  if (result.kind === 'none') explain.source({ source: name, outcome: 'none', detail: 'no credential of this kind in the request' });
+  else if (result.kind === 'deny') explain.source({ source: name, outcome: 'deny', reason: result.denial.reason, detail: result.denial.detail });
+  else explain.source({ source: name, outcome: 'principal', detail: `proved ${result.principal.method} caller ${result.principal.subject ?? '(no subject)'}` });
+}
+
+function explainPermission(route: CompiledRoute, principal: Principal, explain: ExplainCollector): void {
+  if (route.kind === 'default-authenticated') explain.check('default: authenticated', true);
+  if (route.credentials) explain.check('credentials', true, `${principal.method} is one of ${[...route.credentials].join(', ')}`);
+  if (principal.tenant) {
+    explain.check('tenant', true, route.tenants ? `${principal.tenant} is one of ${[...route.tenants].join(', ')}` : `${principal.tenant} is not disabled`);
+  } else {
+    explain.check('tenant', true, 'no tenant, and the route does not require one');
+  }
+  if (route.allOf.length > 0) explain.check('require.allOf', true, `has ${route.allOf.join(' ')}`);
+  if (route.anyOf.length > 0) explain.check('require.anyOf', true, `has one of ${route.anyOf.join(' ')}`);
 }
 
 function describeError(err: unknown): string {

@@ -9,6 +9,7 @@ import { allowLabel } from '../ratelimit/notes.js';
 import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
 import { denyDecision } from './decision.js';
+import { ExplainCollector } from './explain.js';
 
 export interface PolicySource {
   /** The compiled policy in force, or undefined before the first successful load. */
@@ -55,10 +56,12 @@ export class Authorizer {
     const policy = this.policies.current();
     this.inFlight++;
     let decision: MaybePromise<Decision>;
+    // server.explain: the explanation goes into the decision log line (never to a client).
+    const explain = policy?.explain === true && policy.decisionLog !== 'none' ? new ExplainCollector() : undefined;
     try {
       if (!policy) decision = denyDecision(NOT_READY_POLICY, request.requestId, 'none', { reason: 'not_ready' });
       else if (malformed) decision = denyDecision(policy, request.requestId, 'none', { reason: 'invalid_request', detail: 'CheckRequest has no HTTP attributes' });
-      else decision = authorize(policy, request);
+      else decision = authorize(policy, request, explain);
     } catch (err) {
       // authorize() catches its own errors; this keeps the in-flight count true whatever throws.
       decision = internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err);
@@ -66,14 +69,14 @@ export class Authorizer {
 
     if (isPromise(decision)) {
       return decision.then(
-        (d) => this.record(policy, request, d, started),
-        (err: unknown) => this.record(policy, request, internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err), started),
+        (d) => this.record(policy, request, d, started, explain),
+        (err: unknown) => this.record(policy, request, internalError(policy ?? NOT_READY_POLICY, request, 'unknown', err), started, explain),
       );
     }
-    return this.record(policy, request, decision, started);
+    return this.record(policy, request, decision, started, explain);
   }
 
-  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number): Decision {
+  private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number, explain?: ExplainCollector): Decision {
     this.inFlight--;
     const seconds = (performance.now() - started) / 1000;
     const outcome = decision.allowed ? 'allow' : 'deny';
@@ -105,6 +108,7 @@ export class Authorizer {
         status: decision.allowed ? undefined : decision.status,
         detail: decision.allowed ? decision.note || undefined : decision.detail,
         latencyMs: Math.round(seconds * 1e6) / 1e3,
+        explain: explain?.explanation,
       };
       if (reason === 'internal_error') this.logger.error(entry, 'check failed inside Portcullis (denied 503)');
       else this.logger.info(entry, 'decision');

@@ -1,7 +1,7 @@
 // PolicyDocument → CompiledPolicy: immutable lookup structures built once per load. Nothing in
 // here runs per request; the pipeline only reads what this produces.
 
-import { describeMatch, RouteTable, templateProblem } from '../authz/routes.js';
+import { describeMatch, findOverlaps, RouteTable, templateProblem } from '../authz/routes.js';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { compileRouteConditions, type RouteConditions } from '../expr/route-conditions.js';
 import type { ClientIpSettings } from '../pipeline/client-ip.js';
@@ -86,6 +86,8 @@ export interface CompiledPolicy {
   readonly disabledTenants: ReadonlySet<string>;
   readonly decisionLog: 'all' | 'deny' | 'none';
   readonly tenantMetrics: boolean;
+  /** server.explain: decision log lines carry the explanation. */
+  readonly explain: boolean;
   readonly warnings: readonly string[];
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
@@ -135,7 +137,8 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const stripEverywhere = chainStripHeaders([...new Set([...topChain, ...routeChains.flat()])]).filter((h) => h !== 'authorization');
   const compiledRoutes = document.routes.map((route, index) => {
     const path: PolicyPath = ['routes', index];
-    checkRoute(route, path, ctx, topChain.length);
+    // The configured chain, not what compiled of it: a broken source is reported once, where it is.
+    checkRoute(route, path, ctx, document.identity.length);
     const name = route.name ?? describeMatch(route.match);
     const chain = routeChains[index]!;
     const compiled: CompiledRoute = Object.freeze({
@@ -158,6 +161,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     return { spec: route.match, value: compiled };
   });
   checkDuplicateNames(document.routes, compiledRoutes.map((r) => r.value.name), ctx);
+  if (issues.length === 0) checkRouteShapes(document.routes, compiledRoutes.map((r) => r.value), ctx);
 
   const defaultRoute: CompiledRoute = Object.freeze({
     name: 'default',
@@ -203,6 +207,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
     tenantMetrics: document.server.tenantMetrics,
+    explain: document.server.explain,
     warnings: Object.freeze(warnings),
     ready: Promise.all(readiness).then(() => undefined),
     enrich,
@@ -303,6 +308,45 @@ function checkDuplicateNames(routes: readonly RouteConfig[], names: readonly str
     }
     if (first === undefined) seen.set(name, i);
   });
+}
+
+/**
+ * Warnings (allowed, printed by validate, errors with --strict): patterns written in another
+ * framework's syntax, routes that can never match, public routes that take requests a protected
+ * route was written for.
+ */
+function checkRouteShapes(routes: readonly RouteConfig[], compiled: readonly CompiledRoute[], ctx: CompileContext): void {
+  routes.forEach((route, i) => {
+    const m = route.match;
+    const at: PolicyPath = ['routes', i, 'match'];
+    if (m.path !== undefined) {
+      const colon = m.path.split('/').find((segment) => /^:[A-Za-z_]/.test(segment));
+      if (colon) {
+        ctx.warn([...at, 'path'], `"${colon}" looks like Express/Rails syntax; here it matches only the literal text "${colon}" (write {${colon.slice(1)}} for a path parameter)`);
+      }
+      if (m.path.includes('*')) {
+        ctx.warn([...at, 'path'], '"*" in path matches only a literal "*"; use pathPrefix, or pathGlob for wildcards');
+      }
+    }
+    if (m.pathPrefix !== undefined && m.pathPrefix.includes('*')) {
+      ctx.warn([...at, 'pathPrefix'], '"*" in pathPrefix matches only a literal "*"; a prefix already matches everything below it (or use pathGlob)');
+    }
+    if (m.pathPrefix !== undefined && /\/:[A-Za-z_]/.test(m.pathPrefix)) {
+      ctx.warn([...at, 'pathPrefix'], 'a ":name" segment is literal text here; use pathGlob with "*" for a variable segment');
+    }
+  });
+  for (const overlap of findOverlaps(routes.map((r, i) => ({ spec: r.match, index: i })))) {
+    const winner = compiled[overlap.winner]!;
+    const loser = compiled[overlap.loser]!;
+    if (overlap.full) {
+      ctx.warn(['routes', overlap.loser], `can never match: routes[${overlap.winner}] (${winner.name}) matches every request it would, first`);
+    } else if (winner.public && !loser.public) {
+      ctx.warn(
+        ['routes', overlap.winner],
+        `public route ${winner.name} takes requests protected route routes[${overlap.loser}] (${loser.name}) also matches, e.g. ${overlap.example}: they are not authenticated`,
+      );
+    }
+  }
 }
 
 function dedupe(values: readonly string[]): readonly string[] {

@@ -24,6 +24,8 @@ export interface Interpolation {
   readonly value: string;
   /** The scalar was exactly one reference: its value may stand for a number. */
   readonly exact: boolean;
+  /** A variable was not set and a placeholder stands in (its value cannot be judged). */
+  readonly placeholder?: boolean;
 }
 
 export class Interpolations {
@@ -40,6 +42,7 @@ export class Interpolations {
   /** The number an exact reference stands for, when its value is a plain decimal number. */
   numberAt(path: readonly (string | number)[]): number | undefined {
     const item = this.at(path);
+    if (item?.exact && item.placeholder) return 1;
     return item?.exact && DECIMAL.test(item.value.trim()) ? Number(item.value.trim()) : undefined;
   }
 
@@ -74,11 +77,19 @@ export class Interpolations {
   get size(): number {
     return this.byPath.size;
   }
+
+  /** Whether `path` (or a field under it) holds a placeholder for an unset variable. */
+  placeholderAt(path: readonly (string | number)[]): boolean {
+    const prefix = key(path).slice(0, -1);
+    for (const [k, item] of this.byPath) if (item.placeholder && (k === key(path) || k.startsWith(prefix + ','))) return true;
+    return false;
+  }
 }
 
 /**
  * Replace `${NAME}` in every string scalar (keys excluded); `$${` escapes a literal `${`.
- * Reports each unset variable through `missing`.
+ * Reports each unset variable through `missing`; a placeholder stands in for its value, so the
+ * rest of the file can still be checked (the field itself is then not judged).
  */
 export function interpolateEnv(
   doc: Document,
@@ -94,21 +105,28 @@ export function interpolateEnv(
       if (parent && 'key' in parent && (parent as { key: unknown }).key === node) return;
       const path = pathOf(ancestry);
       const names: string[] = [];
+      let placeholder = false;
       const exact = EXACT_REF.test(node.value);
       node.value = node.value.replace(ENV_REF, (match, name: string | undefined) => {
         if (name === undefined) return '${';
         const value = env[name];
+        names.push(name);
         if (value === undefined) {
           missing(node, path, name);
-          return match;
+          placeholder = true;
+          return placeholderFor(name);
         }
-        names.push(name);
         return value;
       });
-      if (names.length > 0) found.add({ path, names, value: node.value as string, exact });
+      if (names.length > 0) found.add(placeholder ? { path, names, value: node.value as string, exact, placeholder } : { path, names, value: node.value as string, exact });
     },
   });
   return found;
+}
+
+/** Long enough for every secret length rule, so only the missing variable is reported. */
+export function placeholderFor(name: string): string {
+  return `placeholder-for-${name}-`.padEnd(72, 'x');
 }
 
 function describeVars(names: readonly string[]): string {

@@ -9,6 +9,7 @@ import type { Runtime } from '../runtime.js';
 import { compilePolicy, type CompiledPolicy } from './compile.js';
 import { interpolateEnv, Interpolations, type Env } from './interpolate.js';
 import { policySchema, type PolicyDocument } from './schema.js';
+import { didYouMean, knownKeysAt } from './suggest.js';
 
 /** Policy files are small; a multi-megabyte one is a mistake (or an attack on the loader). */
 export const MAX_POLICY_BYTES = 4 * 1024 * 1024;
@@ -20,6 +21,11 @@ export interface ParseOptions {
    * section from --config and pass false.
    */
   readonly requirePolicy?: boolean;
+  /**
+   * `validate --allow-missing-env`: an unset variable is not a problem; a placeholder stands in
+   * and the checks of that value (secret lengths, formats) are skipped, with a note saying so.
+   */
+  readonly allowMissingEnv?: boolean;
 }
 
 /**
@@ -53,6 +59,19 @@ export interface LoadedPolicy {
   readonly locate: Locator;
   /** Fields that took values from the environment (for messages that must not echo them). */
   readonly interpolations: Interpolations;
+  /** Things `validate` should say that are not problems (placeholders for unset variables). */
+  readonly notes?: readonly string[];
+}
+
+/**
+ * What a file with schema problems still lets the compiler check: the document with each broken
+ * part replaced by a harmless stand-in (keeping names other parts refer to), so compile-time
+ * problems elsewhere are reported in the same run, and nothing is reported about the stand-ins.
+ */
+export interface PartialPolicy {
+  readonly loaded: LoadedPolicy;
+  /** Document paths replaced by stand-ins: compile problems under them are not reported. */
+  readonly replaced: readonly (readonly (string | number)[])[];
 }
 
 /** Parse, interpolate `${VAR}` and validate policy text. */
@@ -81,10 +100,14 @@ export function parsePolicyWithLocator(text: string, file: string, env: Env = pr
   }
   if (issues.length > 0) throw new PolicyError(issues);
 
-  const interpolations = interpolateEnv(doc, env, (node, path, name) =>
-    issues.push({ file, ...at(node.range?.[0]), path, message: `environment variable ${name} is not set` }),
+  const unset = new Set<string>();
+  const interpolations = interpolateEnv(doc, env, (node, path, name) => {
+    unset.add(name);
+    if (!options.allowMissingEnv) issues.push({ file, ...at(node.range?.[0]), path, message: `environment variable ${name} is not set` });
+  });
+  const notes = [...unset].map(
+    (name) => `environment variable ${name} is not set: a placeholder stands in, and the checks of its value (secret lengths, formats) are skipped`,
   );
-  if (issues.length > 0) throw new PolicyError(issues);
 
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   if ((raw === null || raw === undefined) && options.requirePolicy !== false) {
@@ -95,20 +118,161 @@ export function parsePolicyWithLocator(text: string, file: string, env: Env = pr
     throw new PolicyError([{ file, line: 1, column: 1, path: [], message: 'the policy must be a YAML mapping' }]);
   }
   const stated = raw as Record<string, unknown>;
-  const result = validateWithEnvNumbers(stated, interpolations);
-  if (result.success) {
+  const result = validateWithEnvNumbers(structuredClone(stated), interpolations);
+  const locate: Locator = (path) => at(nodeOffset(doc, [...path]));
+  if (result.success && issues.length === 0) {
     // Defaults fill in everything else, so a document that states no routes and no identity
     // chain (a file cut before them, or one that holds only `version:`) would deny everything.
     if (options.requirePolicy !== false && stated.routes === undefined && stated.identity === undefined && stated.mode !== 'dev') {
       throw new PolicyError([{ file, line: 1, column: 1, path: [], message: EMPTY_POLICY }]);
     }
-    const locate: Locator = (path) => at(nodeOffset(doc, [...path]));
-    return { document: result.data, locate, interpolations };
+    return { document: result.data, locate, interpolations, notes };
   }
 
-  for (const issue of result.error.issues) issues.push(...describeIssue(issue, doc, file, at, interpolations));
-  issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
-  throw new PolicyError(issues.map((issue) => interpolations.redactIssue(issue)));
+  // Every problem of the file at once: validate, replace what is broken by stand-ins, validate
+  // again (a few rounds at most), so the compiler can check the rest without cascades.
+  const working = structuredClone(stated);
+  const replaced: (string | number)[][] = [];
+  let round = result;
+  let partial: PartialPolicy | undefined;
+  for (let pass = 0; pass < 6; pass++) {
+    if (round.success) {
+      partial = { loaded: { document: round.data, locate, interpolations, notes }, replaced };
+      break;
+    }
+    let changed = false;
+    const earlier = replaced.slice();
+    // An object with an unknown key (a misspelt "allOf") also fails its own cross-field rules:
+    // those are cascades of the unknown key.
+    const misspelt = new Set(round.error.issues.filter((i) => i.code === 'unrecognized_keys').map((i) => JSON.stringify(i.path)));
+    for (const issue of round.error.issues) {
+      const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+      if (issue.code === 'custom' && misspelt.has(JSON.stringify(issue.path))) {
+        changed = repair(working, issue, path, replaced) || changed;
+        continue;
+      }
+      // A value standing in for an unset variable cannot be judged, and a stand-in is not the
+      // user's: no problem is reported about either.
+      const underStandIn = earlier.some((r) => r.every((part, i) => path[i] === part));
+      if (!underStandIn && !interpolations.placeholderAt(path)) issues.push(...describeIssue(issue, doc, file, at, interpolations));
+      changed = repair(working, issue, path, replaced) || changed;
+    }
+    if (!changed) break;
+    round = validateWithEnvNumbers(working, interpolations);
+  }
+  if (issues.length === 0 && partial) return partial.loaded;
+  throw new PolicyError(sortIssues(dedupeIssues(issues)).map((issue) => interpolations.redactIssue(issue)), partial);
+}
+
+function sortIssues(issues: PolicyIssue[]): PolicyIssue[] {
+  return issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
+}
+
+function dedupeIssues(issues: readonly PolicyIssue[]): PolicyIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((issue) => {
+    const key = JSON.stringify([issue.path, issue.message]);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+const STAND_IN_SECRET = 'x'.repeat(64);
+
+/**
+ * Make the part of `doc` an issue is about valid again, keeping what other parts refer to (route,
+ * issuer and rate-limit policy names). Returns whether anything changed.
+ */
+function repair(doc: Record<string, unknown>, issue: $ZodIssue, path: (string | number)[], replaced: (string | number)[][]): boolean {
+  if (issue.code === 'unrecognized_keys') {
+    // The unknown key goes; what it was meant to say (a misspelt "public") is missing from its
+    // object, so compile problems of that object would be cascades: not reported.
+    const container = getAt(doc, path);
+    if (container === null || typeof container !== 'object') return false;
+    for (const key of issue.keys) delete (container as Record<string, unknown>)[key];
+    if (path.length > 0) replaced.push(path.length > 2 && path[0] === 'routes' ? path.slice(0, 2) : path);
+    return true;
+  }
+  const [top, second, third] = path;
+  const nameOf = (value: unknown) => {
+    const name = (value as { name?: unknown } | null)?.name;
+    return typeof name === 'string' && /^[A-Za-z0-9_.:/{}*-]+$/.test(name) ? name : undefined;
+  };
+  const standIn = (at: (string | number)[], value: unknown) => {
+    setAt(doc, at, value);
+    replaced.push(at);
+    return true;
+  };
+  if (top === undefined) return false;
+  if (top === 'routes' && typeof second === 'number' && Array.isArray(doc.routes)) {
+    const name = nameOf(doc.routes[second]);
+    return standIn(['routes', second], { ...(name && { name }), match: { path: `/.portcullis-invalid-route-${second}` }, public: true });
+  }
+  if ((top === 'identity' && typeof second === 'number') || (top === 'identity' && second === undefined)) {
+    const stand = { host: { domains: {} } };
+    return second === undefined ? standIn(['identity'], [stand]) : standIn(['identity', second], stand);
+  }
+  if (top === 'issuers' && typeof second === 'string') {
+    return standIn(['issuers', second], { issuer: `urn:portcullis:invalid-issuer:${second}`, secret: STAND_IN_SECRET });
+  }
+  if (top === 'tenants' && typeof second === 'string') return standIn(['tenants', second], {});
+  if (top === 'rateLimits' && second === 'policies' && typeof third === 'number') {
+    const policies = getAt(doc, ['rateLimits', 'policies']) as unknown[];
+    const name = nameOf(policies[third]);
+    return standIn(['rateLimits', 'policies', third], { name: name ?? `invalid-policy-${third}`, key: ['ip'], window: '60s', limit: 1000 });
+  }
+  if (top === 'rateLimits') {
+    // Without a rateLimits section, what refers to it goes too (it cannot be checked).
+    delete doc.rateLimits;
+    replaced.push(['rateLimits']);
+    if (Array.isArray(doc.routes)) {
+      doc.routes.forEach((route, i) => {
+        if (route && typeof route === 'object' && 'rateLimits' in route) {
+          delete (route as Record<string, unknown>).rateLimits;
+          replaced.push(['routes', i, 'rateLimits']);
+        }
+      });
+    }
+    if (doc.tenants && typeof doc.tenants === 'object') {
+      for (const [name, tenant] of Object.entries(doc.tenants)) {
+        if (tenant && typeof tenant === 'object' && 'limits' in tenant) {
+          delete (tenant as Record<string, unknown>).limits;
+          replaced.push(['tenants', name, 'limits']);
+        }
+      }
+    }
+    return true;
+  }
+  if (!(top in doc)) return false;
+  // Anything else at the top (mode, server, headers, keyStore, ...): its defaults stand in.
+  delete doc[top];
+  replaced.push([top]);
+  return true;
+}
+
+/**
+ * Parse and compile, reporting the problems of the whole file in one run: schema problems and
+ * the compile-time problems of every part the schema problems do not touch.
+ */
+export function compileReportingAll(parse: () => LoadedPolicy, runtime: Runtime, file: string): CompiledPolicy {
+  let loaded: LoadedPolicy;
+  try {
+    loaded = parse();
+  } catch (err) {
+    const partial = err instanceof PolicyError ? (err.partial as PartialPolicy | undefined) : undefined;
+    if (!partial) throw err;
+    let more: readonly PolicyIssue[] = [];
+    try {
+      compileLoaded(partial.loaded, runtime, file);
+    } catch (compileErr) {
+      if (!(compileErr instanceof PolicyError)) throw compileErr;
+      more = compileErr.issues.filter((issue) => !partial.replaced.some((at) => at.every((part, i) => issue.path[i] === part)));
+    }
+    if (more.length === 0) throw err;
+    throw new PolicyError(sortIssues(dedupeIssues([...(err as PolicyError).issues, ...more])));
+  }
+  return compileLoaded(loaded, runtime, file);
 }
 
 const EMPTY_POLICY =
@@ -181,11 +345,12 @@ function describeIssue(
 ): PolicyIssue[] {
   const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   if (issue.code === 'unrecognized_keys') {
+    const known = knownKeysAt(policySchema, path);
     return issue.keys.map((key) => ({
       file,
       ...at(keyOffset(doc, path, key)),
       path: [...path, key],
-      message: `unknown key "${key}"`,
+      message: `unknown key "${key}"${didYouMean(key, known)}`,
     }));
   }
   const fromEnv = interpolations.at(path);

@@ -248,6 +248,11 @@ export const serverSchema = z.strictObject({
   /** Label checks_total by route name too (bounded by the policy's routes; off by default). */
   routeMetrics: z.boolean().default(false),
   grpc: grpcLimitsSchema.default(() => grpcLimitsSchema.parse({})),
+  /**
+   * Add the decision's explanation (routes considered, identity source, rule, limits) to each
+   * decision log line. Off by default: it costs an allocation per check. Never served on a port.
+   */
+  explain: z.boolean().default(false),
 });
 
 /** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */

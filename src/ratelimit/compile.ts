@@ -3,6 +3,7 @@
 // metric children bound; the backend and ban list come from the resource pool so counters and
 // connections survive reloads.
 
+import { didYouMean } from '../policy/suggest.js';
 import path from 'node:path';
 import { describeMatch } from '../authz/routes.js';
 import type { CompileContext } from '../policy/context.js';
@@ -211,12 +212,12 @@ function checkRoutes(config: RateLimitsConfig, byName: ReadonlyMap<string, Polic
   const routeNames = new Set(['default', ...ctx.policy.routes.map((r) => r.name ?? describeMatch(r.match))]);
   config.policies.forEach((policy, index) => {
     policy.routes?.forEach((name, i) => {
-      if (!routeNames.has(name)) ctx.error(['rateLimits', 'policies', index, 'routes', i], `no route is named "${name}" (name routes with name:, or use "default")`);
+      if (!routeNames.has(name)) ctx.error(['rateLimits', 'policies', index, 'routes', i], `no route is named "${name}"${didYouMean(name, routeNames)} (name routes with name:, or use "default")`);
     });
   });
   for (const [tenant, tenantConfig] of Object.entries(ctx.policy.tenants)) {
     for (const name of Object.keys(tenantConfig.limits ?? {})) {
-      if (!byName.has(name)) ctx.error(['tenants', tenant, 'limits', name], `no rate-limit policy is named "${name}"`);
+      if (!byName.has(name)) ctx.error(['tenants', tenant, 'limits', name], `no rate-limit policy is named "${name}"${didYouMean(name, byName.keys())}`);
     }
   }
   ctx.policy.routes.forEach((route, index) => {
@@ -224,7 +225,7 @@ function checkRoutes(config: RateLimitsConfig, byName: ReadonlyMap<string, Polic
     if (settings === undefined) return;
     const at = ['routes', index, 'rateLimits'];
     settings.skip?.forEach((name, i) => {
-      if (!byName.has(name)) ctx.error([...at, 'skip', i], `no rate-limit policy is named "${name}"`);
+      if (!byName.has(name)) ctx.error([...at, 'skip', i], `no rate-limit policy is named "${name}"${didYouMean(name, byName.keys())}`);
     });
     if (settings.exempt && settings.skip) ctx.warn([...at, 'skip'], 'has no effect: the route is exempt from every policy');
     if (settings.cost !== undefined && !settings.exempt) {

@@ -6,6 +6,7 @@ import type { Counter } from 'prom-client';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
+import type { ExplainCollector } from '../pipeline/explain.js';
 import type { BanWatcher } from './bans-watcher.js';
 import type { Escalation } from './escalation.js';
 import type { ClientNetworkPrefixes } from './keys.js';
@@ -103,6 +104,7 @@ export class RouteLimiter implements RouteRateLimiter {
         shared.bansUnavailableCounter.inc();
         if (!shared.failOpen) return { denial: { reason: 'ratelimit_unavailable', detail: 'the ban list has not been loaded yet' }, responseHeaders: NO_HEADERS };
       } else if (ban !== undefined) {
+        if (input.explain) input.explain.note(`banned by ${ban}`);
         shared.bannedCounter.inc();
         return { denial: { reason: 'banned', detail: `banned by ${ban}` }, responseHeaders: NO_HEADERS };
       }
@@ -112,7 +114,10 @@ export class RouteLimiter implements RouteRateLimiter {
     if (applied === undefined) return ALLOW;
 
     const remembered = shared.overLimit?.find(applied, shared.clock.now());
-    if (remembered !== undefined) return this.verdict(applied, remembered, false, input);
+    if (remembered !== undefined) {
+      if (input.explain) explainLimits(input.explain, applied, remembered);
+      return this.verdict(applied, remembered, false, input);
+    }
 
     let result: MaybePromise<readonly LimitOutcome[]>;
     try {
@@ -122,10 +127,14 @@ export class RouteLimiter implements RouteRateLimiter {
     }
     if (isPromise(result)) {
       return result.then(
-        (outcomes) => this.verdict(applied, outcomes, true, input),
+        (outcomes) => {
+          if (input.explain) explainLimits(input.explain, applied, outcomes);
+          return this.verdict(applied, outcomes, true, input);
+        },
         (err: unknown) => this.failure(err, applied),
       );
     }
+    if (input.explain) explainLimits(input.explain, applied, result);
     return this.verdict(applied, result, true, input);
   }
 
@@ -223,6 +232,15 @@ export class RouteLimiter implements RouteRateLimiter {
       denial: { reason: 'ratelimit_unavailable', retryAfter: Math.max(1, Math.ceil(err.retryAfterMs / 1000)), detail: err.message },
       responseHeaders: NO_HEADERS,
     };
+  }
+}
+
+function explainLimits(explain: ExplainCollector, applied: readonly Applied[], outcomes: readonly LimitOutcome[]): void {
+  for (let i = 0; i < applied.length; i++) {
+    const { policy, check } = applied[i]!;
+    const o = outcomes[i]!;
+    const outcome = o === NOT_EVALUATED ? 'not_evaluated' : o.status === ALLOWED ? 'allowed' : o.status === LOCKED ? 'locked_out' : 'rate_limited';
+    explain.limit({ policy: policy.name, key: check.key, outcome, remaining: o.remaining, resetMs: o.resetMs, shadow: policy.shadow });
   }
 }
 

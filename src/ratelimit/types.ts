@@ -6,6 +6,7 @@
 // authorization, the 'after-identity' limiter (policies that need the caller). Public routes run
 // one 'all' limiter.
 
+import type { ExplainCollector } from '../pipeline/explain.js';
 import type { RouteConfig } from '../policy/schema.js';
 import type { Denial, HeaderPair, MaybePromise, Principal, RequestAttributes } from '../types.js';
 
@@ -17,6 +18,8 @@ export interface RateLimitInput {
   readonly principal: Principal | undefined;
   /** Route name ("default" for unmatched requests allowed by `default: authenticated`). */
   readonly route: string;
+  /** Set only when the decision is being explained (portcullis check, server.explain). */
+  readonly explain?: ExplainCollector;
 }
 
 export interface RateLimitVerdict {

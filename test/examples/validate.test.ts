@@ -1,5 +1,6 @@
 // Every example policy passes `portcullis validate` (the quickstart and the five seed examples, and
-// any policy added under examples/ later). Envoy/Istio manifests and key files are not policies.
+// any policy added under examples/ later). Envoy/Istio manifests, key files and policy tests
+// (*.test.yaml, run by test/cli/test-command.test.ts) are not policies.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +14,7 @@ function policyFiles(dir: string): string[] {
     const full = path.join(dir, entry);
     if (statSync(full).isDirectory()) {
       if (!NOT_POLICIES.has(entry)) files.push(...policyFiles(full));
-    } else if (/\.ya?ml$/.test(entry)) {
+    } else if (/\.ya?ml$/.test(entry) && !/\.test\.ya?ml$/.test(entry)) {
       files.push(full);
     }
   }

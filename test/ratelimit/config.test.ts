@@ -36,7 +36,7 @@ describe('rate-limit policy validation', () => {
     ['a window without a limit', `rateLimits:\n  policies: [{ name: a, key: [ip], window: 1s }]\n`, 'rateLimits.policies.0.limit: a sliding window needs both window and limit'],
     ['a burst without a rate', `rateLimits:\n  policies: [{ name: a, key: [ip], burst: 5 }]\n`, 'rateLimits.policies.0.rate: burst needs a rate'],
     ['an unknown key part', `rateLimits:\n  policies: [{ name: a, key: [user], rate: 1/s }]\n`, 'rateLimits.policies.0.key.0: invalid key part "user": use tenant, apiKey, subject, ip, route, method, host or header:NAME'],
-    ['a misspelt key', `rateLimits:\n  policies: [{ name: a, key: [ip], rate: 1/s, burts: 5 }]\n`, 'rateLimits.policies.0.burts: unknown key "burts"'],
+    ['a misspelt key', `rateLimits:\n  policies: [{ name: a, key: [ip], rate: 1/s, burts: 5 }]\n`, 'rateLimits.policies.0.burts: unknown key "burts" (did you mean "burst"?)'],
     ['a bad rate', `rateLimits:\n  policies: [{ name: a, key: [ip], rate: lots }]\n`, 'rateLimits.policies.0.rate: invalid rate "lots": use COUNT/UNIT (e.g. "100/min", "10/s", "20/60s")'],
     ['an unknown backend', `rateLimits:\n  backend: mongo\n`, 'rateLimits.backend: must be memory, { memory: { maxKeys } } or { redis: { url | cluster | sentinel, ... } }'],
     ['a redis URL of another scheme', `rateLimits:\n  backend: { redis: { url: "http://x" } }\n`, 'rateLimits.backend.redis.url: must be a redis:// or rediss:// URL'],

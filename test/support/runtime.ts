@@ -3,7 +3,7 @@ import { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
-import { compileLoaded, parsePolicyWithLocator } from '../../src/policy/load.js';
+import { compileReportingAll, parsePolicyWithLocator } from '../../src/policy/load.js';
 import { ResourcePool, type Runtime } from '../../src/runtime.js';
 
 export function testRuntime(overrides: Partial<Runtime> = {}): Runtime & { clock: ManualClock } {
@@ -17,9 +17,8 @@ export function testRuntime(overrides: Partial<Runtime> = {}): Runtime & { clock
   } as Runtime & { clock: ManualClock };
 }
 
-/** Parse + compile a policy given as YAML text (file name "policy.yaml" in messages). */
+/** Parse + compile a policy given as YAML text (file name "policy.yaml" in messages), every problem at once. */
 export function compileYaml(yaml: string, runtime: Runtime = testRuntime()): CompiledPolicy {
-  const loaded = parsePolicyWithLocator(yaml, 'policy.yaml', runtime.env);
   runtime.resources.beginCompile();
-  return compileLoaded(loaded, runtime, 'policy.yaml');
+  return compileReportingAll(() => parsePolicyWithLocator(yaml, 'policy.yaml', runtime.env), runtime, 'policy.yaml');
 }

@@ -287,15 +287,14 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
   const rawPath = d.path || headers.get(':path') || '';
   let path = rawPath;
   let query = '';
+  // A "#" before any "?" stays in the path, which is then refused (authz/path.ts): upstreams
+  // disagree on it, and cutting it off would judge "/health#/../admin" as "/health".
   const q = rawPath.indexOf('?');
   if (q >= 0) {
     path = rawPath.slice(0, q);
     query = rawPath.slice(q + 1);
     const hash = query.indexOf('#');
     if (hash >= 0) query = query.slice(0, hash);
-  } else {
-    const hash = path.indexOf('#');
-    if (hash >= 0) path = path.slice(0, hash);
   }
   const request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: true } = {
     requestId: pickRequestId(headers.get('x-request-id'), d.id),

@@ -10,6 +10,13 @@ export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 export const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
 /** A HealthCheckRequest is one short service name; anything bigger is not one. */
 const MAX_REQUEST_BYTES = 4096;
+/**
+ * Watch streams live as long as their client wants (~6 KB each): unbounded, 300 connections × 128
+ * Watch streams took the process to 299 MB RSS (the chart's limit is 256 Mi). A client needs one
+ * per connection (grpc-go's client-side health checking); probes and Envoy use Check.
+ */
+export const MAX_WATCHES_PER_CONNECTION = 4;
+export const MAX_WATCHES = 1024;
 
 export const enum ServingStatus {
   UNKNOWN = 0,
@@ -39,6 +46,8 @@ export class HealthService {
   private status: ServingStatus = ServingStatus.NOT_SERVING;
   private readonly known: Set<string>;
   private readonly watchers = new Map<ServerHttp2Stream, string>();
+  /** Watch streams per connection (only connections that have one). */
+  private readonly watchesOf = new Map<object, number>();
   private closed = false;
 
   constructor(services: readonly string[]) {
@@ -47,7 +56,8 @@ export class HealthService {
 
   /** Answer a call to grpc.health.v1.Health (`path` is one of the two methods). */
   serve(reader: RequestReader, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: typeof HEALTH_CHECK_PATH | typeof HEALTH_WATCH_PATH): void {
-    reader.read(stream, headers, path === HEALTH_CHECK_PATH ? this.check : this.watch, MAX_REQUEST_BYTES);
+    const unary = path === HEALTH_CHECK_PATH;
+    reader.read(stream, headers, unary ? this.check : this.watch, MAX_REQUEST_BYTES, false, unary);
   }
 
   private readonly check = (stream: ServerHttp2Stream, request: Buffer): void => {
@@ -59,13 +69,25 @@ export class HealthService {
 
   private readonly watch = (stream: ServerHttp2Stream, request: Buffer): void => {
     const service = this.service(stream, request);
-    if (service === undefined || !startStreaming(stream)) return;
+    if (service === undefined) return;
+    const session = stream.session;
+    const mine = session === undefined ? 0 : this.watchesOf.get(session) ?? 0;
+    if (!this.closed && (mine >= MAX_WATCHES_PER_CONNECTION || this.watchers.size >= MAX_WATCHES)) {
+      return sendError(stream, GrpcStatus.RESOURCE_EXHAUSTED, `too many health Watch streams (at most ${MAX_WATCHES_PER_CONNECTION} per connection, ${MAX_WATCHES} in all)`);
+    }
+    if (!startStreaming(stream)) return;
     stream.write(statusFrame(this.known.has(service) ? this.status : ServingStatus.SERVICE_UNKNOWN));
     // Shutting down: a Watch that arrives now gets the status and its end, or it would hold its
     // connection open until the drain timeout.
-    if (this.closed) return endStreaming(stream);
+    if (this.closed || session === undefined) return endStreaming(stream);
     this.watchers.set(stream, service);
-    stream.once('close', () => this.watchers.delete(stream));
+    this.watchesOf.set(session, mine + 1);
+    stream.once('close', () => {
+      this.watchers.delete(stream);
+      const left = (this.watchesOf.get(session) ?? 1) - 1;
+      if (left <= 0) this.watchesOf.delete(session);
+      else this.watchesOf.set(session, left);
+    });
   };
 
   private service(stream: ServerHttp2Stream, request: Buffer): string | undefined {
@@ -95,5 +117,6 @@ export class HealthService {
     this.closed = true;
     for (const stream of this.watchers.keys()) endStreaming(stream);
     this.watchers.clear();
+    this.watchesOf.clear();
   }
 }

@@ -138,6 +138,13 @@ const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry 
  * granted for bytes that cannot be afforded). The read deadline is swept by one timer over two
  * generations of streams (a stream unfinished for a whole generation is expired, so after
  * readTimeoutMs to twice that), which costs a Set insert per call instead of a timer per call.
+ *
+ * A unary call (a check, its 503 `overloaded` refusal, a health Check) stays under that deadline
+ * until its stream closes, not only while its request is read: an answer the client never takes
+ * (its flow-control window stays shut) would otherwise keep the stream open for ever, holding a
+ * check in flight and its connection busy — a few such connections held every admission slot and
+ * the whole connection cap. Such a stream is reset and its connection, which is not reading, is
+ * closed (`onStalled`).
  */
 export class RequestReader {
   private current = new Set<ServerHttp2Stream>();
@@ -145,6 +152,8 @@ export class RequestReader {
   private readonly sweeper: NodeJS.Timeout;
   /** Told when a request is refused for the memory budget (metrics, a throttled log line). */
   onOverBudget: () => void = () => undefined;
+  /** Told when a connection is closed because it did not take an answer within the deadline. */
+  onStalled: () => void = () => undefined;
 
   constructor(
     readonly governor: ResourceGovernor,
@@ -176,12 +185,26 @@ export class RequestReader {
    * supported (UNIMPLEMENTED with grpc-accept-encoding). gzip and deflate messages are inflated
    * under the same size limit and budget.
    */
-  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, onMessage: MessageHandler, maxBytes = this.limits.maxMessageBytes, admittedCheck = false): void {
+  read(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    onMessage: MessageHandler,
+    maxBytes = this.limits.maxMessageBytes,
+    admittedCheck = false,
+    unary = admittedCheck,
+  ): void {
     const connection = connectionOf(stream);
     if (connection === undefined) return; // the session is already gone
     this.current.add(stream);
     this.governor.opened(connection);
-    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck);
+    new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck, unary);
+  }
+
+  /** A stream answered without being read (503 `overloaded`): under the deadline until it closes. */
+  answered(stream: ServerHttp2Stream): void {
+    if (stream.closed || stream.destroyed) return;
+    this.current.add(stream);
+    stream.once('close', () => this.settled(stream));
   }
 
   /** The read is over (message handed on, error answered, or stream gone). */
@@ -202,7 +225,13 @@ export class RequestReader {
   private sweep(): void {
     for (const stream of this.previous) {
       try {
-        sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+        if (stream.headersSent && !stream.destroyed && !stream.closed) {
+          // Answered, and the answer is still not taken: the client is not reading this connection.
+          this.onStalled();
+          stream.session?.destroy();
+        } else {
+          sendError(stream, GrpcStatus.DEADLINE_EXCEEDED, `Request not received within ${this.limits.readTimeoutMs} ms`);
+        }
         if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_CANCEL);
       } catch {
         stream.destroy();
@@ -230,6 +259,8 @@ class PendingRequest implements Holder {
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
     admittedCheck: boolean,
+    /** Under the deadline until the stream closes (answer taken), not only until the request is read. */
+    private readonly unary: boolean,
   ) {
     stream.on('data', (chunk: Buffer) => {
       try {
@@ -249,6 +280,7 @@ class PendingRequest implements Holder {
     // close (answered and written, or reset) also ends its time open and in flight.
     stream.on('close', () => {
       this.settle();
+      if (unary) reader.settled(stream);
       reader.governor.closed(connection, admittedCheck);
     });
   }
@@ -317,7 +349,7 @@ class PendingRequest implements Holder {
     if (this.done) return;
     this.done = true;
     this.reader.governor.release(this.connection, this);
-    this.reader.settled(this.stream);
+    if (!this.unary) this.reader.settled(this.stream);
   }
 }
 

@@ -70,8 +70,17 @@ export class GrpcTransport {
     this.clock = options.clock ?? systemClock;
     const refused = metrics.counter('portcullis_grpc_refused_total', 'gRPC calls refused to protect the process: overloaded (503 overloaded denial), memory (RESOURCE_EXHAUSTED).', ['reason']);
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
-    const closed = metrics.counter('portcullis_grpc_connections_closed_total', 'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit.', ['reason']);
-    this.closedConnections = { preface_timeout: closed.labels('preface_timeout'), idle: closed.labels('idle'), connection_limit: closed.labels('connection_limit') };
+    const closed = metrics.counter(
+      'portcullis_grpc_connections_closed_total',
+      'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit, stalled (an answer not taken within the read timeout).',
+      ['reason'],
+    );
+    this.closedConnections = {
+      preface_timeout: closed.labels('preface_timeout'),
+      idle: closed.labels('idle'),
+      connection_limit: closed.labels('connection_limit'),
+      stalled: closed.labels('stalled'),
+    };
     this.gauges = {
       inFlight: metrics.gauge('portcullis_grpc_in_flight', 'Checks in flight (admitted, not yet answered and closed).', []),
       buffered: metrics.gauge('portcullis_grpc_request_bytes', 'Request bytes held (being received or inflated), against the memory budget.', []),
@@ -90,6 +99,7 @@ export class GrpcTransport {
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
+    this.reader.onStalled = () => this.closedConnections.stalled.inc();
     this.server = http2.createServer({
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
@@ -170,22 +180,33 @@ export class GrpcTransport {
 
   /**
    * A new connection: at the connection cap the longest-idle connection (no open stream; one that
-   * never sent its preface counts as idle since it opened) is closed to make room, or else the
-   * newcomer is.
+   * never sent its preface counts as idle since it opened) is closed to make room; when every
+   * connection is busy, the least recently active one (a stream opened or closed longest ago).
+   * Refusing the newcomer instead let a few slow senders (a stream that trickles its request, a new
+   * one after each read timeout) hold the whole cap for ever, and Envoy could never connect; the
+   * connections Envoy uses open and close streams all the time and are the last to go.
    */
   private readonly onSession = (session: http2.ServerHttp2Session): void => {
     if (this.connections.size >= this.governor.limits.maxConnections) {
       // Least recently active first; connections that never sent the preface before all others.
       let victim: http2.ServerHttp2Session | undefined;
       let oldest = Infinity;
+      let busyVictim: http2.ServerHttp2Session | undefined;
+      let oldestBusy = Infinity;
       for (const [s, state] of this.connections) {
         const rank = state.ready ? state.activity : state.activity - 2 ** 52;
-        if (state.streams === 0 && rank < oldest) {
-          oldest = rank;
-          victim = s;
+        if (state.streams === 0) {
+          if (rank < oldest) {
+            oldest = rank;
+            victim = s;
+          }
+        } else if (rank < oldestBusy) {
+          oldestBusy = rank;
+          busyVictim = s;
         }
       }
       this.closedConnections.connection_limit.inc();
+      victim ??= busyVictim;
       if (victim === undefined) {
         session.destroy();
         return;
@@ -277,6 +298,7 @@ export class GrpcTransport {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
     sendUnary(stream, OVERLOADED_FRAME);
+    this.reader.answered(stream);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
