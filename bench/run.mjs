@@ -118,11 +118,20 @@ function lazyFixtures(workDir) {
     },
     apiKey: once(() => createApiKey(workDir)),
     sessionTarget: once(async () => (sessionTarget = await startSessionTarget())),
+    identityKey: once(async () => createIdentityKey(workDir)),
     async close() {
       await issuer?.close();
       await sessionTarget?.close();
     },
   };
+}
+
+/** An ES256 signing key for the identity token (scenario g), as a PEM file like a mounted Secret. */
+async function createIdentityKey(workDir) {
+  const { generateKeyPairSync } = await import('node:crypto');
+  const file = path.join(workDir, 'identity-key.pem');
+  fs.writeFileSync(file, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+  return file;
 }
 
 /** One API key in a file store, created the way an operator would: `portcullis keys create`. */

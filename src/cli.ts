@@ -13,7 +13,8 @@ import { createLogger, serverDestination } from './observability/logger.js';
 import { loadPolicyFileWithLocator } from './policy/load.js';
 import { DURATION_SYNTAX, parseDuration } from './policy/units.js';
 import { LOG_LEVELS, type LogLevel } from './policy/schema.js';
-import { isWorker, reportReadiness, runPrimary } from './cluster.js';
+import { ResourcePool, type Runtime } from './runtime.js';
+import { isWorker, reportJwks, reportReadiness, runPrimary } from './cluster.js';
 import { startServer } from './server.js';
 import { PORTCULLIS_VERSION } from './version.js';
 
@@ -186,6 +187,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       env: io.env,
       opsServer: !isWorker(),
       onServingChange: reportReadiness,
+      onJwksChange: isWorker() ? reportJwks : undefined,
     });
   } catch (err) {
     if (err instanceof PolicyError) {

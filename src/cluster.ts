@@ -17,11 +17,16 @@ export interface ClusterOptions {
   logger: Logger;
 }
 
-type WorkerMessage = { portcullis: 'ready' | 'not-ready' };
+type WorkerMessage = { portcullis: 'ready' | 'not-ready' } | { portcullis: 'jwks'; jwks: string | undefined };
 
 export async function runPrimary(options: ClusterOptions): Promise<void> {
   const { logger } = options;
   const ready = new Map<number, boolean>();
+  // Each worker's identity token JWKS; the ops port publishes their union (workers may briefly
+  // differ while they reload rotated key files).
+  const jwksByWorker = new Map<number, string>();
+  let jwksMerged: string | undefined;
+  const jwksChanged = () => (jwksMerged = mergeJwks([...jwksByWorker.values()]));
   let stopping = false;
 
   const fork = (): Worker => {
@@ -30,12 +35,18 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     worker.on('message', (message: WorkerMessage) => {
       if (message?.portcullis === 'ready') ready.set(worker.id, true);
       if (message?.portcullis === 'not-ready') ready.set(worker.id, false);
+      if (message?.portcullis === 'jwks') {
+        if (typeof message.jwks === 'string' && message.jwks.length <= MAX_JWKS_BYTES) jwksByWorker.set(worker.id, message.jwks);
+        else jwksByWorker.delete(worker.id);
+        jwksChanged();
+      }
     });
     return worker;
   };
 
   cluster.on('exit', (worker, code, signal) => {
     ready.delete(worker.id);
+    if (jwksByWorker.delete(worker.id)) jwksChanged();
     if (stopping) return;
     logger.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
     setTimeout(fork, 500).unref();
@@ -50,7 +61,7 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
   const ops = new OpsServer(metrics, {
     ready: canServe,
     readinessDetail: () => (stopping ? 'shutting down' : `${[...ready.values()].filter(Boolean).length}/${options.workers} workers ready`),
-  });
+  }, () => jwksMerged);
   const httpPort = await ops.start(options.bind, options.httpPort);
   logger.info({ workers: options.workers, httpPort }, 'portcullis primary started');
 
@@ -78,6 +89,27 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
 
 export function isWorker(): boolean {
   return cluster.isWorker && process.env.PORTCULLIS_WORKER === '1';
+}
+
+const MAX_JWKS_BYTES = 1 << 20;
+
+/** The union of JWK Sets (by kid, first seen wins); undefined when there is none. */
+export function mergeJwks(documents: readonly string[]): string | undefined {
+  if (documents.length === 0) return undefined;
+  const keys = new Map<string, unknown>();
+  for (const doc of documents) {
+    try {
+      for (const key of (JSON.parse(doc) as { keys: { kid: string }[] }).keys) if (!keys.has(key.kid)) keys.set(key.kid, key);
+    } catch {
+      // A worker's message is our own JSON; a broken one is skipped rather than served.
+    }
+  }
+  return JSON.stringify({ keys: [...keys.values()] });
+}
+
+/** Tell the primary the identity token's public keys this worker signs with (cluster mode). */
+export function reportJwks(jwks: string | undefined): void {
+  if (isWorker() && process.send) process.send({ portcullis: 'jwks', jwks } satisfies WorkerMessage);
 }
 
 /** Tell the primary whether this worker is serving. */

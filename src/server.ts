@@ -40,6 +40,11 @@ export interface ServeOptions {
   grpcLimits?: Partial<Pick<TransportLimits, 'memoryBudgetBytes' | 'maxInFlight'>>;
   /** Told whenever health flips (cluster workers report it to the primary). */
   onServingChange?: (serving: boolean) => void;
+  /**
+   * Told the identity token's JWKS whenever it changes (policy swap, key reload), undefined when the
+   * policy issues no token: cluster workers report it to the primary, which owns the ops port.
+   */
+  onJwksChange?: (jwks: string | undefined) => void;
 }
 
 export interface RunningServer {
@@ -85,7 +90,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const ops = new OpsServer(metrics.registry, {
     ready: () => grpcTransport.health.current === ServingStatus.SERVING,
     readinessDetail: () => (draining ? 'shutting down' : dependenciesReady ? 'starting' : 'waiting for dependencies (JWKS, stores)'),
-  });
+  }, () => policies.current()?.identityToken?.keyring.current.jwksJson);
 
   let draining = false;
   let dependenciesReady = false;
@@ -118,7 +123,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   );
   ready.catch(() => undefined);
 
+  // The JWKS follows the live policy's keyring, reloads of its key files included.
+  let jwksSent: string | undefined;
+  let watchedKeyring: { keyring: object; stop: () => void } | undefined;
+  const reportJwks = () => {
+    const jwks = policies.current()?.identityToken?.keyring.current.jwksJson;
+    if (jwks !== jwksSent) options.onJwksChange?.((jwksSent = jwks));
+  };
+  const followKeyring = (policy: typeof first) => {
+    const keyring = policy.identityToken?.keyring;
+    if (watchedKeyring?.keyring !== keyring) {
+      watchedKeyring?.stop();
+      watchedKeyring = keyring ? { keyring, stop: keyring.onChange(reportJwks) } : undefined;
+    }
+    reportJwks();
+  };
+  if (options.onJwksChange) followKeyring(first);
+
   policies.onSwap((policy) => {
+    if (options.onJwksChange) followKeyring(policy);
     const s = policy.document.server;
     if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
       logger.warn('server ports/bind changed in the policy: they take effect on restart only');

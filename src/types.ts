@@ -3,9 +3,9 @@
 
 import type { ReasonCode } from './reasons.js';
 
-export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev' | 'session' | 'introspection';
+export type AuthMethod = 'jwt' | 'api-key' | 'host' | 'shared-secret' | 'dev' | 'session' | 'introspection' | 'peer';
 
-export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev', 'session', 'introspection'];
+export const AUTH_METHODS: readonly AuthMethod[] = ['jwt', 'api-key', 'host', 'shared-secret', 'dev', 'session', 'introspection', 'peer'];
 
 /**
  * Request headers by lower-case name. Only lookups: the gRPC decoder turns a header's bytes into
@@ -47,6 +47,19 @@ export interface RequestAttributes {
   readonly sourceAddress: string;
   /** Envoy's per-route context_extensions (never sent by clients). */
   readonly contextExtensions: ReadonlyMap<string, string>;
+  /**
+   * The connecting workload as the proxy verified it (mTLS), never from request headers; undefined
+   * when the proxy sent neither field (plain TLS, no TLS, or a transport that does not know).
+   */
+  readonly peer?: PeerAttributes;
+}
+
+/** Envoy's AttributeContext.source principal (4) and certificate (5). Read lazily by the gRPC decoder. */
+export interface PeerAttributes {
+  /** URI SAN (else DNS SAN, else Subject) of the verified client certificate, e.g. a SPIFFE ID; "" when none. */
+  readonly principal: string;
+  /** The client certificate, URL-encoded PEM, when Envoy's include_peer_certificate is on; "" otherwise. */
+  readonly certificate: string;
 }
 
 /** Who is calling, once a credential source has recognised a credential. */

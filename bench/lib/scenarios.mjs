@@ -121,6 +121,21 @@ export const SCENARIOS = [
     },
   },
   {
+    // Issue 21: (a) with the identity token for upstreams on. Compare with (a) in the same run:
+    // the target is >= 0.9x of (a)'s checks/s (a token is signed once per caller and reuse window).
+    id: 'g',
+    title: 'JWT RS256, cached + identity token',
+    policy: 'jwt-identity.yaml',
+    generator: 'h2load',
+    target: { ratio: 0.9 },
+    async prepare(ctx) {
+      requireModule('mesh/identity-token.ts', 'the identity token');
+      const env = { ...(await jwtEnv(ctx)), BENCH_IDENTITY_KEY: await ctx.identityKey() };
+      const token = await ctx.token();
+      return { env, requests: [request(ITEM_PATH, bearer(token))], expect: { kind: 'ok' } };
+    },
+  },
+  {
     id: 'e',
     title: 'deny path (401, no credential)',
     policy: 'minimal.yaml',

@@ -19,6 +19,7 @@ Runs the real policy pipeline on one request and prints the decision and why.
   -c, --config FILE       the policy file
   -H, --header 'N: V'     a request header (repeatable), e.g. -H 'authorization: Bearer eyJ…'
       --source-ip IP      address of the client that connected to Envoy (default 127.0.0.1)
+      --source-principal ID  workload identity Envoy verified on the connection (source.principal, e.g. spiffe://…)
       --json              print one JSON object (decision, status, reason, route, upstreamHeaders,
                           removedHeaders, responseHeaders, body, explain)
       --offline           fetch no JWKS: tokens of JWKS issuers are refused (jwks_unavailable)
@@ -62,6 +63,7 @@ export async function runCheckCommand(args: string[], io: CliIo): Promise<number
       config: { type: 'string', short: 'c' },
       header: { type: 'string', short: 'H', multiple: true },
       'source-ip': { type: 'string' },
+      'source-principal': { type: 'string' },
       json: { type: 'boolean' },
       offline: { type: 'boolean' },
       jwks: { type: 'string', multiple: true },
@@ -81,7 +83,7 @@ export async function runCheckCommand(args: string[], io: CliIo): Promise<number
   let keySets;
   try {
     const headers = ((values.header as string[] | undefined) ?? []).map(parseHeaderFlag);
-    request = buildRequest({ method, url, headers, sourceIp: (values['source-ip'] as string | undefined) ?? '127.0.0.1' });
+    request = buildRequest({ method, url, headers, sourceIp: (values['source-ip'] as string | undefined) ?? '127.0.0.1', sourcePrincipal: values['source-principal'] as string | undefined });
     keySets = readKeySets((values.jwks as string[] | undefined) ?? []);
   } catch (err) {
     return usageError((err as Error).message, CHECK_USAGE, io);

@@ -13,6 +13,8 @@ export interface RequestSpec {
   readonly url: string;
   readonly headers: readonly (readonly [string, string])[];
   readonly sourceIp: string;
+  /** The workload identity the proxy verified on the connection (Envoy's source.principal). */
+  readonly sourcePrincipal?: string;
 }
 
 export interface DecisionReport {
@@ -38,7 +40,8 @@ export function buildRequest(spec: RequestSpec): RequestAttributes {
   const m = URL_PARTS.exec(spec.url);
   if (!m) throw new Error(`"${spec.url}" is not an absolute URL (https://host/path?query)`);
   const [, scheme, authority, rawPath, query] = m;
-  const host = authority!.replace(/^[^@]*@/, '').replace(/:\d*$/, '').toLowerCase();
+  // As Envoy sends :authority (port included): the pipeline applies the one host rule itself.
+  const host = authority!.replace(/^[^@]*@/, '').toLowerCase();
   if (host === '') throw new Error(`"${spec.url}" has no host`);
   const method = spec.method.toUpperCase();
   if (!/^[A-Z]+$/.test(method)) throw new Error(`"${spec.method}" is not an HTTP method`);
@@ -62,6 +65,7 @@ export function buildRequest(spec: RequestSpec): RequestAttributes {
     headers,
     sourceAddress: spec.sourceIp,
     contextExtensions: new Map(),
+    ...(spec.sourcePrincipal === undefined ? {} : { peer: { principal: spec.sourcePrincipal, certificate: '' } }),
   };
 }
 

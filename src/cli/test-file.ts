@@ -53,6 +53,8 @@ const requestSchema = z.union([
     url: z.string(),
     headers: headerMap.default({}),
     sourceIp: z.string().optional(),
+    /** The workload identity the proxy verified (Envoy's source.principal, e.g. a SPIFFE ID). */
+    sourcePrincipal: z.string().min(1).optional(),
   }),
 ]);
 
@@ -62,6 +64,8 @@ export const caseSchema = z.strictObject({
   /** Extra headers; values may use {{token}}, {{apiKey}} and {{env:NAME}}. */
   headers: headerMap.default({}),
   sourceIp: z.string().optional(),
+  /** The workload identity the proxy verified (Envoy's source.principal, e.g. a SPIFFE ID). */
+  sourcePrincipal: z.string().min(1).optional(),
   /** Sent as Authorization: Bearer unless a header uses {{token}}. */
   token: tokenFixtureSchema.optional(),
   /** Name of a key of `keys:`; sent as x-api-key unless a header uses {{apiKey}}. */

@@ -330,7 +330,7 @@ async function runCase(testCase: TestCase, ctx: FileContext): Promise<CaseResult
       if (apiKey === undefined) fail(`apiKey: no key named "${testCase.apiKey}" under keys:`);
     }
     const request = testCase.request;
-    const base = typeof request === 'string' ? { method: request.split(' ')[0]!, url: request.split(' ')[1]!, headers: {}, sourceIp: undefined } : request;
+    const base = typeof request === 'string' ? { method: request.split(' ')[0]!, url: request.split(' ')[1]!, headers: {}, sourceIp: undefined, sourcePrincipal: undefined } : request;
     const headers: Record<string, string> = { ...base.headers, ...testCase.headers };
     const used = { token: false, apiKey: false };
     const resolved = Object.entries(headers).map(([name, value]): [string, string] => [
@@ -353,7 +353,7 @@ async function runCase(testCase: TestCase, ctx: FileContext): Promise<CaseResult
     session = await openSession(ctx.loaded, { file: ctx.policyFile, env: ctx.env, clock, keySets: ctx.keySets, rewrite: ctx.rewrite });
     let result: DecisionReport | undefined;
     for (let i = 0; i < testCase.repeat; i++) {
-      const attributes = buildRequest({ method: base.method, url: base.url, headers: resolved, sourceIp: testCase.sourceIp ?? base.sourceIp ?? '203.0.113.10' });
+      const attributes = buildRequest({ method: base.method, url: base.url, headers: resolved, sourceIp: testCase.sourceIp ?? base.sourceIp ?? '203.0.113.10', sourcePrincipal: testCase.sourcePrincipal ?? base.sourcePrincipal });
       result = await decide(session.policy, attributes);
     }
     const failures = compare(testCase.expect, result!);

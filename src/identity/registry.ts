@@ -6,6 +6,7 @@ import { compileHostSource } from './host.js';
 import { compileIntrospectionSource } from './introspection.js';
 import { compileJwtSource } from './jwt.js';
 import { compileSessionSource } from './session.js';
+import { compilePeerSource } from './peer.js';
 import { compileSharedSecretSource } from './shared-secret.js';
 import type { CredentialSource } from './source.js';
 
@@ -32,5 +33,6 @@ function compileSource(entry: IdentitySourceConfig, at: PolicyPath, ctx: Compile
   if (entry.sharedSecret) return compileSharedSecretSource(entry.sharedSecret);
   if (entry.session) return compileSessionSource(entry.session, [...at, 'session'], ctx);
   if (entry.introspection) return compileIntrospectionSource(entry.introspection, [...at, 'introspection'], ctx);
+  if (entry.peer) return compilePeerSource(entry.peer, [...at, 'peer'], ctx);
   return undefined;
 }

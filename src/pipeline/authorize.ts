@@ -22,7 +22,7 @@ import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecision, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
+import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
 import type { ExplainCollector } from './explain.js';
 import { routeCandidates } from './route-candidates.js';
 
@@ -58,7 +58,7 @@ function decide(policy: CompiledPolicy, request: RequestAttributes, explain: Exp
 function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
   if (policy.mode === 'dev') {
     if (explain) explain.note('mode: dev allows every request as the dev principal');
-    return allowDecision(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS);
+    return allowDecisionWithIdentity(policy, original.requestId, 'dev', policy.devPrincipal, undefined, NO_REMOVE, NO_HEADERS, undefined, policy.identityToken?.defaults);
   }
   // One host rule for routes and the host source alike (authz/host.ts).
   const host = hostKey(original.host, original.scheme);
@@ -100,7 +100,12 @@ function decideHead(policy: CompiledPolicy, request: RequestAttributes, explain:
   const asHead = routeCandidates(policy, request);
   if (!Array.isArray(asHead) && 'reason' in asHead) return denyDecision(policy, request.requestId, 'none', asHead);
   const routes = [...new Set([...listOf(asGet as CompiledRoute | readonly CompiledRoute[]), ...listOf(asHead as CompiledRoute | readonly CompiledRoute[])])];
-  return routes.length === 1 ? decideOnRoute(policy, request, routes[0]!, explain) : decideOnAll(policy, request, routes, explain);
+  if (routes.length === 1) {
+    if (explain) explainRoute(policy, request, routes[0]!, explain);
+    return decideOnRoute(policy, request, routes[0]!, explain);
+  }
+  if (explain) explain.note(`HEAD is also judged as GET; every route they reach must allow: ${routes.map((c) => c.name).join(', ')}`);
+  return decideOnAll(policy, request, routes, explain);
 }
 
 function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {
@@ -307,14 +312,14 @@ function rateLimitThenAllow(
   explain: ExplainCollector | undefined,
 ): MaybePromise<Decision> {
   const limiter = route.rateLimiter;
-  if (!limiter) return allowDecision(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote);
+  if (!limiter) return allowDecisionWithIdentity(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote, route.identityToken);
   if (explain) explain.phase = route.public ? 'all' : 'after-identity';
   const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name, explain });
-  const finish = (v: RateLimitVerdict): Decision => {
+  const finish = (v: RateLimitVerdict): MaybePromise<Decision> => {
     if (v.denial && explain) explain.denied('rate-limit');
     return v.denial
       ? denyDecision(policy, request.requestId, route.name, v.denial, principal)
-      : allowDecision(
+      : allowDecisionWithIdentity(
           policy,
           request.requestId,
           route.name,
@@ -323,6 +328,7 @@ function rateLimitThenAllow(
           route.removeHeaders,
           mergeQuotaHeaders(preHeaders, v.responseHeaders),
           joinNotes(preNote, v.note),
+          route.identityToken,
         );
   };
   return isPromise(verdict) ? verdict.then(finish) : finish(verdict);

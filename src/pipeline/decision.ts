@@ -5,7 +5,8 @@ import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { defaultBodyParts, renderBody, type BodyParts } from '../policy/deny-body.js';
-import { newEncodeCache, type RequestAttributes, type Decision, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
+import type { IssuedToken, RouteIdentityToken } from '../mesh/identity-token.js';
+import { isPromise, newEncodeCache, type MaybePromise, type RequestAttributes, type Decision, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
 
 const JSON_CONTENT_TYPE: HeaderPair = Object.freeze({ name: 'content-type', value: 'application/json' });
 const NO_HEADERS: readonly HeaderPair[] = Object.freeze([]);
@@ -109,6 +110,10 @@ function challengeFor(
 interface AllowParts {
   readonly routeRemoveHeaders: readonly string[];
   readonly credentialHeaders: readonly string[] | undefined;
+  /** The route's identity token setting these parts were built for (undefined: none). */
+  readonly identityToken: RouteIdentityToken | undefined;
+  /** The identity token in upstreamHeaders, if any. */
+  readonly token: IssuedToken | undefined;
   readonly upstreamHeaders: readonly HeaderPair[];
   readonly removeHeaders: readonly string[];
   readonly cache: EncodeCache;
@@ -119,7 +124,8 @@ interface AllowParts {
  * (usually one). Principals of cached tokens and keys are stable objects, so a repeated caller
  * reuses its headers and their encoding. Bounded per policy (LRU): 100k cached tokens must not
  * carry 100k encodings, and the callers that repeat within the last few thousand are the ones an
- * encoding pays off for. Public routes (no principal) keep theirs on the policy.
+ * encoding pays off for. Public routes (no principal) keep theirs on the policy. Parts carrying an
+ * identity token are rebuilt when the token is past its reuse window (mesh/identity-token.ts).
  */
 const MAX_CALLERS_PER_POLICY = 4096;
 const MAX_PARTS_PER_OWNER = 64;
@@ -137,9 +143,29 @@ export function allowDecision(
   responseHeaders: readonly HeaderPair[],
   note?: string,
 ): AllowDecision {
+  return allowDecisionWithIdentity(policy, requestId, route, principal, credentialHeaders, routeRemoveHeaders, responseHeaders, note, undefined) as AllowDecision;
+}
+
+/**
+ * allowDecision for a route whose allows carry an identity token: synchronous while the caller's
+ * token is reusable, a promise when one has to be signed. Without a token setting (or a principal)
+ * it is allowDecision and never a promise.
+ */
+export function allowDecisionWithIdentity(
+  policy: CompiledPolicy,
+  requestId: string,
+  route: string,
+  principal: Principal | undefined,
+  credentialHeaders: readonly string[] | undefined,
+  routeRemoveHeaders: readonly string[],
+  responseHeaders: readonly HeaderPair[],
+  note: string | undefined,
+  identityToken: RouteIdentityToken | undefined,
+): MaybePromise<AllowDecision> {
   let callers: LRUCache<Principal, OwnedParts> | undefined;
   let known: OwnedParts | undefined;
   if (principal === undefined) {
+    identityToken = undefined;
     known = publicParts.get(policy);
   } else {
     callers = partsByCaller.get(policy);
@@ -149,29 +175,62 @@ export function allowDecision(
   let parts: AllowParts | undefined;
   if (known !== undefined) {
     if (!Array.isArray(known)) {
-      if (known.routeRemoveHeaders === routeRemoveHeaders && known.credentialHeaders === credentialHeaders) parts = known;
+      if (known.routeRemoveHeaders === routeRemoveHeaders && known.credentialHeaders === credentialHeaders && known.identityToken === identityToken) parts = known;
     } else {
       for (const p of known) {
-        if (p.routeRemoveHeaders === routeRemoveHeaders && p.credentialHeaders === credentialHeaders) {
+        if (p.routeRemoveHeaders === routeRemoveHeaders && p.credentialHeaders === credentialHeaders && p.identityToken === identityToken) {
           parts = p;
           break;
         }
       }
     }
   }
-  if (!parts) {
-    parts = allowParts(policy, principal, credentialHeaders, routeRemoveHeaders);
-    let owned: OwnedParts | undefined = parts;
-    if (known !== undefined) {
-      if (!Array.isArray(known)) owned = [known, parts];
+  if (parts !== undefined && (parts.token === undefined || identityToken!.issuer.reusable(parts.token))) {
+    return finishAllow(requestId, route, principal, parts, responseHeaders, note);
+  }
+  const stale = parts;
+  const build = (token: IssuedToken | undefined): AllowDecision => {
+    const fresh = allowParts(policy, principal, credentialHeaders, routeRemoveHeaders, identityToken, token);
+    remember(policy, callers, principal, known, stale, fresh);
+    return finishAllow(requestId, route, principal, fresh, responseHeaders, note);
+  };
+  if (identityToken === undefined) return build(undefined);
+  const token = identityToken.issuer.tokenFor(principal!, identityToken.audience);
+  return isPromise(token) ? token.then(build) : build(token);
+}
+
+function remember(
+  policy: CompiledPolicy,
+  callers: LRUCache<Principal, OwnedParts> | undefined,
+  principal: Principal | undefined,
+  known: OwnedParts | undefined,
+  stale: AllowParts | undefined,
+  parts: AllowParts,
+): void {
+  let owned: OwnedParts | undefined = parts;
+  if (known !== undefined) {
+    if (!Array.isArray(known)) owned = known === stale ? parts : [known, parts];
+    else {
+      const at = stale === undefined ? -1 : known.indexOf(stale);
+      if (at >= 0) known[at] = parts;
       else if (known.length < MAX_PARTS_PER_OWNER) known.push(parts);
-      else owned = undefined;
-    }
-    if (owned !== undefined && owned !== known) {
-      if (callers !== undefined) callers.set(principal!, owned);
-      else publicParts.set(policy, owned);
+      owned = undefined;
     }
   }
+  if (owned !== undefined) {
+    if (callers !== undefined) callers.set(principal!, owned);
+    else publicParts.set(policy, owned);
+  }
+}
+
+function finishAllow(
+  requestId: string,
+  route: string,
+  principal: Principal | undefined,
+  parts: AllowParts,
+  responseHeaders: readonly HeaderPair[],
+  note: string | undefined,
+): AllowDecision {
   return {
     allowed: true,
     requestId,
@@ -190,6 +249,8 @@ function allowParts(
   principal: Principal | undefined,
   credentialHeaders: readonly string[] | undefined,
   routeRemoveHeaders: readonly string[],
+  identityToken: RouteIdentityToken | undefined,
+  token: IssuedToken | undefined,
 ): AllowParts {
   const names = policy.headerNames;
   const upstreamHeaders: HeaderPair[] = [];
@@ -205,10 +266,16 @@ function allowParts(
     setMask |= addIfPresent(upstreamHeaders, names.keyId, principal.keyId) ? 8 : 0;
     setMask |= addIfPresent(upstreamHeaders, names.email, principal.email) ? 16 : 0;
     setMask |= 32;
+    if (identityToken !== undefined && token !== undefined) {
+      upstreamHeaders.push({ name: identityToken.header, value: token.value });
+      setMask |= 64;
+    }
   }
   return {
     routeRemoveHeaders,
     credentialHeaders,
+    identityToken,
+    token,
     upstreamHeaders: Object.freeze(upstreamHeaders),
     removeHeaders: removeHeadersFor(policy, setMask, upstreamHeaders, credentialHeaders, routeRemoveHeaders),
     cache: newEncodeCache(),

@@ -8,6 +8,8 @@ import type { ClientIpSettings } from '../pipeline/client-ip.js';
 import { compileChain } from '../identity/registry.js';
 import { checkLookups } from '../lookup/acquire.js';
 import { compileEnrichment, type Enricher } from '../lookup/enrich.js';
+import { compileIdentityToken, routeIdentityToken, type CompiledIdentityToken } from '../mesh/compile.js';
+import type { RouteIdentityToken } from '../mesh/identity-token.js';
 import type { CredentialSource } from '../identity/source.js';
 import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js';
 import type { Runtime } from '../runtime.js';
@@ -46,6 +48,8 @@ export interface CompiledRoute {
    * Bearer): on a public route, checked so the credential is stripped anyway. Usually empty.
    */
   readonly carrierSources: readonly CredentialSource[];
+  /** The identity token an allow with a caller carries here; undefined when none. */
+  readonly identityToken: RouteIdentityToken | undefined;
 }
 
 /** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
@@ -89,6 +93,8 @@ export interface CompiledPolicy {
   /** server.explain: decision log lines carry the explanation. */
   readonly explain: boolean;
   readonly warnings: readonly string[];
+  /** The identityToken section, compiled (keys, issuer); undefined when the policy has none. */
+  readonly identityToken: CompiledIdentityToken | undefined;
   /** Resolves when everything readiness must wait for (first JWKS fetches) is in place. */
   readonly ready: Promise<void>;
   /** Enrichment after identification; undefined when the policy has none (no cost). */
@@ -127,6 +133,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   const rateLimits = compileRateLimits(ctx);
   const denyBody = DenyBodyShaper.compile(document.denyBody, ctx);
   const enrich = compileEnrichment(ctx);
+  const identityToken = compileIdentityToken(document.identityToken, ctx);
 
   const routeChains = document.routes.map((route, index) =>
     route.identity ? compileChain(route.identity, ['routes', index, 'identity'], ctx) : topChain,
@@ -157,6 +164,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       conditions: compileRouteConditions(route, name, path, chain, ctx),
       paths: route.paths,
       carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
+      identityToken: routeIdentityToken(route, path, identityToken, ctx),
     });
     return { spec: route.match, value: compiled };
   });
@@ -179,12 +187,13 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     conditions: undefined,
     paths: undefined,
     carrierSources: NO_SOURCES,
+    identityToken: identityToken?.defaults,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);
 
   const names = document.headers;
-  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove]);
+  const ownedHeaders = dedupe([names.tenant, names.subject, names.scopes, names.method, names.keyId, names.email, ...names.alsoRemove, ...(document.identityToken ? [document.identityToken.header] : [])]);
   const devPrincipal: Principal | undefined =
     document.mode === 'dev' && document.dev
       ? Object.freeze({ method: 'dev', tenant: document.dev.tenant, subject: document.dev.subject, scopes: Object.freeze([...document.dev.scopes]) })
@@ -209,6 +218,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     tenantMetrics: document.server.tenantMetrics,
     explain: document.server.explain,
     warnings: Object.freeze(warnings),
+    identityToken,
     ready: Promise.all(readiness).then(() => undefined),
     enrich,
   });

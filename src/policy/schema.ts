@@ -9,6 +9,7 @@ import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
+import { identityTokenSchema, peerSourceSchema, routeIdentityTokenSchema } from '../mesh/config.js';
 import { durationSchema, headerNameSchema } from './units.js';
 import { enrichListSchema, hostPatternSchema as tenantHostPatternSchema, hostStoreSchema, introspectionSourceSchema, lookupsSchema, sessionSourceSchema } from '../lookup/schema.js';
 
@@ -107,6 +108,8 @@ export const identitySourceSchema = z
     apiKey: apiKeySourceSchema.optional(),
     host: hostSourceSchema.optional(),
     sharedSecret: sharedSecretSourceSchema.optional(),
+    /** Workload identity from mTLS (Envoy's source.principal). */
+    peer: peerSourceSchema.optional(),
     /** Tenant, subject or scopes computed by expressions once this source has identified the caller. */
     compute: computeSchema.optional(),
     session: sessionSourceSchema.optional(),
@@ -117,7 +120,7 @@ export const identitySourceSchema = z
     if (kinds.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
+        message: `an identity source has exactly one of jwt, apiKey, host, sharedSecret, session, introspection, peer (found ${kinds.length === 0 ? 'none' : kinds.join(', ')})`,
       });
     }
   });
@@ -199,6 +202,8 @@ export const routeSchema = z.strictObject({
   rules: z.array(ruleSchema).min(1).max(32).optional(),
   /** Overrides of the top-level `paths` settings for requests whose readings reach this route. */
   paths: pathSettingsSchema.optional(),
+  /** This route's identity token: another audience, or false for none (README "Identity token for upstreams"). */
+  identityToken: routeIdentityTokenSchema.optional(),
 });
 export type RouteConfig = z.output<typeof routeSchema>;
 
@@ -319,6 +324,8 @@ export const policySchema = z
     tenants: z.record(nonEmpty, tenantSchema).default({}),
     /** The JSON body of denials (README "Deny bodies"); DESIGN.md's body when absent. */
     denyBody: denyBodySchema.optional(),
+    /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
+    identityToken: identityTokenSchema.optional(),
   });
 
 export type PolicyDocument = z.output<typeof policySchema>;

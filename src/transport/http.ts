@@ -1,4 +1,5 @@
-// HTTP port for operators: /healthz (liveness), /readyz (readiness), /metrics (Prometheus).
+// HTTP port for operators: /healthz (liveness), /readyz (readiness), /metrics (Prometheus), and
+// /.well-known/jwks.json (the identity token's public keys, when the policy has identityToken).
 // Never on the request path of Envoy; it only reads state.
 
 import http from 'node:http';
@@ -15,6 +16,12 @@ export interface OpsState {
   readinessDetail(): string;
 }
 
+/** The public keys verifiers of the identity token fetch; undefined when the policy issues none. */
+export type JwksSource = () => string | undefined;
+
+/** Verifiers may cache the key set this long; a new signing key is published before it is used only if added public-only first (README). */
+const JWKS_CACHE_CONTROL = 'public, max-age=300';
+
 export class OpsServer {
   private readonly server: http.Server;
   boundPort = 0;
@@ -22,6 +29,7 @@ export class OpsServer {
   constructor(
     private readonly metrics: MetricsSource,
     private readonly state: OpsState,
+    private readonly jwks?: JwksSource,
   ) {
     this.server = http.createServer((req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5000;
@@ -62,6 +70,13 @@ export class OpsServer {
         } catch (err) {
           return send(res, 500, 'text/plain', `metrics failed: ${(err as Error).message}\n`);
         }
+      case '/.well-known/jwks.json': {
+        const body = this.jwks?.();
+        if (body === undefined) return send(res, 404, 'text/plain', 'not found\n');
+        res.writeHead(200, { 'content-type': 'application/jwk-set+json', 'cache-control': JWKS_CACHE_CONTROL });
+        res.end(req.method === 'HEAD' ? undefined : body);
+        return;
+      }
       default:
         return send(res, 404, 'text/plain', 'not found\n');
     }

@@ -2,7 +2,8 @@
 // local stand-ins (text substitution only — everything else stays exactly as in the file), run
 // requests through the real authorize(), and read decisions.
 
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,8 +19,13 @@ import { request, type RequestInit } from '../support/request.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const EXAMPLES = path.join(ROOT, 'examples');
 
+/** The identity token signing key of examples/mesh-service-to-service.yaml: a fresh ES256 key per run. */
+const IDENTITY_KEY_FILE = path.join(mkdtempSync(path.join(tmpdir(), 'portcullis-example-key-')), 'key.pem');
+writeFileSync(IDENTITY_KEY_FILE, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+
 /** Test values for the secrets the examples read from the environment. */
 export const TEST_ENV = {
+  IDENTITY_KEY_FILE,
   CHECKOUT_API_SECRET: 'checkout-secret-for-the-example-tests-0123',
   SUPABASE_JWT_SECRET: 'supabase-jwt-secret-for-the-example-tests-0123456789',
   TRONEXUS_JWT_SECRET: 'tronexus-jwt-secret-for-the-example-tests-0123456789',

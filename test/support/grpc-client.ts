@@ -44,6 +44,10 @@ export interface CheckInit {
   id?: string;
   /** HTTP scheme Envoy reports (default https). */
   scheme?: string;
+  /** source.principal: the URI SAN of the client certificate Envoy verified (mTLS). */
+  principal?: string;
+  /** source.certificate: the URL-encoded PEM client certificate (include_peer_certificate). */
+  certificate?: string;
 }
 
 export class CheckClient {
@@ -74,7 +78,13 @@ export class CheckClient {
     }
     return {
       attributes: {
-        source: { address: { socket_address: { address: init.sourceAddress ?? '198.51.100.10', port_value: 43210 } } },
+        source: {
+          address: { socket_address: { address: init.sourceAddress ?? '198.51.100.10', port_value: 43210 } },
+          ...(init.principal !== undefined ? { principal: init.principal } : {}),
+          ...(init.certificate !== undefined ? { certificate: init.certificate } : {}),
+        },
+        // Envoy also sends its own side of the connection; its principal is never the caller's.
+        destination: { principal: 'spiffe://cluster.local/ns/edge/sa/gateway' },
         request: { http },
       },
     };

@@ -2,7 +2,7 @@
 // are Envoy's (proto/envoy/service/auth/v3/attribute_context.proto).
 
 import { pickRequestId } from '../request-id.js';
-import type { RequestAttributes, RequestHeaders } from '../../types.js';
+import type { PeerAttributes, RequestAttributes, RequestHeaders } from '../../types.js';
 import { latin1Of, Reader, WIRE_LEN, WireError } from './wire.js';
 
 // tag = field << 3 | wire type, for the LEN fields we read
@@ -76,7 +76,28 @@ interface Draft {
   headers: LazyHeaders;
   sourceAddress: string;
   contextExtensions: ReadonlyMap<string, string>;
+  peer: LazyPeer | undefined;
   sawHttp: boolean;
+}
+
+/**
+ * source.principal and source.certificate stay bytes until a peer source asks (a certificate is a
+ * few kB of URL-encoded PEM that most policies never read).
+ */
+class LazyPeer implements PeerAttributes {
+  principalStart = 0;
+  principalEnd = 0;
+  certificateStart = 0;
+  certificateEnd = 0;
+  private principalText: string | undefined;
+  private certificateText: string | undefined;
+  constructor(private readonly buf: Buffer) {}
+  get principal(): string {
+    return (this.principalText ??= latin1Of(this.buf, this.principalStart, this.principalEnd));
+  }
+  get certificate(): string {
+    return (this.certificateText ??= latin1Of(this.buf, this.certificateStart, this.certificateEnd));
+  }
 }
 
 /**
@@ -95,6 +116,7 @@ export function decodeCheckRequest(buf: Buffer): RequestAttributes & { readonly 
     headers: new LazyHeaders(buf),
     sourceAddress: '',
     contextExtensions: EMPTY_MAP,
+    peer: undefined,
     sawHttp: false,
   };
   const r = new Reader(buf);
@@ -110,7 +132,7 @@ function readAttributeContext(r: Reader, end: number, d: Draft): void {
   const sub = new Reader(r.buf, r.pos, end);
   while (!sub.done()) {
     const tag = sub.tag();
-    if (tag === T1) d.sourceAddress = readPeerAddress(sub, sub.lenEnd());
+    if (tag === T1) d.sourceAddress = readSourcePeer(sub, sub.lenEnd(), d);
     else if (tag === T4) readRequest(sub, sub.lenEnd(), d);
     else if (tag === T10) readMapEntry(sub, sub.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>);
     else sub.skip(tag & 7);
@@ -118,13 +140,27 @@ function readAttributeContext(r: Reader, end: number, d: Draft): void {
   r.pos = end;
 }
 
-/** Peer.address(1) → Address.socket_address(1) → SocketAddress.address(2). */
-function readPeerAddress(r: Reader, end: number): string {
+/**
+ * The source Peer: address(1) → Address.socket_address(1) → SocketAddress.address(2); principal(4)
+ * and certificate(5) kept as byte spans (LazyPeer).
+ */
+function readSourcePeer(r: Reader, end: number, d: Draft): string {
   let address = '';
   const peer = new Reader(r.buf, r.pos, end);
   while (!peer.done()) {
     const tag = peer.tag();
-    if (tag === T1) {
+    if (tag === T4 || tag === T5) {
+      const e = peer.lenEnd();
+      const lazy = (d.peer ??= new LazyPeer(r.buf));
+      if (tag === T4) {
+        lazy.principalStart = peer.pos;
+        lazy.principalEnd = e;
+      } else {
+        lazy.certificateStart = peer.pos;
+        lazy.certificateEnd = e;
+      }
+      peer.pos = e;
+    } else if (tag === T1) {
       const addrEnd = peer.lenEnd();
       const addr = new Reader(r.buf, peer.pos, addrEnd);
       while (!addr.done()) {
@@ -307,6 +343,7 @@ function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?:
     headers,
     sourceAddress: d.sourceAddress,
     contextExtensions: d.contextExtensions,
+    peer: d.peer,
   };
   if (!d.sawHttp) request[NO_HTTP_ATTRIBUTES] = true;
   return request;
