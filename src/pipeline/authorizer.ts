@@ -17,7 +17,7 @@ export interface PolicySource {
   current(): CompiledPolicy | undefined;
 }
 
-const NOT_READY_POLICY = { realm: 'portcullis' };
+const NOT_READY_POLICY = { realm: 'portcullis', denyBody: undefined };
 
 type CheckCounter = ReturnType<Metrics['checks']['labels']>;
 /** Bound children by decision, then reason, then credential kind. */

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
+import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
@@ -396,6 +397,8 @@ export const policySchema = z
      */
     dependencyFailure: z.enum(['deny', 'error']).default('deny'),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
+    /** The JSON body of denials (README "Deny bodies"); DESIGN.md's body when absent. */
+    denyBody: denyBodySchema.optional(),
     /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
     identityToken: identityTokenSchema.optional(),
   });
