@@ -88,4 +88,18 @@ if [[ $rendered == *PORTCULLIS_SELECTOR* || $selectors == 0 || $selectors != "$a
 fi
 echo "== chart-check: dashboard JSON valid, alert selector applied"
 
+# The HTTP authorization listener: no port anywhere unless enabled; enabled, the flag, the container
+# port, the Service port and the NetworkPolicy rule all appear.
+rendered=$("$tool" --render "$chart" --set networkPolicy.enabled=true)
+if [[ $rendered == *authz-http* ]]; then
+  echo "chart-check: the HTTP authorization port is rendered while authzHttp.enabled is false" >&2
+  exit 1
+fi
+rendered=$("$tool" --render "$chart" --set networkPolicy.enabled=true --set authzHttp.enabled=true)
+if [[ $rendered != *'- --authz-http-port'* || $(grep -c 'authz-http$' <<<"$rendered") != 4 ]]; then
+  echo "chart-check: authzHttp.enabled must pass --authz-http-port and expose authz-http in the pod, Service and NetworkPolicy" >&2
+  exit 1
+fi
+echo "== chart-check: HTTP authorization port only when enabled"
+
 echo "chart-check: ok"

@@ -4,7 +4,10 @@
 // 7 and 22. Prints one table and saves the results as JSON under bench/results/ (<timestamp>.json
 // and latest.json).
 //
-//   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers] [--no-save]
+//   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers,http] [--no-save]
+//
+// `http`: the HTTP authorization listener (nginx shape, HTTP/1.1 keep-alive) on scenarios a, c, e,
+// f, against a plain node:http server answering 200 (bench/lib/http-listener.mjs).
 //
 // --repeat N measures every row N times and keeps the best (on a shared, noisy machine).
 // --cli FILE measures another build of Portcullis (default dist/cli.js): before/after a change,
@@ -26,6 +29,7 @@ import { NotAvailable, SCENARIOS, publicRouteRequest } from './lib/scenarios.mjs
 import { readVmHwmKb } from './lib/stats.mjs';
 import { SCOPE, TENANT, signToken, signTokenPool, startIssuer, startSessionTarget } from './lib/fixtures.mjs';
 import { formatTable } from './lib/report.mjs';
+import { formatHttpTable, measureHttpListener } from './lib/http-listener.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -82,6 +86,7 @@ async function main() {
     }
     compareFeatureRows(results.scenarios);
     if (!only || only.has('workers')) results.workers = await measureWorkers(plan, workDir, fixtures, results.scenarios);
+    if (!only || only.has('http')) results.http = await measureHttpListener({ plan, workDir, fixtures, seconds, warmupSeconds });
   } finally {
     await fixtures.close();
     fs.rmSync(workDir, { recursive: true, force: true });
@@ -89,6 +94,7 @@ async function main() {
   results.finishedAt = new Date().toISOString();
 
   console.log(`\n${formatTable(results)}`);
+  if (results.http) console.log(`\n${formatHttpTable(results.http)}`);
   if (!args['no-save']) {
     const dir = path.join(ROOT, 'bench', 'results');
     fs.mkdirSync(dir, { recursive: true });
@@ -98,7 +104,7 @@ async function main() {
     fs.writeFileSync(path.join(dir, 'latest.json'), text);
     console.log(`\nsaved bench/results/${stamp}.json and bench/results/latest.json`);
   }
-  return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' ? 1 : 0;
+  return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' || results.http?.status === 'failed' ? 1 : 0;
 }
 
 /** The machine's load averages when the run started (other engineers share these cores). */

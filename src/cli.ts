@@ -24,7 +24,7 @@ import type { CliIo } from './cli/io.js';
 const USAGE = `portcullis ${PORTCULLIS_VERSION} — external authorization for Envoy and Istio
 
 Usage:
-  portcullis serve --config FILE [--grpc-port N] [--http-port N] [--bind ADDR] [--workers N]
+  portcullis serve --config FILE [--grpc-port N] [--http-port N] [--authz-http-port N] [--bind ADDR] [--workers N]
                    [--drain-delay 10s] [--drain-timeout 10s] [--log-level info] [--reload-settle 1s]
                    [--memory-budget-mb N] [--max-in-flight N]
                    [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
@@ -126,6 +126,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       config: { type: 'string', short: 'c' },
       'grpc-port': { type: 'string' },
       'http-port': { type: 'string' },
+      'authz-http-port': { type: 'string' },
       bind: { type: 'string' },
       'drain-timeout': { type: 'string' },
       'drain-delay': { type: 'string' },
@@ -150,7 +151,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   const grpcPort = port(values['grpc-port'], '--grpc-port', io);
   const httpPort = port(values['http-port'], '--http-port', io);
-  if (grpcPort === null || httpPort === null) return 2;
+  const authzHttpPort = port(values['authz-http-port'], '--authz-http-port', io);
+  if (grpcPort === null || httpPort === null || authzHttpPort === null) return 2;
   const drainTimeoutMs = durationFlag(values['drain-timeout'], '--drain-timeout', io);
   const drainDelayMs = durationFlag(values['drain-delay'] ?? DEFAULT_DRAIN_DELAY, '--drain-delay', io);
   const settleMs = durationFlag(values['reload-settle'], '--reload-settle', io);
@@ -190,6 +192,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       configFile,
       grpcPort,
       httpPort,
+      authzHttpPort,
       bind: values.bind as string | undefined,
       logger,
       logLevelFromPolicy: levelSetting === undefined,

@@ -20,6 +20,7 @@ export const REASONS = {
   // 400: the request is not one Portcullis can judge the way the upstream will read it.
   invalid_path: { status: 400, description: 'the path is not canonical (dot segments, ";" parameters, encoded "/" "\\" "." or unreserved characters, "\\", "//", bad escapes, control or raw non-ASCII bytes) and the policy refuses such paths' },
   invalid_host: { status: 400, description: 'the host is not a name Envoy would route as written: a trailing dot, an empty label, a bad port or character' },
+  invalid_proxy_request: { status: 400, description: 'HTTP authorization listener: the request lacks the headers its proxy shape needs (X-Original-URI, X-Forwarded-*) or they are malformed; the proxy is misconfigured' },
 
   // 401: who is calling is unknown or not proven.
   missing_credential: { status: 401, description: 'no credential was presented' },

@@ -16,12 +16,16 @@ import { OpsServer } from './transport/http.js';
 import type { TlsSettings } from './transport/tls.js';
 import { createTracer, tracingSettings } from './observability/tracing.js';
 import { PORTCULLIS_VERSION } from './version.js';
+import { AuthzHttpListener } from './transport/http/listener.js';
+import { authzHttpSchema } from './policy/schema.js';
 
 export interface ServeOptions {
   configFile: string;
   /** Override the policy's server.grpcPort / httpPort / bind (0 = pick a free port). */
   grpcPort?: number;
   httpPort?: number;
+  /** Open the HTTP authorization listener on this port (overrides server.authzHttp.port; 0 = pick a free port). */
+  authzHttpPort?: number;
   bind?: string;
   logger?: Logger;
   /** Set the logger's level from the policy's server.logLevel (default: only when no logger is given). */
@@ -55,6 +59,8 @@ export interface ServeOptions {
 export interface RunningServer {
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The HTTP authorization listener's port, undefined when it is off. */
+  readonly authzHttpPort: number | undefined;
   readonly runtime: Runtime;
   readonly policies: PolicyStore;
   readonly authorizer: Authorizer;
@@ -89,12 +95,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const tracer = tracing ? await createTracer(tracing, logger, PORTCULLIS_VERSION) : undefined;
   const bind = options.bind ?? first.document.server.bind;
   const grpcLimits = (document: PolicyDocument): Partial<TransportLimits> => transportLimits(document.server.grpc, options.grpcLimits);
+  // One certificate (and client CA) for both authorization listeners; the ops port stays plain.
+  const listenerTls = options.tls ?? tlsSettings(first.document.server.tls);
   const grpcTransport = new GrpcTransport(authorizer, logger, {
     bind,
     port: options.grpcPort ?? first.document.server.grpcPort,
     limits: grpcLimits(first.document),
     dependencyErrors: first.document.dependencyFailure === 'error',
-    tls: options.tls ?? tlsSettings(first.document.server.tls),
+    tls: listenerTls,
     tracer,
     metrics,
     clock: runtime.clock,
@@ -114,10 +122,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const grpcPort = await grpcTransport.start();
   let httpPort = 0;
+  // server.authzHttp, or --authz-http-port alone (then with the default path prefixes).
+  const authzSettings = first.document.server.authzHttp ?? (options.authzHttpPort !== undefined ? authzHttpSchema.parse({}) : undefined);
+  const authzHttp = authzSettings && new AuthzHttpListener(authorizer, logger, {
+      ...authzSettings,
+      bind,
+      port: options.authzHttpPort ?? authzSettings.port,
+      governor: grpcTransport.governor,
+      metrics,
+      clock: runtime.clock,
+      tls: listenerTls,
+    });
+  let authzHttpPort: number | undefined;
   try {
+    if (authzHttp) authzHttpPort = await authzHttp.start();
     if (options.opsServer !== false) httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
   } catch (err) {
     await grpcTransport.shutdown(0);
+    await authzHttp?.shutdown(0);
     throw err;
   }
 
@@ -125,7 +147,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     () => {
       dependenciesReady = true;
       if (!draining) setServing(true);
-      logger.info({ grpcPort, httpPort, file: options.configFile }, 'portcullis ready');
+      logger.info({ grpcPort, httpPort, authzHttpPort, file: options.configFile }, 'portcullis ready');
     },
     (err: unknown) => {
       // Readiness stays false; checks that need the missing dependency deny with 503 meanwhile.
@@ -161,8 +183,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (JSON.stringify(s.tls) !== JSON.stringify(first.document.server.tls)) {
       logger.warn('server.tls changed in the policy: it takes effect on restart (the certificate files themselves are reloaded when they change)');
     }
-    if (s.grpcPort !== first.document.server.grpcPort || s.httpPort !== first.document.server.httpPort || s.bind !== first.document.server.bind) {
-      logger.warn('server ports/bind changed in the policy: they take effect on restart only');
+    if (
+      s.grpcPort !== first.document.server.grpcPort ||
+      s.httpPort !== first.document.server.httpPort ||
+      s.bind !== first.document.server.bind ||
+      JSON.stringify(s.authzHttp) !== JSON.stringify(first.document.server.authzHttp)
+    ) {
+      logger.warn('server ports/bind/authzHttp changed in the policy: they take effect on restart only');
     }
     if (levelFromPolicy) logger.level = s.logLevel;
     grpcTransport.setLimits(grpcLimits(policy.document));
@@ -177,7 +204,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
   if (options.watch !== false) policies.watch();
 
-  logger.info({ grpcPort, httpPort, mode: first.mode, routes: first.document.routes.length }, 'portcullis listening');
+  logger.info({ grpcPort, httpPort, authzHttpPort, mode: first.mode, routes: first.document.routes.length }, 'portcullis listening');
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (): Promise<void> =>
@@ -188,7 +215,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (options.drainDelayMs) await new Promise((r) => setTimeout(r, options.drainDelayMs));
       grpcTransport.health.closeWatchers();
       policies.close();
-      await grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000);
+      await Promise.all([grpcTransport.shutdown(options.drainTimeoutMs ?? 10_000), authzHttp?.shutdown(options.drainTimeoutMs ?? 10_000)]);
       // The spans of the last checks are exported; a collector that does not answer holds the exit
       // for at most 5 s.
       if (tracer) {
@@ -204,7 +231,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       logger.info('shutdown complete');
     })());
 
-  return { grpcPort, httpPort, runtime, policies, authorizer, ready, shutdown };
+  return { grpcPort, httpPort, authzHttpPort, runtime, policies, authorizer, ready, shutdown };
 }
 
 function tlsSettings(tls: PolicyDocument['server']['tls']): TlsSettings | undefined {

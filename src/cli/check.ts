@@ -47,6 +47,12 @@ function noSharedState(document: PolicyDocument): string[] {
     limits.bans = undefined;
     notes.push('bans in PostgreSQL are not consulted by check');
   }
+  // Escalation writes bans: a check never does (its lockouts stay in this run's memory).
+  const policies = (document.rateLimits as { policies?: { escalate?: unknown }[] }).policies ?? [];
+  if (policies.some((p) => p.escalate !== undefined)) {
+    for (const p of policies) delete p.escalate;
+    notes.push('repeated lockouts are not escalated to bans by check');
+  }
   return notes;
 }
 

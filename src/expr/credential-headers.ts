@@ -22,7 +22,7 @@ export function credentialHeaderNames(policy: PolicyDocument): ReadonlySet<strin
       if (entry.apiKey) for (const h of entry.apiKey.headers) set.add(h.toLowerCase());
       if (entry.jwt) {
         for (const place of entry.jwt.from) {
-          if ('cookie' in place) set.add('cookie');
+          if ('cookie' in place || 'supabaseCookie' in place) set.add('cookie');
           else set.add(place.header.toLowerCase());
         }
       }

@@ -165,6 +165,23 @@ export function secretBytes(secret: string, encoding: 'utf8' | 'base64' | 'base6
   return Buffer.from(secret, encoding);
 }
 
+/**
+ * The session cookie of Supabase's SSR helpers (@supabase/ssr): `sb-<projectRef>-auth-token`, or
+ * the cookie name the application set (cookieOptions.name), possibly split into `.0`, `.1`, … chunks.
+ */
+const supabaseCookieSchema = z
+  .strictObject({
+    /** The project reference: the first label of https://<projectRef>.supabase.co. */
+    projectRef: z.string().regex(/^[A-Za-z0-9-]{1,63}$/, 'must be a Supabase project reference (the first label of <ref>.supabase.co)').optional(),
+    /** The whole cookie name, for applications that changed it (cookieOptions.name / storageKey). */
+    name: z.string().regex(/^[A-Za-z0-9!#$%&'*+^_`|~-]+$/, 'must be a cookie name without dots').optional(),
+  })
+  .superRefine((value, ctx) => {
+    if ((value.projectRef === undefined) === (value.name === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'supabaseCookie needs exactly one of projectRef or name' });
+    }
+  });
+
 /** Where the source looks for a token; tried in order, the first one present decides. */
 export const tokenPlaceSchema = z.union([
   z.strictObject({
@@ -173,6 +190,7 @@ export const tokenPlaceSchema = z.union([
     scheme: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be an auth scheme token such as Bearer').optional(),
   }),
   z.strictObject({ cookie: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a cookie name') }),
+  z.strictObject({ supabaseCookie: supabaseCookieSchema }),
 ]);
 export type TokenPlaceConfig = z.output<typeof tokenPlaceSchema>;
 

@@ -30,6 +30,10 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
 export function compileTokenPlace(config: TokenPlaceConfig): TokenPlace {
   if ('cookie' in config) return cookiePlace(config.cookie);
+  if ('supabaseCookie' in config) {
+    const { projectRef, name } = config.supabaseCookie;
+    return supabaseCookiePlace(name ?? `sb-${projectRef}-auth-token`);
+  }
   return config.scheme === undefined ? rawHeaderPlace(config.header) : schemeHeaderPlace(config.header, config.scheme);
 }
 
@@ -103,6 +107,98 @@ function cookiePlace(name: string): TokenPlace {
     },
     wellFormed: () => true,
   };
+}
+
+/** Bound on a reassembled Supabase session (all chunks together, before decoding). */
+export const MAX_SUPABASE_SESSION = 65_536;
+/** Chunk suffixes as @supabase/ssr writes them: `.0`, `.1`, … without leading zeros. */
+const CHUNK_INDEX = /^(?:0|[1-9][0-9]{0,4})$/;
+const BASE64_PREFIX = 'base64-';
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * @supabase/ssr's session cookie: one cookie `<name>` or chunks `<name>.0` … `<name>.n` (split
+ * when the value exceeds ~3 KB), whose value is `base64-` + base64url(JSON session) (the default
+ * cookieEncoding) or the URI-encoded JSON (cookieEncoding "raw"). The session's access_token is the
+ * token. Anything that cannot be read one way only — a cookie or chunk sent twice, the whole cookie
+ * next to chunks, a gap in the chunks, an empty part, more than MAX_SUPABASE_SESSION bytes, a value
+ * that does not decode to a session with a string access_token — is MALFORMED, never guessed at.
+ */
+function supabaseCookiePlace(name: string): TokenPlace {
+  const chunkPrefix = `${name}.`;
+  return {
+    label: `supabase cookie ${name}`,
+    shared: false,
+    carrier: 'cookie',
+    find(headers) {
+      const cookies = headers.get('cookie');
+      if (cookies === undefined || !cookies.includes(name)) return undefined;
+      let whole: string | undefined;
+      let chunks: Map<number, string> | undefined;
+      let total = 0;
+      for (const pair of cookies.split(';')) {
+        const trimmed = pair.trim();
+        if (!trimmed.startsWith(name)) continue;
+        const eq = trimmed.indexOf('=');
+        if (eq < 0) continue;
+        const cookieName = trimmed.slice(0, eq);
+        const value = unquote(trimmed.slice(eq + 1));
+        if (cookieName === name) {
+          if (whole !== undefined) return MALFORMED;
+          whole = value;
+        } else if (cookieName.startsWith(chunkPrefix)) {
+          const suffix = cookieName.slice(chunkPrefix.length);
+          if (!CHUNK_INDEX.test(suffix)) continue; // `<name>-code-verifier` and the like are not ours
+          const index = Number(suffix);
+          chunks ??= new Map();
+          if (chunks.has(index)) return MALFORMED;
+          chunks.set(index, value);
+        } else {
+          continue;
+        }
+        if (value === '') return MALFORMED;
+        total += value.length;
+        if (total > MAX_SUPABASE_SESSION) return MALFORMED;
+      }
+      if (whole !== undefined) return chunks === undefined ? sessionAccessToken(whole) : MALFORMED;
+      if (chunks === undefined) return undefined;
+      let joined = '';
+      for (let i = 0; i < chunks.size; i++) {
+        const chunk = chunks.get(i);
+        if (chunk === undefined) return MALFORMED; // a gap: some chunk is missing or misnumbered
+        joined += chunk;
+      }
+      return sessionAccessToken(joined);
+    },
+    wellFormed: () => true,
+  };
+}
+
+function sessionAccessToken(value: string): Found {
+  let json: string;
+  try {
+    if (value.startsWith(BASE64_PREFIX)) {
+      let end = value.length;
+      while (end > BASE64_PREFIX.length && value.charCodeAt(end - 1) === 0x3d /* = */ && value.length - end < 2) end--;
+      const length = end - BASE64_PREFIX.length;
+      if (length % 4 === 1) return MALFORMED;
+      const bytes = Buffer.from(value.slice(BASE64_PREFIX.length, end), 'base64url');
+      // Node's decoder skips characters outside the alphabet (and stops at "="): any such
+      // character leaves fewer bytes than the length promises. (A regex over a 10 KB value costs
+      // about as much as everything else together.)
+      if (bytes.length !== Math.floor((length * 3) / 4)) return MALFORMED;
+      json = utf8.decode(bytes);
+    } else {
+      json = decodeURIComponent(value);
+    }
+    if (!json.startsWith('{')) return MALFORMED;
+    const session: unknown = JSON.parse(json);
+    const token = (session as { access_token?: unknown }).access_token;
+    return typeof token === 'string' && token !== '' ? token : MALFORMED;
+  } catch {
+    // URIError, invalid UTF-8, SyntaxError: not a session.
+    return MALFORMED;
+  }
 }
 
 function unquote(value: string): string {

@@ -22,7 +22,7 @@ import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
 import { isPromise, type CheckTrace, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
-import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue } from './decision.js';
+import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
 import type { ExplainCollector } from './explain.js';
 import { routeCandidates } from './route-candidates.js';
 
@@ -42,7 +42,7 @@ export function authorize(policy: CompiledPolicy, request: RequestAttributes, ex
   }
 }
 
-export function internalError(policy: Pick<CompiledPolicy, 'realm'>, request: Pick<RequestAttributes, 'requestId'>, route: string, err: unknown): Decision {
+export function internalError(policy: DenyPolicy, request: Pick<RequestAttributes, 'requestId'>, route: string, err: unknown): Decision {
   return denyDecision(policy, request.requestId, route, { reason: 'internal_error', detail: describeError(err) });
 }
 

@@ -8,7 +8,7 @@ import { traceIdOf } from '../observability/tracing.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { allowLabel } from '../ratelimit/notes.js';
-import { isPromise, type Decision, type MaybePromise, type RequestAttributes } from '../types.js';
+import { isPromise, type Decision, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
 import { authorize, internalError } from './authorize.js';
 import { denyDecision } from './decision.js';
 import { ExplainCollector } from './explain.js';
@@ -18,7 +18,7 @@ export interface PolicySource {
   current(): CompiledPolicy | undefined;
 }
 
-const NOT_READY_POLICY = { realm: 'portcullis' };
+const NOT_READY_POLICY = { realm: 'portcullis', denyBody: undefined };
 
 type CheckCounter = BatchedCount;
 /** Bound children by decision, then reason, then credential kind. */
@@ -80,6 +80,17 @@ export class Authorizer {
       );
     }
     return this.record(policy, request, decision, started, explain);
+  }
+
+  /**
+   * A request a transport refuses before the pipeline (e.g. an HTTP authorization request without
+   * its proxy's headers): denied with `denial`, counted and logged like every other decision.
+   */
+  refuse(request: RequestAttributes, denial: Denial): Decision {
+    const started = performance.now();
+    const policy = this.policies.current();
+    this.inFlight++;
+    return this.record(policy, request, denyDecision(policy ?? NOT_READY_POLICY, request.requestId, 'none', denial), started);
   }
 
   private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number, explain?: ExplainCollector): Decision {

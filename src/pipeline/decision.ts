@@ -4,6 +4,7 @@
 import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
+import { defaultBodyParts, renderBody, type BodyParts } from '../policy/deny-body.js';
 import type { IssuedToken, RouteIdentityToken } from '../mesh/identity-token.js';
 import { isPromise, newEncodeCache, type MaybePromise, type RequestAttributes, type Decision, type AllowDecision, type Denial, type DenyDecision, type EncodeCache, type HeaderPair, type Principal } from '../types.js';
 
@@ -14,15 +15,19 @@ interface DenyParts {
   readonly status: number;
   readonly code: string;
   readonly headers: readonly HeaderPair[];
-  readonly bodyPrefix: string;
+  /** The body around its request-id slots, rendered at load (denyBody) or once per reason. */
+  readonly body: BodyParts;
   readonly cache: EncodeCache;
 }
+
+/** What a denial needs of a policy: errors outside any policy (the transport's) have the default body. */
+export type DenyPolicy = Pick<CompiledPolicy, 'realm'> & { readonly denyBody?: CompiledPolicy['denyBody'] };
 
 /** Denials that differ only by request id (no principal, no extra headers): built once per policy. */
 const denyPartsCache = new WeakMap<object, Map<string, DenyParts>>();
 
 export function denyDecision(
-  policy: Pick<CompiledPolicy, 'realm'>,
+  policy: DenyPolicy,
   requestId: string,
   route: string,
   denial: Denial,
@@ -38,12 +43,12 @@ export function denyDecision(
     const key = `${route}\u0000${denial.reason}\u0000${denial.credentialPresented === true ? 1 : 0}`;
     parts = byKey.get(key);
     if (!parts) {
-      parts = denyParts(policy.realm, denial, undefined);
+      parts = denyParts(policy, denial, undefined);
       // Route names are bounded by the policy; the guard only protects against surprises.
       if (byKey.size < 10_000) byKey.set(key, parts);
     }
   } else {
-    parts = denyParts(policy.realm, denial, requiredScopes);
+    parts = denyParts(policy, denial, requiredScopes);
   }
   return {
     allowed: false,
@@ -54,13 +59,14 @@ export function denyDecision(
     code: parts.code,
     reason: denial.rule?.reason ?? denial.reason,
     headers: parts.headers,
-    body: parts.bodyPrefix + JSON.stringify(requestId) + '}',
+    body: renderBody(parts.body, requestId),
     detail: denial.detail,
     encodeCache: cacheable ? parts.cache : undefined,
   };
 }
 
-function denyParts(realm: string, denial: Denial, requiredScopes: readonly string[] | undefined): DenyParts {
+function denyParts(policy: DenyPolicy, denial: Denial, requiredScopes: readonly string[] | undefined): DenyParts {
+  const realm = policy.realm;
   const reason = denial.reason;
   const rule = denial.rule;
   const status = rule?.status ?? REASONS[reason].status;
@@ -75,9 +81,7 @@ function denyParts(realm: string, denial: Denial, requiredScopes: readonly strin
     status,
     code: label.code,
     headers,
-    bodyPrefix: rule
-      ? `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${rule.reason}",${rule.message !== undefined ? `"message":${JSON.stringify(rule.message)},` : ''}"requestId":`
-      : `{"error":"${label.error}","code":"${label.code}","status":${status},"reason":"${reason}","requestId":`,
+    body: policy.denyBody ? policy.denyBody.parts(reason, rule) : defaultBodyParts(reason, rule),
     cache: newEncodeCache(),
   };
 }

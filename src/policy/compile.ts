@@ -15,6 +15,7 @@ import { compileRateLimits, type RouteRateLimiter } from '../ratelimit/index.js'
 import type { Runtime } from '../runtime.js';
 import type { AuthMethod, Principal } from '../types.js';
 import type { CompileContext, PolicyPath } from './context.js';
+import { DenyBodyShaper } from './deny-body.js';
 import type { Locator } from './load.js';
 import type { HeaderNames, PathSettings, PolicyDocument, RouteConfig } from './schema.js';
 
@@ -82,6 +83,8 @@ export interface CompiledPolicy {
   /** Every identity header Portcullis owns (removed from the request unless it sets it). */
   readonly ownedHeaders: readonly string[];
   readonly realm: string;
+  /** Shapes deny bodies (`denyBody:`); undefined: DESIGN.md's body. */
+  readonly denyBody: DenyBodyShaper | undefined;
   /** How the client IP is picked (clientIp in the policy). */
   readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
@@ -130,6 +133,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
+  const denyBody = DenyBodyShaper.compile(document.denyBody, ctx);
   const enrich = compileEnrichment(ctx);
   const identityToken = compileIdentityToken(document.identityToken, ctx);
 
@@ -209,6 +213,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     headerNames: names,
     ownedHeaders,
     realm: document.realm,
+    denyBody,
     clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,

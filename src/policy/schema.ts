@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { issuerSchema, jwtSourceSchema } from '../jwt/config.js';
 import { apiKeySourceSchema, keyStoreSchema } from '../keys/config.js';
+import { denyBodySchema } from './deny-body.js';
 import { rateLimitsSchema, routeRateLimitsSchema, tenantLimitsSchema } from '../ratelimit/config.js';
 import { hostRuleProblem } from '../authz/host.js';
 import { AUTH_METHODS } from '../types.js';
@@ -262,6 +263,47 @@ export const tracingSchema = z.strictObject({
   tenant: z.boolean().default(false),
 });
 
+/** The request shapes of the HTTP authorization listener (README "nginx / Traefik / Caddy"). */
+export const AUTHZ_HTTP_SHAPES = ['envoy', 'nginx', 'forward-auth'] as const;
+export type AuthzHttpShape = (typeof AUTHZ_HTTP_SHAPES)[number];
+
+/** Path prefixes of the HTTP authorization listener when neither shape nor paths is set. */
+export const DEFAULT_AUTHZ_HTTP_PATHS: Readonly<Record<string, AuthzHttpShape>> = Object.freeze({
+  '/envoy': 'envoy',
+  '/nginx': 'nginx',
+  '/forward-auth': 'forward-auth',
+});
+
+const AUTHZ_HTTP_PREFIX = /^(\/[A-Za-z0-9._~-]+)+$/;
+const authzHttpPaths = z.record(z.string(), z.enum(AUTHZ_HTTP_SHAPES)).superRefine((paths, ctx) => {
+  for (const prefix of Object.keys(paths)) {
+    if (!AUTHZ_HTTP_PREFIX.test(prefix)) {
+      ctx.addIssue({ code: 'custom', path: [prefix], message: 'must be a path prefix such as /nginx: "/" and segments of letters, digits and ._~- (no trailing "/")' });
+    }
+  }
+});
+
+/**
+ * server.authzHttp: the HTTP authorization listener (Envoy http_service, nginx auth_request,
+ * Traefik forwardAuth, Caddy forward_auth). Off unless this section or --authz-http-port is given.
+ */
+export const authzHttpSchema = z.strictObject({
+  port: z.number().int().min(0).max(65535).default(9003),
+  /** Shape of every request on the listener (no prefix needed); exclusive with `paths`. */
+  shape: z.enum(AUTHZ_HTTP_SHAPES).optional(),
+  /** Path prefix → shape ("/nginx: nginx"); the default when neither is set: /envoy, /nginx, /forward-auth. */
+  paths: authzHttpPaths.optional(),
+  /** Largest request head (request line + headers) accepted, bytes; larger gets 431. */
+  maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(32 * 1024),
+  /** Open connections at once; more are refused. */
+  maxConnections: z.number().int().min(1).max(100_000).default(1024),
+  /** A request head still arriving after this long gets 408 and the connection is closed. */
+  headersTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+  /** An idle keep-alive connection is closed after this long (keep it above the proxy's own idle timeout). */
+  keepAliveTimeout: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s').default(75_000),
+}).refine((h) => h.shape === undefined || h.paths === undefined, { message: 'set shape (one shape for the whole listener) or paths (a shape per path prefix), not both' });
+export type AuthzHttpSettings = z.output<typeof authzHttpSchema>;
+
 export const serverSchema = z.strictObject({
   grpcPort: z.number().int().min(0).max(65535).default(9001),
   httpPort: z.number().int().min(0).max(65535).default(9002),
@@ -288,6 +330,8 @@ export const serverSchema = z.strictObject({
   explain: z.boolean().default(false),
   tls: tlsSchema.optional(),
   tracing: tracingSchema.optional(),
+  /** The HTTP authorization listener; absent = off (unless serve --authz-http-port). */
+  authzHttp: authzHttpSchema.optional(),
 });
 
 /** How the client IP is picked (src/pipeline/client-ip.ts) and what per-IP limits and bans key on. */
@@ -359,6 +403,8 @@ export const policySchema = z
      */
     dependencyFailure: z.enum(['deny', 'error']).default('deny'),
     tenants: z.record(nonEmpty, tenantSchema).default({}),
+    /** The JSON body of denials (README "Deny bodies"); DESIGN.md's body when absent. */
+    denyBody: denyBodySchema.optional(),
     /** A signed JWT for upstreams on every allow with a caller (README "Identity token for upstreams"). */
     identityToken: identityTokenSchema.optional(),
   });

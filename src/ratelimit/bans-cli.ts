@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { PolicyError, PortcullisError } from '../errors.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { parseDuration } from '../policy/units.js';
-import { formatBanTarget, parseBanTarget, type BanRecord, type BanStore } from './bans.js';
+import { formatBanTarget, parseBanTarget, type BanRecord, type BanStore, type BanTarget } from './bans.js';
 import { FileBanStore } from './bans-file.js';
 import { PostgresBanStore } from './bans-postgres.js';
 
@@ -17,17 +17,19 @@ export interface BansCliIo {
 }
 
 const USAGE = `Usage:
-  portcullis bans add TARGET [--reason TEXT] [--for DURATION] [--by NAME] STORE
+  portcullis bans add TARGET [--route NAME] [--reason TEXT] [--for DURATION] [--by NAME] STORE
   portcullis bans list [--json] [--all] STORE
-  portcullis bans remove TARGET STORE
+  portcullis bans remove TARGET [--route NAME] STORE
 
 TARGET: ip:ADDRESS, ip:CIDR, tenant:NAME, subject:SUB, apiKey:KEY_ID
 STORE (one of):
   --config FILE         the policy file's rateLimits.bans
   --file PATH           a JSON ban file
   --postgres URL        a PostgreSQL database ("env" = $DATABASE_URL) [--schema S] [--table T]
+--route limits an ip ban to one route (as escalate scope ip+route writes them).
 --for makes the ban expire (e.g. 30d); without it the ban is permanent.
---all lists expired bans too.
+--all lists expired bans too. Automatic bans (escalate:) are listed "by portcullis" with their
+reason and offences; removing one also resets its offence count.
 `;
 
 const OPTIONS = {
@@ -39,6 +41,7 @@ const OPTIONS = {
   reason: { type: 'string' },
   for: { type: 'string' },
   by: { type: 'string' },
+  route: { type: 'string' },
   json: { type: 'boolean' },
   all: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -75,12 +78,13 @@ export async function runBansCommand(argv: string[], io: BansCliIo): Promise<num
     if (command !== 'add' && (values.reason !== undefined || values.for !== undefined || values.by !== undefined)) {
       throw new UsageError('--reason, --for and --by belong to bans add');
     }
+    if (command === 'list' && values.route !== undefined) throw new UsageError('--route belongs to bans add and bans remove');
     store = await openStore(values, io.env);
     switch (command) {
       case 'add':
         return await add(store, targets[0]!, values, io);
       case 'remove':
-        return await remove(store, targets[0]!, io);
+        return await remove(store, targets[0]!, values, io);
       default:
         return await list(store, values, io);
     }
@@ -129,8 +133,16 @@ async function openStore(values: Values, env: BansCliIo['env']): Promise<BanStor
   return new PostgresBanStore({ url, schema: bans.postgres!.schema, table: bans.postgres!.table });
 }
 
-async function add(store: BanStore, text: string, values: Values, io: BansCliIo): Promise<number> {
+function targetOf(text: string, values: Values): BanTarget {
   const target = parseBanTarget(text);
+  if (values.route === undefined) return target;
+  if (target.kind !== 'ip') throw new UsageError('--route applies to ip bans only');
+  if (values.route === '') throw new UsageError('--route needs a route name');
+  return { ...target, route: values.route };
+}
+
+async function add(store: BanStore, text: string, values: Values, io: BansCliIo): Promise<number> {
+  const target = targetOf(text, values);
   const now = Date.now();
   let expiresAt: string | undefined;
   if (values.for !== undefined) {
@@ -151,8 +163,8 @@ async function add(store: BanStore, text: string, values: Values, io: BansCliIo)
   return 0;
 }
 
-async function remove(store: BanStore, text: string, io: BansCliIo): Promise<number> {
-  const target = parseBanTarget(text);
+async function remove(store: BanStore, text: string, values: Values, io: BansCliIo): Promise<number> {
+  const target = targetOf(text, values);
   if (!(await store.remove(target))) {
     io.err(`${formatBanTarget(target)} is not banned\n`);
     return 1;
@@ -175,7 +187,8 @@ async function list(store: BanStore, values: Values, io: BansCliIo): Promise<num
   for (const r of records) {
     const until = r.expiresAt === undefined ? 'permanent' : Date.parse(r.expiresAt) > now ? `until ${r.expiresAt}` : `expired ${r.expiresAt}`;
     const by = r.createdBy ? ` by ${r.createdBy}` : '';
-    io.out(`${formatBanTarget(r)}\t${until}\tsince ${r.createdAt}${by}${r.reason ? `\t${r.reason}` : ''}\n`);
+    const offences = r.offences !== undefined ? `\t${r.offences} offences ${r.firstOffence ?? '?'} – ${r.lastOffence ?? '?'}` : '';
+    io.out(`${formatBanTarget(r)}\t${until}\tsince ${r.createdAt}${by}${r.reason ? `\t${r.reason}` : ''}${offences}\n`);
   }
   return 0;
 }

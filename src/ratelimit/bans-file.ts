@@ -5,7 +5,7 @@
 import { open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PortcullisError } from '../errors.js';
-import { BAN_KINDS, type BanRecord, type BanStore, type BanTarget } from './bans.js';
+import { BAN_KINDS, sameBanTarget, type BanRecord, type BanStore, type BanTarget } from './bans.js';
 
 const LOCK_WAIT_MS = 5000;
 /** A lock older than this was left by a crashed writer. */
@@ -68,9 +68,7 @@ export class FileBanStore implements BanStore {
   }
 }
 
-function sameTarget(a: BanTarget, b: BanTarget): boolean {
-  return a.kind === b.kind && a.value === b.value;
-}
+const sameTarget = sameBanTarget;
 
 async function acquireLock(lock: string): Promise<void> {
   const deadline = Date.now() + LOCK_WAIT_MS;
@@ -106,9 +104,10 @@ export function parseBanFile(text: string, path: string): BanRecord[] {
     if (!BAN_KINDS.includes(e.kind as never) || typeof e.value !== 'string' || typeof e.createdAt !== 'string') {
       throw fail(`bans[${i}] needs kind (${BAN_KINDS.join(', ')}), value and createdAt`);
     }
-    for (const field of ['reason', 'expiresAt', 'createdBy'] as const) {
+    for (const field of ['reason', 'expiresAt', 'createdBy', 'route', 'source', 'firstOffence', 'lastOffence'] as const) {
       if (e[field] !== undefined && typeof e[field] !== 'string') throw fail(`bans[${i}].${field} must be a string`);
     }
+    if (e.offences !== undefined && !Number.isInteger(e.offences)) throw fail(`bans[${i}].offences must be an integer`);
     if (e.expiresAt !== undefined && Number.isNaN(Date.parse(e.expiresAt as string))) throw fail(`bans[${i}].expiresAt is not a date`);
     return e as BanRecord;
   });

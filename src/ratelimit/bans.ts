@@ -15,6 +15,8 @@ export interface BanTarget {
   readonly kind: BanKind;
   /** ip: an address or CIDR block; tenant; subject (the token's sub); apiKey: the key id. */
   readonly value: string;
+  /** The ban holds on this route only (escalation scope ip+route); every route when absent. */
+  readonly route?: string;
 }
 
 export interface BanRecord extends BanTarget {
@@ -24,6 +26,19 @@ export interface BanRecord extends BanTarget {
   /** ISO 8601; permanent when absent. */
   readonly expiresAt?: string;
   readonly createdBy?: string;
+  /** Automatic bans (escalation): the rate-limit policy whose lockouts led to it. */
+  readonly source?: string;
+  /** Automatic bans: first and latest offence (ISO 8601) and how many offences. */
+  readonly firstOffence?: string;
+  readonly lastOffence?: string;
+  readonly offences?: number;
+}
+
+/** createdBy of the bans Portcullis writes itself. */
+export const AUTOMATIC_BAN_AUTHOR = 'portcullis';
+
+export function sameBanTarget(a: BanTarget, b: BanTarget): boolean {
+  return a.kind === b.kind && a.value === b.value && (a.route ?? '') === (b.route ?? '');
 }
 
 /** Where bans are kept. Implementations: FileBanStore, PostgresBanStore. */
@@ -54,7 +69,7 @@ export function parseBanTarget(text: string): BanTarget {
 }
 
 export function formatBanTarget(target: BanTarget): string {
-  return `${target.kind}:${target.value}`;
+  return `${target.kind}:${target.value}${target.route ? ` route ${target.route}` : ''}`;
 }
 
 /** Lower-cased address (IPv4-mapped IPv6 as IPv4), or address/prefix; undefined when invalid. */
@@ -82,10 +97,12 @@ interface Snapshot {
   readonly tenants: ReadonlySet<string>;
   readonly subjects: ReadonlySet<string>;
   readonly apiKeys: ReadonlySet<string>;
+  /** Route-scoped ip bans (escalation scope ip+route): route → a list of that route's bans. */
+  readonly routes: ReadonlyMap<string, BanList> | undefined;
   readonly size: number;
 }
 
-const EMPTY: Snapshot = { ips: undefined, narrow: [], narrowNetworks: new Map(), tenants: new Set(), subjects: new Set(), apiKeys: new Set(), size: 0 };
+const EMPTY: Snapshot = { ips: undefined, narrow: [], narrowNetworks: new Map(), tenants: new Set(), subjects: new Set(), apiKeys: new Set(), routes: undefined, size: 0 };
 
 /** The in-memory copy checked per request. Replaced whole on every refresh. */
 export class BanList {
@@ -107,10 +124,18 @@ export class BanList {
     const tenants = new Set<string>();
     const subjects = new Set<string>();
     const apiKeys = new Set<string>();
+    let byRoute: Map<string, BanRecord[]> | undefined;
     let size = 0;
     for (const record of records) {
       if (record.expiresAt !== undefined && Date.parse(record.expiresAt) <= nowMs) continue;
       size++;
+      if (record.route && record.kind === 'ip') {
+        byRoute ??= new Map();
+        const list = byRoute.get(record.route) ?? [];
+        list.push({ ...record, route: undefined });
+        byRoute.set(record.route, list);
+        continue;
+      }
       switch (record.kind) {
         case 'ip': {
           const value = canonicalIpOrCidr(record.value);
@@ -136,7 +161,16 @@ export class BanList {
           break;
       }
     }
-    this.snapshot = { ips, narrow, narrowNetworks: new Map(), tenants, subjects, apiKeys, size };
+    let routes: Map<string, BanList> | undefined;
+    if (byRoute !== undefined) {
+      routes = new Map();
+      for (const [route, list] of byRoute) {
+        const scoped = new BanList();
+        scoped.replace(list, nowMs);
+        routes.set(route, scoped);
+      }
+    }
+    this.snapshot = { ips, narrow, narrowNetworks: new Map(), tenants, subjects, apiKeys, routes, size };
     this.loaded = true;
   }
 
@@ -158,6 +192,7 @@ export class BanList {
         if ((v4 ? network.ipv4Prefix < 32 : network.ipv6Prefix < 128) && narrowNetworks(s, network).has(clientNetwork(ip, network.ipv4Prefix, network.ipv6Prefix))) return 'ip';
       }
     }
+    if (s.routes !== undefined && s.routes.get(input.route)?.match(input, network) === 'ip') return 'ip';
     const principal = input.principal;
     if (principal) {
       if (principal.tenant !== undefined && s.tenants.has(principal.tenant)) return 'tenant';

@@ -13,6 +13,8 @@ import { FileBanStore } from './bans-file.js';
 import { PostgresBanStore } from './bans-postgres.js';
 import type { BackendConfig, BansConfig, LimitOverrideConfig, LimitPolicyConfig, RateLimitsConfig } from './config.js';
 import { describeQuota } from './headers.js';
+import { clientNetwork } from '../pipeline/client-ip.js';
+import { Escalation, offenceKey } from './escalation.js';
 import { compileKey } from './keys.js';
 import { OverLimitMemory, RouteLimiter, type CompiledLimitPolicy, type SharedLimits, type Variant } from './limiter.js';
 import { MemoryStore } from './memory-store.js';
@@ -28,11 +30,12 @@ export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | und
     reportOrphans(ctx);
     return undefined;
   }
-  const policies = compilePolicies(config, ctx);
+  const store = acquireStore(config.backend, ctx);
+  const bans = config.bans ? acquireBans(config.bans, ctx) : undefined;
+  const policies = compilePolicies(config, ctx, store, bans);
   const byName = new Map(policies.map((p) => [p.name, p]));
   checkRoutes(config, byName, ctx);
 
-  const store = acquireStore(config.backend, ctx);
   const metrics = ctx.runtime.metrics;
   const decisions = metrics.counter('portcullis_ratelimit_decisions_total', 'Rate-limit decisions by policy and result.', ['policy', 'result']);
   const shared: SharedLimits = {
@@ -41,7 +44,7 @@ export function compileRateLimits(ctx: CompileContext): CompiledRateLimits | und
     headerStyle: config.headers,
     quotaHeaders: config.quotaHeaders,
     failOpen: config.failure === 'open',
-    bans: config.bans ? acquireBans(config.bans, ctx) : undefined,
+    bans,
     clientNetwork: { ipv4Prefix: ctx.policy.clientIp.ipv4Prefix, ipv6Prefix: ctx.policy.clientIp.ipv6Prefix },
     bannedCounter: decisions.labels('bans', 'banned'),
     bansUnavailableCounter: decisions.labels('bans', config.failure === 'open' ? 'fail_open' : 'fail_closed'),
@@ -75,9 +78,20 @@ interface PolicyEntry {
   readonly capacity: number;
 }
 
-function compilePolicies(config: RateLimitsConfig, ctx: CompileContext): PolicyEntry[] {
+function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: LimitStore, bans: BanWatcher | undefined): PolicyEntry[] {
   const keyPrefix = 'redis' in config.backend ? config.backend.redis.keyPrefix : '';
   const decisions = ctx.runtime.metrics.counter('portcullis_ratelimit_decisions_total', 'Rate-limit decisions by policy and result.', ['policy', 'result']);
+  const escalations = ctx.runtime.metrics.counter('portcullis_ratelimit_escalations_total', 'Lockouts counted towards escalation, bans they wrote, and lockouts that could not be counted (backend down), by policy.', ['policy', 'result']);
+  if (bans !== undefined && config.policies.some((p) => p.escalate !== undefined)) {
+    // Lifting an automatic ban (bans remove) resets its offence count, on whichever backend counts it.
+    bans.onLifted(`${store.kind}:${keyPrefix}`, (record) => {
+      if (record.kind !== 'ip' || record.source === undefined) return;
+      const value = record.value.includes('/') ? record.value : clientNetwork(record.value, ctx.policy.clientIp.ipv4Prefix, ctx.policy.clientIp.ipv6Prefix);
+      store.clearOffences(offenceKey(keyPrefix, record.source, value, record.route)).catch((err: unknown) => {
+        ctx.runtime.logger.warn({ err: (err as Error).message }, 'could not reset the offences of a lifted ban');
+      });
+    });
+  }
   const seen = new Set<string>();
   const entries: PolicyEntry[] = [];
   config.policies.forEach((policy, index) => {
@@ -96,6 +110,17 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext): PolicyE
       : undefined;
     // Counted on every check: batched children (an addition each, handed over when read).
     const c = (result: string) => ctx.runtime.metrics.batchedChild(decisions, { policy: policy.name, result });
+    let escalation: Escalation | undefined;
+    if (policy.escalate !== undefined) {
+      if (config.bans === undefined) ctx.error([...at, 'escalate'], 'escalate writes bans: rateLimits.bans must name the ban store');
+      else if (bans !== undefined) {
+        const e = (result: string) => escalations.labels(policy.name, result);
+        escalation = new Escalation(policy.name, policy.escalate, store, keyPrefix, bans, ctx.runtime.clock, ctx.runtime.logger, { offences: e('lockout'), bans: e('ban'), errors: e('error') }, {
+          ipv4Prefix: ctx.policy.clientIp.ipv4Prefix,
+          ipv6Prefix: ctx.policy.clientIp.ipv6Prefix,
+        });
+      }
+    }
     entries.push({
       name: policy.name,
       identityFree: policy.key.every((part) => typeof part === 'object' || !IDENTITY_PARTS.has(part)),
@@ -107,6 +132,7 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext): PolicyE
         base,
         plans,
         lockout,
+        escalation,
         cost: policy.cost,
         shadow: policy.shadow,
         failOpen: (policy.failure ?? config.failure) === 'open',
@@ -248,6 +274,8 @@ const OFFLINE_STORE: LimitStore = {
   check() {
     throw new BackendUnavailableError('error', 'compiled offline: no rate-limit backend', 1000);
   },
+  recordOffence: () => Promise.reject(new BackendUnavailableError('error', 'compiled offline: no rate-limit backend', 1000)),
+  clearOffences: () => Promise.resolve(),
 };
 
 function acquireBans(config: BansConfig, ctx: CompileContext): BanWatcher | undefined {

@@ -3,7 +3,7 @@
 // route names, plan shapes) are checked by compile.ts.
 
 import { z } from 'zod';
-import { durationSchema, headerNameSchema, rateSchema } from '../policy/units.js';
+import { durationSchema, headerNameSchema, parseDuration, rateSchema } from '../policy/units.js';
 
 const POLICY_NAME = /^[A-Za-z0-9_.-]+$/;
 const policyNameSchema = z.string().regex(POLICY_NAME, 'policy names may contain letters, digits, _ . and -');
@@ -35,6 +35,27 @@ export const lockoutSchema = z.strictObject({
 });
 export type LockoutConfig = z.output<typeof lockoutSchema>;
 
+/**
+ * Repeat offenders (seed 004): `after` lockouts of this policy within `within` ban the offender,
+ * permanently or for a duration, from every route (scope ip) or the route it was locked out of
+ * (scope ip+route). The ban is written to rateLimits.bans.
+ */
+export const escalateSchema = z.strictObject({
+  after: countSchema,
+  within: durationSchema.refine((ms) => ms >= 1000, 'must be at least 1s'),
+  ban: z.union([z.literal('permanent'), z.string(), z.number()]).transform((value, ctx): number | 'permanent' => {
+    if (value === 'permanent') return value;
+    const ms = typeof value === 'number' ? Math.round(value * 1000) : parseDuration(value);
+    if (ms === undefined || ms < 1000) {
+      ctx.addIssue({ code: 'custom', message: 'must be permanent or a duration such as 30d' });
+      return z.NEVER;
+    }
+    return ms;
+  }),
+  scope: z.enum(['ip', 'ip+route'], { message: 'must be ip or ip+route' }),
+});
+export type EscalateConfig = z.output<typeof escalateSchema>;
+
 const failureSchema = z.enum(['open', 'closed']);
 
 export const limitPolicySchema = z
@@ -50,6 +71,8 @@ export const limitPolicySchema = z
     window: durationSchema.refine((ms) => ms >= 1, 'must be positive').optional(),
     limit: countSchema.max(100_000, 'a sliding window keeps one entry per request: use rate/burst above 100000').optional(),
     lockout: lockoutSchema.optional(),
+    /** Repeated lockouts become bans (needs lockout, ip in the key and rateLimits.bans). */
+    escalate: escalateSchema.optional(),
     /** Units one request consumes (routes may override). */
     cost: countSchema.default(1),
     /** Evaluate, log and count, never deny. */
@@ -68,6 +91,10 @@ export const limitPolicySchema = z
       ctx.addIssue({ code: 'custom', path: ['rate'], message: 'burst needs a rate' });
     } else if (window && (policy.window === undefined || policy.limit === undefined)) {
       ctx.addIssue({ code: 'custom', path: [policy.window === undefined ? 'window' : 'limit'], message: 'a sliding window needs both window and limit' });
+    }
+    if (policy.escalate !== undefined) {
+      if (policy.lockout === undefined) ctx.addIssue({ code: 'custom', path: ['escalate'], message: 'escalate needs a lockout (it counts lockouts)' });
+      if (!policy.key.includes('ip')) ctx.addIssue({ code: 'custom', path: ['escalate', 'scope'], message: `scope ${policy.escalate.scope} needs ip in the policy key` });
     }
   });
 export type LimitPolicyConfig = z.output<typeof limitPolicySchema>;

@@ -8,6 +8,7 @@ import type { Clock } from '../clock.js';
 import { isPromise, type Denial, type MaybePromise } from '../types.js';
 import type { ExplainCollector } from '../pipeline/explain.js';
 import type { BanWatcher } from './bans-watcher.js';
+import type { Escalation } from './escalation.js';
 import type { ClientNetworkPrefixes } from './keys.js';
 import { FAIL_OPEN_NOTE, SHADOW_NOTE_PREFIX } from './notes.js';
 import { renderHeaders, type HeaderStyle, type QuotaDescription, type ReportedLimit } from './headers.js';
@@ -49,6 +50,8 @@ export interface CompiledLimitPolicy {
   /** Tenant plans: tenant → its variant, or null when the tenant is not limited by this policy. */
   readonly plans: ReadonlyMap<string, Variant | null> | undefined;
   readonly lockout: LockoutShape | undefined;
+  /** Repeated lockouts → bans (escalate:); undefined when the policy does not escalate. */
+  readonly escalation: Escalation | undefined;
   readonly cost: number;
   readonly shadow: boolean;
   readonly failOpen: boolean;
@@ -113,7 +116,7 @@ export class RouteLimiter implements RouteRateLimiter {
     const remembered = shared.overLimit?.find(applied, shared.clock.now());
     if (remembered !== undefined) {
       if (input.explain) explainLimits(input.explain, applied, remembered);
-      return this.verdict(applied, remembered, false);
+      return this.verdict(applied, remembered, false, input);
     }
 
     let result: MaybePromise<readonly LimitOutcome[]>;
@@ -126,13 +129,13 @@ export class RouteLimiter implements RouteRateLimiter {
       return result.then(
         (outcomes) => {
           if (input.explain) explainLimits(input.explain, applied, outcomes);
-          return this.verdict(applied, outcomes, true);
+          return this.verdict(applied, outcomes, true, input);
         },
         (err: unknown) => this.failure(err, applied),
       );
     }
     if (input.explain) explainLimits(input.explain, applied, result);
-    return this.verdict(applied, result, true);
+    return this.verdict(applied, result, true, input);
   }
 
   /** The policies that apply to this request with their keys and plans; undefined when none. */
@@ -154,7 +157,7 @@ export class RouteLimiter implements RouteRateLimiter {
     return applied;
   }
 
-  private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean): RateLimitVerdict {
+  private verdict(applied: readonly Applied[], outcomes: readonly LimitOutcome[], fromBackend: boolean, input: RateLimitInput): RateLimitVerdict {
     let deciding = -1;
     let note: string | undefined;
     /** A counter whose Redis node could not answer and whose policy fails closed. */
@@ -187,6 +190,7 @@ export class RouteLimiter implements RouteRateLimiter {
         continue;
       }
       (locked ? counters.lockedOut : counters.rateLimited).inc();
+      if (outcome.lockedNow === true && policy.escalation !== undefined) policy.escalation.offend(input);
       if (deciding < 0 || outcome.retryMs > outcomes[deciding]!.retryMs) deciding = i;
     }
     if (fromBackend && deciding >= 0) this.shared.overLimit?.remember(applied, outcomes, this.shared.clock.now());

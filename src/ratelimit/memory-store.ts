@@ -11,11 +11,18 @@ import {
   type LimitCheck,
   type LimitOutcome,
   type LimitStore,
+  type OffenceCount,
   type WindowShape,
 } from './types.js';
 
 /** A key's state; `expiresAt` (ms, injected clock) is when it is equivalent to no state at all. */
-type Entry = BucketEntry | WindowEntry | CounterEntry;
+type Entry = BucketEntry | WindowEntry | CounterEntry | OffenceEntry;
+interface OffenceEntry {
+  expiresAt: number;
+  count: number;
+  first: number;
+  last: number;
+}
 interface BucketEntry {
   expiresAt: number;
   /** GCRA theoretical arrival time. */
@@ -171,7 +178,25 @@ export class MemoryStore implements LimitStore {
     if (violations.count < lockout.after) return outcome;
     violations.expiresAt = 0; // spent (not deleted: see live)
     this.entries.set(check.key + ':l', { count: 1, expiresAt: now + lockout.forMs });
-    return { status: LOCKED, remaining: 0, resetMs: lockout.forMs, retryMs: lockout.forMs };
+    return { status: LOCKED, remaining: 0, resetMs: lockout.forMs, retryMs: lockout.forMs, lockedNow: true };
+  }
+
+  recordOffence(key: string, withinMs: number): Promise<OffenceCount> {
+    const now = this.clock.now();
+    const k = key + ':o';
+    let entry = this.live(k, now) as OffenceEntry | undefined;
+    if (!entry) {
+      entry = { count: 0, first: now, last: now, expiresAt: now + withinMs };
+      this.entries.set(k, entry);
+    }
+    entry.count++;
+    entry.last = now;
+    return Promise.resolve({ count: entry.count, firstMs: entry.first, lastMs: entry.last });
+  }
+
+  clearOffences(key: string): Promise<void> {
+    this.entries.delete(key + ':o');
+    return Promise.resolve();
   }
 
   /**

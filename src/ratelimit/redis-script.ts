@@ -15,7 +15,8 @@
 //   algorithm ("b" bucket | "w" window), enforce ("1" | "0"), cost,
 //   p1 (bucket: interval ms; window: limit), p2 (bucket: tolerance ms; window: window ms),
 //   lockout after (0 = none), lockout within ms, lockout for ms.
-// Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked),
+// Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked, 4 locked
+// by this very request),
 // remaining, reset ms, retry ms.
 // Within a request, a limit that would admit it while another enforced limit refuses it is not
 // charged and reports its uncharged remaining and reset.
@@ -118,7 +119,7 @@ local function apply(kb, ab, n, now)
         local lockFor = tonumber(ARGV[a + 8])
         redis.call('DEL', viol)
         redis.call('SET', lock, fmt(now + lockFor), 'PX', ms(lockFor))
-        status, remaining, reset, retry = 2, 0, lockFor, lockFor
+        status, remaining, reset, retry = 4, 0, lockFor, lockFor
       else
         redis.call('HSET', viol, 'count', count, 'until', fmt(untilTime))
         redis.call('PEXPIRE', viol, math.max(1, ms(untilTime - now)))
@@ -169,4 +170,25 @@ for _ = 1, tonumber(ARGV[2]) do
   k = k + n * 4
 end
 return out
+`;
+
+/**
+ * One offence (a lockout) of an escalation key: KEYS[1] a hash { n, first, last } expiring
+ * `within` after the first offence. ARGV: now ms ("" = Redis TIME), within ms.
+ * Returns { count, first ms, last ms } as strings.
+ */
+export const OFFENCE_SCRIPT = `
+local now = ARGV[1]
+if now == '' then
+  local t = redis.call('TIME')
+  now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+if n == 1 then
+  redis.call('HSET', KEYS[1], 'first', now)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+redis.call('HSET', KEYS[1], 'last', now)
+local first = redis.call('HGET', KEYS[1], 'first')
+return { n, first, now }
 `;

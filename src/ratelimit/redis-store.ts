@@ -13,8 +13,8 @@ import type { Metrics } from '../observability/metrics.js';
 import { BREAKER_STATE_VALUE, CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import type { RedisBackendConfig } from './config.js';
 import { clusterSlot } from './cluster-slot.js';
-import { CHECK_SCRIPT } from './redis-script.js';
-import { UNAVAILABLE, type LimitCheck, type LimitOutcome, type LimitStatus, type LimitStore } from './types.js';
+import { CHECK_SCRIPT, OFFENCE_SCRIPT } from './redis-script.js';
+import { LOCKED, UNAVAILABLE, type LimitCheck, type LimitOutcome, type LimitStatus, type LimitStore, type OffenceCount } from './types.js';
 
 /** Why a check could not be answered by the backend. */
 export type BackendFailureKind = 'timeout' | 'error' | 'circuit_open';
@@ -81,6 +81,7 @@ interface Flight {
 
 type ScriptClient = (RedisClient | ClusterClient) & {
   portcullisCheck(numKeys: number, ...args: (string | number)[]): Promise<number[]>;
+  portcullisOffence(key: string, now: string, withinMs: number): Promise<[number, string, string]>;
 };
 
 export interface RedisStoreOptions {
@@ -128,6 +129,7 @@ export class RedisStore implements LimitStore {
     this.client = createClient(config);
     this.isCluster = config.cluster !== undefined;
     this.client.defineCommand('portcullisCheck', { lua: CHECK_SCRIPT });
+    this.client.defineCommand('portcullisOffence', { lua: OFFENCE_SCRIPT, numberOfKeys: 1 });
     // ioredis reconnects on its own; errors are reported per check, not as unhandled events.
     this.client.on('error', () => {});
     this.ready = new Promise<void>((resolve) => {
@@ -347,11 +349,14 @@ export class RedisStore implements LimitStore {
         continue;
       }
       for (let n = 0; n < count; n++, r += 4) {
+        const status = Number(reply[r]);
         request.outcomes[indexes === undefined ? n : indexes[n]!] = {
-          status: Number(reply[r]) as LimitStatus,
+          // 4: locked by this request (the script's lock transition), reported once.
+          status: (status === 4 ? LOCKED : status) as LimitStatus,
           remaining: Number(reply[r + 1]),
           resetMs: Number(reply[r + 2]),
           retryMs: Number(reply[r + 3]),
+          ...(status === 4 ? { lockedNow: true } : {}),
         };
       }
       part.done = true;
@@ -407,6 +412,31 @@ export class RedisStore implements LimitStore {
       partDone(request);
     }
     if (failed > 0) this.errors.inc({ kind }, failed);
+  }
+
+  /** One Lua call (atomic across instances); rare (once per lockout), so no batching or breaker. */
+  async recordOffence(key: string, withinMs: number): Promise<OffenceCount> {
+    const reply = await this.bounded(this.client.portcullisOffence(key + ':o', this.serverTime ? '' : String(this.clock.now()), withinMs));
+    return { count: Number(reply[0]), firstMs: Number(reply[1]), lastMs: Number(reply[2]) };
+  }
+
+  async clearOffences(key: string): Promise<void> {
+    await this.bounded(this.client.del(key + ':o'));
+  }
+
+  /** A command with the store's deadline (at least 1s: off the request path, not worth failing fast). */
+  private bounded<T>(command: Promise<T>): Promise<T> {
+    const ms = Math.max(1000, this.timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BackendUnavailableError('timeout', `rate-limit backend timeout after ${ms}ms`, ms)), ms);
+    });
+    return Promise.race([command, deadline])
+      .catch((err: unknown) => {
+        if (err instanceof BackendUnavailableError) throw err;
+        throw new BackendUnavailableError('error', `rate-limit backend error: ${(err as Error).message}`, 1000, { cause: err });
+      })
+      .finally(() => clearTimeout(timer));
   }
 
   async close(): Promise<void> {

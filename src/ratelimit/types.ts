@@ -102,6 +102,16 @@ export interface LimitOutcome {
   readonly retryMs: number;
   /** UNAVAILABLE only: why (for the denial's detail). */
   readonly detail?: string;
+  /** LOCKED by this very request (the violation that reached lockout.after): counted once, by whoever sees it. */
+  readonly lockedNow?: boolean;
+}
+
+/** Offences (lockouts) of one escalation key in its current `within` window. */
+export interface OffenceCount {
+  readonly count: number;
+  /** Epoch ms of the first and the latest offence of the window. */
+  readonly firstMs: number;
+  readonly lastMs: number;
 }
 
 /**
@@ -114,4 +124,11 @@ export interface LimitOutcome {
 export interface LimitStore {
   readonly kind: 'memory' | 'redis';
   check(checks: readonly LimitCheck[]): MaybePromise<readonly LimitOutcome[]>;
+  /**
+   * Count one offence of `key` (a lockout), in a window of `withinMs` that starts with the first;
+   * atomic, so instances sharing the backend never double-count. Rejects when unreachable.
+   */
+  recordOffence(key: string, withinMs: number): Promise<OffenceCount>;
+  /** Forget the offences of `key` (its ban was lifted). */
+  clearOffences(key: string): Promise<void>;
 }

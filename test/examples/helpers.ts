@@ -29,6 +29,12 @@ export const TEST_ENV = {
   CHECKOUT_API_SECRET: 'checkout-secret-for-the-example-tests-0123',
   SUPABASE_JWT_SECRET: 'supabase-jwt-secret-for-the-example-tests-0123456789',
   TRONEXUS_JWT_SECRET: 'tronexus-jwt-secret-for-the-example-tests-0123456789',
+  // Seed 004's thresholds (".env variables"), at the values its documentation gives.
+  RATE_LIMIT_REQUESTS: '20',
+  RATE_LIMIT_WINDOW: '60s',
+  RATE_LIMIT_LOCKOUT_AFTER: '10',
+  RATE_LIMIT_LOCKOUT_DURATION: '15m',
+  RATE_LIMIT_BAN_AFTER: '3',
   // Seed 002's lookups (validate connects to nothing; the seed-002 test points them at real ones).
   COMMERCE_DATABASE_URL: 'postgres://portcullis@127.0.0.1:5432/commerce',
   BETTER_AUTH_URL: 'http://127.0.0.1:3000',

@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { httpStatusNumber } from '../support/grpc-client.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
+import { cookieHeader, supabaseSessionCookies } from '../support/supabase.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import {
   allowed,
@@ -110,6 +111,24 @@ describe('seed 003: examples/seed-003-flotac.yaml — authentication', () => {
       'x-auth-email': 'user@example.com',
     });
     allowed(await check(policy, { method: 'POST', path: '/api/v1/vehicles', headers: bearer(await jwt(runtime)) }));
+  });
+
+  it('"Store JWT in httpOnly cookies": the @supabase/ssr session cookie, whole or chunked, is verified like the Bearer token', async () => {
+    const ref = 'chwjbbvcqsxxgaytqlix';
+    const small = await supabaseSessionCookies(ref, await jwt(runtime));
+    const chunked = await supabaseSessionCookies(ref, await jwt(runtime), { metadata: { company_id: ACME, avatar: 'x'.repeat(8_000) } });
+    expect(chunked.length).toBeGreaterThan(1);
+    for (const cookies of [small, chunked]) {
+      const decision = await check(policy, { path: '/api/v1/customers', headers: { cookie: cookieHeader(cookies, ['theme=dark']) } });
+      expect(upstream(decision)).toMatchObject({ 'x-tenant-id': ACME, 'x-auth-method': 'jwt' });
+    }
+    // The Bearer header comes first; a broken cookie is a 401, never a guess.
+    const other = await jwt(runtime, { user_metadata: { company_id: GLOBEX } });
+    expect(upstream(await check(policy, { path: '/api/v1/customers', headers: { cookie: cookieHeader(small), ...bearer(other) } }))['x-tenant-id']).toBe(GLOBEX);
+    const broken = await check(policy, { path: '/api/v1/customers', headers: { cookie: cookieHeader([chunked[0]!, chunked[2] ?? chunked[1]!]) } });
+    expect(broken).toMatchObject({ allowed: false, status: 401, reason: 'malformed_credential' });
+    const forged = await supabaseSessionCookies(ref, await jwt(runtime, {}, 'another-projects-secret-0123456789-abcdef'));
+    expect(await check(policy, { path: '/api/v1/customers', headers: { cookie: cookieHeader(forged) } })).toMatchObject({ status: 401, reason: 'invalid_signature' });
   });
 
   it('403 missing_tenant when the user has no company_id in user_metadata', async () => {

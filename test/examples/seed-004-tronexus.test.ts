@@ -128,7 +128,7 @@ describe('seed 004: examples/seed-004-tronexus.yaml — authentication', () => {
     allowed(await check(policy, { path: `/apps/${OTHER_APP}/roles`, ...client(owner) }));
     const foreign = await check(policy, { path: `/apps/${MY_APP}/roles`, ...client(owner) });
     expect(foreign).toMatchObject({ allowed: false, status: 403, reason: 'app_mismatch' });
-    expect(JSON.parse((foreign as { body: string }).body)).toMatchObject({ reason: 'app_mismatch', message: 'an access token only reads the roles of its own app' });
+    expect(JSON.parse((foreign as { body: string }).body)).toEqual({ detail: 'an access token only reads the roles of its own app' });
   });
 
   it('401 for missing, expired, foreign or incomplete access tokens', async () => {
@@ -143,6 +143,24 @@ describe('seed 004: examples/seed-004-tronexus.yaml — authentication', () => {
     for (const [token, reason] of cases) {
       expect(await check(policy, { path: '/auth/me', ...client(bearer(token)) }), reason).toMatchObject({ allowed: false, status: 401, reason });
     }
+  });
+
+  it('denials have FastAPI\'s body, {"detail": "…"}, with the usual status and headers', async () => {
+    const now = Math.floor(runtime.clock.now() / 1000);
+    const detail = async (init: Parameters<typeof check>[1]) => {
+      const d = await check(policy, init);
+      expect(denialHeader(d, 'content-type')).toBe('application/json');
+      return [d.allowed ? 200 : d.status, d.allowed ? '' : d.body];
+    };
+    expect(await detail({ path: '/auth/me', ...client() })).toEqual([401, '{"detail":"Not authenticated"}']);
+    expect(await detail({ path: '/auth/me', ...client(bearer(await accessToken(runtime, { iat: now - 1000, exp: now - 100 }))) })).toEqual([401, '{"detail":"Token has expired"}']);
+    expect(await detail({ path: '/auth/me', ...client(bearer('a.b.c')) })).toEqual([401, '{"detail":"Could not validate credentials"}']);
+    expect(await detail({ path: '/apps', ...client(bearer(serviceKey.key)) })).toEqual([403, '{"detail":"Not enough permissions"}']);
+    expect(await detail({ path: '/oauth/google', ...client() })).toEqual([400, '{"detail":"app_id query parameter is required"}']);
+    const foreign = await accessToken(runtime, { app_id: OTHER_APP, roles: ['owner'] });
+    expect(await detail({ path: `/apps/${MY_APP}/roles`, ...client(bearer(foreign)) })).toEqual([403, '{"detail":"an access token only reads the roles of its own app"}']);
+    const missing = await check(policy, { path: '/auth/me', ...client() });
+    expect(denialHeader(missing, 'www-authenticate')).toBe('Bearer realm="tronexus"');
   });
 
   it('admin API key endpoints: an ak_ key with the admin scope passes and is stripped; tokens and other keys do not', async () => {
@@ -197,7 +215,7 @@ describe('seed 004: examples/seed-004-tronexus.yaml — per-IP sliding window, l
       const refresh = { method: 'POST', path: '/auth/refresh', ...from(ip) };
       for (let i = 0; i < 20; i++) allowed(await check(policy, refresh));
       const limited = await check(policy, refresh);
-      expect(limited).toMatchObject({ allowed: false, status: 429, code: 'RATE_LIMITED', reason: 'rate_limited' });
+      expect(limited).toMatchObject({ allowed: false, status: 429, code: 'RATE_LIMITED', reason: 'rate_limited', body: '{"detail":"Rate limit exceeded"}' });
       expect(denialHeader(limited, 'retry-after')).toBe('60');
 
       // Per endpoint: the same IP still reaches another endpoint; per IP: another IP is unaffected.
@@ -212,7 +230,7 @@ describe('seed 004: examples/seed-004-tronexus.yaml — per-IP sliding window, l
       runtime.clock.advance(1_000);
       for (let i = 2; i <= 9; i++) expect(await check(policy, refresh), `violation ${i}`).toMatchObject({ status: 429, reason: 'rate_limited' });
       const locked = await check(policy, refresh);
-      expect(locked).toMatchObject({ status: 429, reason: 'locked_out' });
+      expect(locked).toMatchObject({ status: 429, reason: 'locked_out', body: '{"detail":"Too many requests: temporarily locked out"}' });
       expect(denialHeader(locked, 'retry-after')).toBe('900');
 
       // The window empties after 60 s, the lockout does not.
@@ -228,6 +246,64 @@ describe('seed 004: examples/seed-004-tronexus.yaml — per-IP sliding window, l
     } finally {
       await runtime.resources.closeAll();
     }
+  });
+
+  it('"Permanent bans for repeat offenders": the 3rd lockout within 24h bans the IP permanently, listed by bans list', async () => {
+    const runtime = testRuntime({ env: { ...TEST_ENV } });
+    try {
+      const policy = compileExample(runtime);
+      await policy.ready;
+      const ip = '203.0.113.150';
+      const refresh = { method: 'POST', path: '/auth/refresh', ...from(ip) };
+      const lockOut = async () => {
+        for (let i = 0; i < 20; i++) allowed(await check(policy, refresh));
+        for (let i = 1; i <= 9; i++) expect(await check(policy, refresh)).toMatchObject({ reason: 'rate_limited' });
+        expect(await check(policy, refresh)).toMatchObject({ status: 429, reason: 'locked_out' });
+        runtime.clock.advance(15 * 60_000 + 1_000);
+      };
+      await lockOut();
+      await lockOut();
+      allowed(await check(policy, { path: '/health', ...from(ip) }));
+      await lockOut();
+      // Banned everywhere at once, /health included (the ban file is written in the background).
+      const banned = await check(policy, { path: '/health', ...from(ip) });
+      expect(banned).toMatchObject({ status: 429, reason: 'banned', body: '{"detail":"Banned"}' });
+      const deadline = Date.now() + 5000;
+      let listed = '';
+      while (!listed.includes(`ip:${ip}`) && Date.now() < deadline) {
+        listed = (await cli(['bans', 'list', '--config', policyFile], { ...TEST_ENV })).out;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      expect(listed).toMatch(new RegExp(`^ip:${ip.replaceAll('.', '\\.')}\tpermanent\tsince \\S+ by portcullis\t3 lockouts within 24h \\(rate-limit policy per-ip-endpoint\\)\t3 offences`, 'm'));
+      expect((await cli(['bans', 'remove', `ip:${ip}`, '--config', policyFile], { ...TEST_ENV })).code).toBe(0);
+    } finally {
+      await runtime.resources.closeAll();
+    }
+  });
+
+  it('"Adjust thresholds via .env variables": limits, windows and lockouts come from the environment', async () => {
+    const env = { ...TEST_ENV, RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_WINDOW: '10s', RATE_LIMIT_LOCKOUT_AFTER: '2', RATE_LIMIT_LOCKOUT_DURATION: '1m' };
+    const runtime = testRuntime({ env });
+    try {
+      const policy = compileExample(runtime);
+      await policy.ready;
+      const refresh = { method: 'POST', path: '/auth/refresh', ...from('198.51.100.150') };
+      for (let i = 0; i < 5; i++) allowed(await check(policy, refresh));
+      const limited = await check(policy, refresh);
+      expect(limited).toMatchObject({ status: 429, reason: 'rate_limited' });
+      expect(denialHeader(limited, 'retry-after')).toBe('10');
+      const locked = await check(policy, refresh);
+      expect(locked).toMatchObject({ status: 429, reason: 'locked_out' });
+      expect(denialHeader(locked, 'retry-after')).toBe('60');
+    } finally {
+      await runtime.resources.closeAll();
+    }
+    // A value that is not a number names the variable and the field, never the value.
+    const bad = await cli(['validate', '--config', policyFile], { ...TEST_ENV, RATE_LIMIT_REQUESTS: 'twenty-s3cret' });
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('RATE_LIMIT_REQUESTS');
+    expect(bad.err).toContain('limit');
+    expect(bad.err).not.toContain('twenty-s3cret');
   });
 
   it('a banned IP (portcullis bans add --config) gets 429 banned everywhere, /health included', async () => {
@@ -303,13 +379,15 @@ describe('seed 004 over the real gRPC server', () => {
         expect(ok.status?.code ?? 0, `raw=${raw}`).toBe(0);
         const missing = await server.client.check({ path: '/oauth/google', headers: headers(), raw });
         expect(httpStatusNumber(missing.denied_response?.status?.code)).toBe(400);
-        expect(JSON.parse(missing.denied_response!.body!)).toMatchObject({ reason: 'missing_query_parameter' });
+        expect(missing.denied_response!.body).toBe('{"detail":"app_id query parameter is required"}');
+        expect(missing.status?.message).toBe('missing_query_parameter');
         const token = await accessToken(runtime, { app_id: OTHER_APP, roles: ['owner'] });
         const own = await server.client.check({ path: `/apps/${OTHER_APP}/roles`, headers: headers({ authorization: `Bearer ${token}` }), raw });
         expect(headerOf(own.ok_response?.headers, 'x-tenant-id')).toBe(OTHER_APP);
         const foreign = await server.client.check({ path: `/apps/${MY_APP}/roles`, headers: headers({ authorization: `Bearer ${token}` }), raw });
         expect(httpStatusNumber(foreign.denied_response?.status?.code)).toBe(403);
-        expect(JSON.parse(foreign.denied_response!.body!)).toMatchObject({ reason: 'app_mismatch' });
+        expect(foreign.denied_response!.body).toBe('{"detail":"an access token only reads the roles of its own app"}');
+        expect(foreign.status?.message).toBe('app_mismatch');
       }
     } finally {
       await server.close();

@@ -1,12 +1,12 @@
 // Every example policy passes `portcullis validate` (the quickstart and the five seed examples, and
-// any policy added under examples/ later). Envoy/Istio manifests, key files and policy tests
+// any policy added under examples/ later). Proxy configurations, key files and policy tests
 // (*.test.yaml, run by test/cli/test-command.test.ts) are not policies.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, EXAMPLES, TEST_ENV } from './helpers.js';
 
-const NOT_POLICIES = new Set(['envoy', 'istio', 'keys']);
+const NOT_POLICIES = new Set(['envoy', 'envoy-http', 'istio', 'keys', 'nginx', 'traefik', 'caddy']);
 
 function policyFiles(dir: string): string[] {
   const files: string[] = [];

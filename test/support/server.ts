@@ -1,6 +1,6 @@
 // The real server, in-process, on loopback with free ports, plus a gRPC client for it.
 import { silentLogger } from '../../src/observability/logger.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { startServer, type RunningServer, type ServeOptions } from '../../src/server.js';
 import { CheckClient } from './grpc-client.js';
 
 export interface TestServer {
@@ -9,7 +9,7 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(configFile: string, env: Record<string, string> = {}): Promise<TestServer> {
+export async function startTestServer(configFile: string, env: Record<string, string> = {}, options: Partial<ServeOptions> = {}): Promise<TestServer> {
   const server = await startServer({
     configFile,
     grpcPort: 0,
@@ -19,6 +19,7 @@ export async function startTestServer(configFile: string, env: Record<string, st
     logger: silentLogger(),
     env,
     defaultMetrics: false,
+    ...options,
   });
   await server.ready;
   const client = new CheckClient(server.grpcPort);

@@ -5,6 +5,7 @@
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import https from 'node:https';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,6 +55,7 @@ describe.skipIf(!hasOpenssl)('TLS on the gRPC listener', () => {
   const policy = (tlsBlock: string) => `
 server:
   tls: ${tlsBlock}
+  authzHttp: { port: 0, shape: forward-auth }
 routes:
   - { name: health, match: { path: /health }, public: true }
 `;
@@ -101,6 +103,34 @@ routes:
     const old = tls.connect({ host: '127.0.0.1', port: tlsServer.grpcPort, ca: ca.certPem, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' });
     await expect(new Promise((resolve, reject) => old.once('secureConnect', resolve).once('error', reject))).rejects.toThrow();
     old.destroy();
+  });
+
+  it('the HTTP authorization listener serves HTTPS with the same certificate and client CA (ALPN http/1.1)', async () => {
+    // One forward-auth request over HTTPS: 200 for the public route, or the TLS error's code.
+    const ask = (port: number, tlsOptions: https.RequestOptions) =>
+      new Promise<number | string>((resolve) => {
+        const req = https.request(
+          { host: '127.0.0.1', port, path: '/', method: 'GET', servername: 'localhost', ...tlsOptions, headers: { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/health', 'x-forwarded-host': 'api.example.com', 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        req.end();
+      });
+    const plainPort = tlsServer.authzHttpPort!;
+    expect(await ask(plainPort, { ca: ca.certPem })).toBe(200);
+    expect(await ask(plainPort, { ca: otherCa.certPem })).not.toBe(200);
+    const socket = tls.connect({ host: '127.0.0.1', port: plainPort, ca: ca.certPem, servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+    await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+    expect(socket.alpnProtocol).toBe('http/1.1');
+    socket.destroy();
+    // mTLS: the client CA applies to this listener too.
+    const client = pki.leaf('http-client', ca);
+    const mtlsPort = mtlsServer.authzHttpPort!;
+    expect(await ask(mtlsPort, { ca: ca.certPem, key: client.keyPem, cert: client.certPem })).toBe(200);
+    expect(await ask(mtlsPort, { ca: ca.certPem })).not.toBe(200);
   });
 
   it('mTLS: a client certificate from the CA is accepted; none, expired or from another CA is refused at the handshake', async () => {

@@ -3,6 +3,7 @@
 
 import { pickRequestId } from '../request-id.js';
 import type { PeerAttributes, RequestAttributes, RequestHeaders } from '../../types.js';
+import { splitRequestTarget } from '../target.js';
 import { latin1Of, Reader, repeatedLatin1Of, WIRE_LEN, WireError } from './wire.js';
 
 // tag = field << 3 | wire type, for the LEN fields we read
@@ -320,18 +321,7 @@ function lower(name: string): string {
 
 function finish(d: Draft): RequestAttributes & { readonly [NO_HTTP_ATTRIBUTES]?: true } {
   const headers = d.headers;
-  const rawPath = d.path || headers.get(':path') || '';
-  let path = rawPath;
-  let query = '';
-  // A "#" before any "?" stays in the path, which is then refused (authz/path.ts): upstreams
-  // disagree on it, and cutting it off would judge "/health#/../admin" as "/health".
-  const q = rawPath.indexOf('?');
-  if (q >= 0) {
-    path = rawPath.slice(0, q);
-    query = rawPath.slice(q + 1);
-    const hash = query.indexOf('#');
-    if (hash >= 0) query = query.slice(0, hash);
-  }
+  const { path, query } = splitRequestTarget(d.path || headers.get(':path') || '');
   const request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: true } = {
     requestId: pickRequestId(headers.get('x-request-id'), d.id),
     method: (d.method || headers.get(':method') || '').toUpperCase(),

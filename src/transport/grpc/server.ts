@@ -52,7 +52,8 @@ export class GrpcTransport {
   private readonly server: http2.Http2Server | http2.Http2SecureServer;
   private readonly tlsReloader: TlsReloader | undefined;
   private readonly connections = new Map<http2.ServerHttp2Session, ConnectionState>();
-  private readonly governor: ResourceGovernor;
+  /** Process-wide request memory and admission; the HTTP authorization listener admits through it too. */
+  readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
   private readonly clock: Clock;
   /** Closes connections past their preface or idle timeout, refreshes the gauges (every ≤ 1 s). */
