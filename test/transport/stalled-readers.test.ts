@@ -191,6 +191,20 @@ describe('the answer deadline (server.grpc.answerTimeout)', () => {
     expect(values.reduce((sum, v) => sum + v.value, 0)).toBe(1);
   }, 30_000);
 
+  it('answerTimeout applies on reload', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pc-answer-'));
+    const file = path.join(dir, 'policy.yaml');
+    writeFileSync(file, ANSWER_POLICY.replace('readTimeout: 30s', 'readTimeout: 30s, answerTimeout: 60s'));
+    server = await startTestServer(file);
+    const session = await stalledReader(server.server.grpcPort, 4);
+    const sessionClosed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    expect(await within(sessionClosed, 500)).toBe(false);
+    writeFileSync(file, ANSWER_POLICY.replace('readTimeout: 30s', 'readTimeout: 30s, answerTimeout: 200ms'));
+    expect(await server.server.policies.reload()).toBe(true);
+    // Answers written before the reload are judged by the new deadline from the next sweeps.
+    expect(await within(sessionClosed, 5_000)).toBe(true);
+  }, 30_000);
+
   it('a stalling client that keeps opening connections cannot hold admission: a well-behaved client keeps being answered', async () => {
     const port = await startAnswerServer();
     // 5 stalled checks a second, each on a new connection (each new connection is admitted one
