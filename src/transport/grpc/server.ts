@@ -13,7 +13,7 @@ import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
 import type { CheckSpan, CheckTracer } from '../../observability/tracing.js';
-import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
+import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
@@ -144,10 +144,7 @@ export class GrpcTransport {
         // A connection that does not finish its handshake is dropped like one without a preface.
         handshakeTimeout: limits.prefaceTimeoutMs,
       });
-      const failures = metrics.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('grpc');
-      const failureLog = throttled('TLS handshakes failed on the gRPC port', failures, 'info');
-      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
-      this.tlsReloader = new TlsReloader(options.tls, secure, logger, metrics, 'grpc');
+      this.tlsReloader = watchSecureServer(secure, options.tls, 'grpc', { logger, metrics, clock: this.clock });
       this.server = secure;
     } else {
       this.server = http2.createServer(serverOptions);
