@@ -247,6 +247,7 @@ function transportLimits(grpc: PolicyDocument['server']['grpc'], overrides: Serv
     maxConnections: grpc.maxConnections,
     maxStreamsPerConnection: grpc.maxStreamsPerConnection,
     readTimeoutMs: grpc.readTimeout,
+    answerTimeoutMs: grpc.answerTimeout,
     prefaceTimeoutMs: grpc.prefaceTimeout,
     idleTimeoutMs: grpc.idleTimeout,
   };

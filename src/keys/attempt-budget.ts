@@ -1,11 +1,23 @@
 // Token buckets for expensive failures: bcrypt comparisons that did not match. A comparison costs
 // ~50–100 ms of a core, so whoever holds a display prefix (it is printed by `keys list` and sits
 // in the first characters of every key) could otherwise keep the bcrypt threads busy with wrong
-// secrets and starve every other tenant's first-use bcrypt keys. Each record and each client has
-// a bucket; a comparison needs a token from the client's bucket and from every candidate record's
-// bucket, taken before it runs (concurrent attempts cannot all slip through) and given back when
-// the key matched (only failures are budgeted). Buckets live in a bounded LRU: an evicted bucket
-// is full again, which bounds memory at the price of forgiving a client not seen for a while.
+// secrets and starve every other tenant's first-use bcrypt keys.
+//
+// Three kinds of bucket, each token taken before the comparison runs (concurrent attempts cannot
+// all slip through) and given back when the key matched (only failures are budgeted):
+//   - per client: every comparison of that client;
+//   - per client and record: a client that has failed against a record recently (its bucket is
+//     not full) is held to the record's rate by this bucket alone;
+//   - per record: charged once per DISTINCT failing client — by a client's first failure against
+//     the record since its client-and-record bucket was last full — never by a client's repeats.
+// So one client's failures, however many, cost a record one token: a holder of the right key
+// (a client with no recent failure) still gets its comparison while someone else fails at the
+// record's rate. What stays: many clients (source IPs or IPv6 prefixes) each failing once can
+// spend a record's tokens, and its holder's first use on that replica then gets 429 until a token
+// is free; the CPU all of them cost stays bounded by the record's rate and the bcrypt pool's queue.
+//
+// Buckets live in bounded LRUs: an evicted bucket is full again, which bounds memory at the price
+// of forgiving a client not seen for a while.
 
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
@@ -68,28 +80,64 @@ export class TokenBuckets {
   }
 }
 
-/** The two budgets of failed bcrypt comparisons. */
+/** Which record buckets a reservation charged (given back with it when the key matched). */
+export interface BcryptReservation {
+  readonly client: string;
+  readonly recordIds: readonly string[];
+  /** recordIds[i]'s own bucket was charged (the client's first recent failure against it). */
+  readonly charged: readonly boolean[];
+}
+
+/** The budgets of failed bcrypt comparisons. */
 export class BcryptBudget {
   private readonly records: TokenBuckets;
   private readonly clients: TokenBuckets;
+  /** Per client and record, RECORD_BUDGET's shape: who failed recently, and how often it may. */
+  private readonly pairs: TokenBuckets;
+  private readonly pairCapacity: number;
 
   constructor(clock: Clock, record: BucketShape = RECORD_BUDGET, client: BucketShape = CLIENT_BUDGET) {
     this.records = new TokenBuckets(record, clock);
     this.clients = new TokenBuckets(client, clock);
+    this.pairs = new TokenBuckets(record, clock, 20_000);
+    this.pairCapacity = record.capacity;
   }
 
-  /** Take a token for `client` and each record id, or take none and return false when one is short. */
-  reserve(client: string, recordIds: readonly string[]): boolean {
-    if (this.clients.available(client) < 1) return false;
-    for (const id of recordIds) if (this.records.available(id) < 1) return false;
+  /**
+   * Take the tokens one comparison of `client` against `recordIds` needs, or take none and return
+   * undefined when one is short: the client's, and per record either the client's own bucket for
+   * that record (it failed against it recently) or the record's (it did not).
+   */
+  reserve(client: string, recordIds: readonly string[]): BcryptReservation | undefined {
+    if (this.clients.available(client) < 1) return undefined;
+    const charged: boolean[] = [];
+    for (const id of recordIds) {
+      const left = this.pairs.available(pairName(client, id));
+      const fresh = left >= this.pairCapacity;
+      if (fresh ? this.records.available(id) < 1 : left < 1) return undefined;
+      charged.push(fresh);
+    }
     this.clients.take(client);
-    for (const id of recordIds) this.records.take(id);
-    return true;
+    for (let i = 0; i < recordIds.length; i++) {
+      const id = recordIds[i]!;
+      this.pairs.take(pairName(client, id));
+      if (charged[i]) this.records.take(id);
+    }
+    return { client, recordIds, charged };
   }
 
   /** The comparison matched (or never ran): give the tokens back. */
-  refund(client: string, recordIds: readonly string[]): void {
+  refund(reservation: BcryptReservation): void {
+    const { client, recordIds, charged } = reservation;
     this.clients.give(client);
-    for (const id of recordIds) this.records.give(id);
+    for (let i = 0; i < recordIds.length; i++) {
+      const id = recordIds[i]!;
+      this.pairs.give(pairName(client, id));
+      if (charged[i]) this.records.give(id);
+    }
   }
+}
+
+function pairName(client: string, recordId: string): string {
+  return `${client}\u0000${recordId}`;
 }

@@ -13,7 +13,8 @@
 //     itself continues and fills the cache, so a retry succeeds once the store has answered;
 //   - lookups are shared fairly between clients (fair-lookups.ts): a client over its share gets
 //     429 key_lookup_limited at once, and the store's slots go round-robin across clients;
-//   - failed bcrypt comparisons are budgeted per record and per client (attempt-budget.ts);
+//   - failed bcrypt comparisons are budgeted per client, per client and record, and per record
+//     charged once per distinct failing client (attempt-budget.ts);
 //   - while the store's change notifications cannot be trusted, cached keys are re-read by id on
 //     a connection of their own every second (revalidation.ts).
 
@@ -26,7 +27,7 @@ import { isPromise, type MaybePromise } from '../types.js';
 import type { KeyCacheConfig } from './config.js';
 import { Interner, scopesText } from '../intern.js';
 import { CachedKey } from './cached-key.js';
-import { BcryptBudget } from './attempt-budget.js';
+import { BcryptBudget, type BcryptReservation } from './attempt-budget.js';
 import { FairLookups, LookupDroppedError } from './fair-lookups.js';
 import { BcryptBusyError, BcryptComparator, KeyHasher, sha256Binary } from './hashing.js';
 import { ThrottledLog } from '../observability/throttled-log.js';
@@ -431,15 +432,16 @@ export class KeyVerifier {
     const proven = this.bcryptProofs.get(digest);
     const provenRecord = proven !== undefined ? bcryptCandidates.find((r) => r.hash === proven) : undefined;
     if (provenRecord) return this.remember(digest, provenRecord, since);
-    // Each failed comparison costs ~50–100 ms of a core: budgeted per record and per client, and
-    // reserved before it runs so that concurrent attempts cannot all slip through.
-    const ids = bcryptCandidates.map((r) => r.id);
-    if (!this.bcryptBudget.reserve(progress.client, ids)) {
+    // Each failed comparison costs ~50–100 ms of a core: budgeted per client and per record (a
+    // record's own tokens charged once per distinct failing client, so nobody's failures lock its
+    // holder out), reserved before it runs so that concurrent attempts cannot all slip through.
+    const reservation = this.bcryptBudget.reserve(progress.client, bcryptCandidates.map((r) => r.id));
+    if (reservation === undefined) {
       this.metric.lookup('limited').inc();
       return { failure: 'failed bcrypt comparisons over budget for this key prefix or client', limited: true };
     }
     progress.bcryptStartedAt = performance.now();
-    return this.compareBcrypt(key, digest, bcryptCandidates, since, progress.client, ids);
+    return this.compareBcrypt(key, digest, bcryptCandidates, since, reservation);
   }
 
   private async compareBcrypt(
@@ -447,20 +449,19 @@ export class KeyVerifier {
     digest: string,
     candidates: readonly KeyRecord[],
     since: Epoch,
-    client: string,
-    ids: readonly string[],
+    reservation: BcryptReservation,
   ): Promise<Resolution> {
     try {
       for (const candidate of candidates) {
         if (await this.bcrypt.compare(key, candidate.hash)) {
-          this.bcryptBudget.refund(client, ids);
+          this.bcryptBudget.refund(reservation);
           this.bcryptProofs.set(digest, candidate.hash);
           return this.remember(digest, candidate, since);
         }
       }
       return this.remember(digest, undefined, since);
     } catch (err) {
-      this.bcryptBudget.refund(client, ids);
+      this.bcryptBudget.refund(reservation);
       if (err instanceof BcryptBusyError) {
         this.metric.lookup('overloaded').inc();
         return { failure: err.message };

@@ -234,6 +234,8 @@ export const grpcLimitsSchema = z.strictObject({
   maxStreamsPerConnection: z.number().int().min(1).max(100_000).default(128),
   /** A request still being received after this long gets DEADLINE_EXCEEDED. */
   readTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(10_000),
+  /** A check's answer the client has not taken this long after it was written: the stream is reset. */
+  answerTimeout: durationSchema.refine((ms) => ms >= 100 && ms <= 60_000, 'must be from 100ms to 60s').default(2_000),
   /** A connection that has not sent the HTTP/2 preface by then is closed. */
   prefaceTimeout: durationSchema.refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
   /** A connection without an open stream for this long is closed (GOAWAY). */

@@ -10,9 +10,11 @@ import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
+import type { Clock } from '../clock.js';
 import { PortcullisError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { ThrottledLog } from '../observability/throttled-log.js';
 
 export interface TlsSettings {
   /** PEM certificate chain presented by Portcullis (tls.crt of a Kubernetes TLS Secret). */
@@ -163,4 +165,22 @@ export class TlsReloader {
     if (this.pending !== undefined) clearTimeout(this.pending);
     for (const w of this.watchers) w.close();
   }
+}
+
+/**
+ * Failed handshakes of `server` counted and logged (at most one line per interval), and its
+ * certificate files watched: what both authorization listeners do once they serve TLS.
+ */
+export function watchSecureServer(
+  server: SecureContextTarget & { on(event: 'tlsClientError', listener: (err: Error) => void): unknown },
+  settings: TlsSettings,
+  listener: 'grpc' | 'authz-http',
+  deps: { readonly logger: Logger; readonly metrics: Metrics; readonly clock: Clock },
+): TlsReloader {
+  const failures = deps.metrics
+    .counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener'])
+    .labels(listener);
+  const failureLog = new ThrottledLog({ logger: deps.logger, clock: deps.clock, level: 'info', message: `TLS handshakes failed on the ${listener} listener`, counter: failures });
+  server.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
+  return new TlsReloader(settings, server, deps.logger, deps.metrics, listener);
 }

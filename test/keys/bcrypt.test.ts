@@ -167,6 +167,51 @@ describe('budget of failed bcrypt comparisons (issue 13 §5)', () => {
     expect(await verifier.check(keyA, '203.0.113.9', byIp)).toEqual(proves(a));
     verifier.close();
   });
+
+  // The reviewer's reproduction: the record's budget used to be spent by anyone's failures, so one
+  // attacker spending it (4 at once, then one every 2 s) locked the key's holder out of its first
+  // use — on every replica, for as long as the attack ran.
+  it('an attacker failing at the record\'s rate from one IP does not lock out the holder of the right key', async () => {
+    const { comparator, makeVerifier, keyA, a } = await twoTenants('budget-lockout.yaml');
+    const VICTIM = '203.0.113.7';
+    // Two replicas: the victim's first use on each comes at a different point of the attack.
+    for (let replica = 0; replica < 2; replica++) {
+      const verifier = makeVerifier();
+      for (let i = 0; i < RECORD_BUDGET.capacity; i++) {
+        expect(await verifier.check(wrongKey('ak_Abc123'), ATTACKER, byIp)).toEqual({ ok: false, reason: 'invalid_api_key' });
+      }
+      for (let round = 0; round < 3 + replica * 2; round++) {
+        clock.advance(1000 / RECORD_BUDGET.perSecond);
+        // Every failure is compared: the attacker keeps exactly to the record's budget.
+        expect(await verifier.check(wrongKey('ak_Abc123'), ATTACKER, byIp)).toEqual({ ok: false, reason: 'invalid_api_key' });
+      }
+      // Right after the attacker's latest failure, the holder uses its key for the first time here.
+      const compares = comparator.compares;
+      expect(await verifier.check(keyA, VICTIM, byIp)).toEqual(proves(a));
+      expect(comparator.compares).toBe(compares + 1);
+      verifier.close();
+    }
+  });
+
+  it('one client is still held to the record\'s budget, however it sends: concurrent attempts included', async () => {
+    const { comparator, makeVerifier, keyA, a } = await twoTenants('budget-one-client.yaml');
+    const verifier = makeVerifier();
+    const burst = await Promise.all(Array.from({ length: 8 }, () => verifier.check(wrongKey('ak_Abc123'), ATTACKER, byIp)));
+    expect(burst.filter((r) => !r.ok && r.reason === 'invalid_api_key')).toHaveLength(RECORD_BUDGET.capacity);
+    expect(burst.filter((r) => !r.ok && r.reason === 'key_lookup_limited')).toHaveLength(8 - RECORD_BUDGET.capacity);
+    expect(comparator.compares).toBe(RECORD_BUDGET.capacity);
+    // Then one failed comparison per 1 / perSecond seconds, no more.
+    for (let round = 0; round < 3; round++) {
+      clock.advance(1000 / RECORD_BUDGET.perSecond);
+      expect(await verifier.check(wrongKey('ak_Abc123'), ATTACKER, byIp)).toEqual({ ok: false, reason: 'invalid_api_key' });
+      expect(await verifier.check(wrongKey('ak_Abc123'), ATTACKER, byIp)).toMatchObject({ ok: false, reason: 'key_lookup_limited' });
+    }
+    expect(comparator.compares).toBe(RECORD_BUDGET.capacity + 3);
+    // Its failures cost the record one token, not four: other clients still get their comparisons.
+    expect(await verifier.check(wrongKey('ak_Abc123'), '192.0.2.1', byIp)).toEqual({ ok: false, reason: 'invalid_api_key' });
+    expect(await verifier.check(keyA, '203.0.113.7', byIp)).toEqual(proves(a));
+    verifier.close();
+  });
 });
 
 /** A successful check of `record`: the cache keeps the fields a decision needs, not the row. */

@@ -50,6 +50,8 @@ export interface CheckInit {
   principal?: string;
   /** source.certificate: the URL-encoded PEM client certificate (include_peer_certificate). */
   certificate?: string;
+  /** How long the call may take, connecting included (default 5 s). */
+  deadlineMs?: number;
 }
 
 export class CheckClient {
@@ -94,12 +96,12 @@ export class CheckClient {
   }
 
   check(init: CheckInit): Promise<CheckResponse> {
-    return this.checkMessage(CheckClient.requestMessage(init));
+    return this.checkMessage(CheckClient.requestMessage(init), init.deadlineMs);
   }
 
-  checkMessage(message: Record<string, unknown>): Promise<CheckResponse> {
+  checkMessage(message: Record<string, unknown>, deadlineMs = 5000): Promise<CheckResponse> {
     return new Promise((resolve, reject) => {
-      this.auth.Check(message, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, response: CheckResponse) => (err ? reject(err) : resolve(response)));
+      this.auth.Check(message, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, response: CheckResponse) => (err ? reject(err) : resolve(response)));
     });
   }
 

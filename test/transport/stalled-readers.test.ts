@@ -140,3 +140,103 @@ describe('clients that never read their answers', () => {
     await Promise.all(closedStalled);
   }, 30_000);
 });
+
+// Issue 13 §4 follow-up: with only the read deadline, an answer the client does not take held its
+// check in flight for readTimeout (10–20 s), so re-opening ~100 stalled streams a second kept
+// in-flight near maxInFlight. The answer has its own, short deadline (answerTimeout, 2 s by
+// default): the stream is then reset (no longer in flight), and a connection that keeps doing it
+// is closed. readTimeout is 30 s here, so only the answer deadline can free anything in these tests.
+describe('the answer deadline (server.grpc.answerTimeout)', () => {
+  const ANSWER_POLICY = `server:\n  decisionLog: none\n  grpc: { maxInFlight: 16, maxConnections: 128, readTimeout: 30s }\nroutes:\n  - { name: health, match: { path: /health }, public: true }\n`;
+
+  async function startAnswerServer(): Promise<number> {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pc-answer-'));
+    const file = path.join(dir, 'policy.yaml');
+    writeFileSync(file, ANSWER_POLICY);
+    server = await startTestServer(file);
+    return server.server.grpcPort;
+  }
+
+  /** `promise` settled within `ms`? (a bounded wait that fails instead of hanging) */
+  const within = (promise: Promise<unknown>, ms: number) => Promise.race([promise.then(() => true), sleep(ms).then(() => false)]);
+
+  async function gauge(name: string): Promise<number> {
+    const metric = server!.server.runtime.metrics.registry.getSingleMetric(name);
+    return ((await metric?.get())?.values[0]?.value as number | undefined) ?? 0;
+  }
+
+  it('an answer not taken is reset after about answerTimeout, not readTimeout, and the connection that keeps doing it is closed', async () => {
+    const port = await startAnswerServer();
+    const session = await stalledReader(port, 0);
+    const streams: Promise<number>[] = [];
+    for (let i = 0; i < 20; i++) {
+      const stream = session.request({ ':method': 'POST', ':path': CHECK, 'content-type': 'application/grpc', te: 'trailers' });
+      stream.on('error', () => undefined);
+      streams.push(new Promise((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1))));
+      stream.end(framed());
+    }
+    const sessionClosed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    // The default answerTimeout is 2 s (reset within 2–3 s); readTimeout 30 s would be 30–60 s.
+    expect(await within(Promise.all(streams), 8_000), 'stalled streams reset').toBe(true);
+    expect(await within(sessionClosed, 2_000), 'stalling connection closed').toBe(true);
+    // Nothing stays in flight (the gauge is sampled every second).
+    let inFlight = -1;
+    for (let i = 0; i < 20 && inFlight !== 0; i++) {
+      await sleep(200);
+      inFlight = await gauge('portcullis_grpc_in_flight');
+    }
+    expect(inFlight).toBe(0);
+    const closedStalled = server!.server.runtime.metrics.registry.getSingleMetric('portcullis_grpc_connections_closed_total');
+    const values = (await closedStalled!.get()).values.filter((v) => v.labels.reason === 'stalled');
+    expect(values.reduce((sum, v) => sum + v.value, 0)).toBe(1);
+  }, 30_000);
+
+  it('answerTimeout applies on reload', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pc-answer-'));
+    const file = path.join(dir, 'policy.yaml');
+    writeFileSync(file, ANSWER_POLICY.replace('readTimeout: 30s', 'readTimeout: 30s, answerTimeout: 60s'));
+    server = await startTestServer(file);
+    const session = await stalledReader(server.server.grpcPort, 4);
+    const sessionClosed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    expect(await within(sessionClosed, 500)).toBe(false);
+    writeFileSync(file, ANSWER_POLICY.replace('readTimeout: 30s', 'readTimeout: 30s, answerTimeout: 200ms'));
+    expect(await server.server.policies.reload()).toBe(true);
+    // Answers written before the reload are judged by the new deadline from the next sweeps.
+    expect(await within(sessionClosed, 5_000)).toBe(true);
+  }, 30_000);
+
+  it('a stalling client that keeps opening connections cannot hold admission: a well-behaved client keeps being answered', async () => {
+    const port = await startAnswerServer();
+    // 5 stalled checks a second, each on a new connection (each new connection is admitted one
+    // check, up to 2 × maxInFlight = 32 in all). Held for readTimeout, 32 are stuck after ~6.4 s
+    // and every other check is refused 503 `overloaded`; held for answerTimeout, at most ~15.
+    let churning = true;
+    const churn = (async () => {
+      for (let i = 0; churning && i < 70; i++) {
+        await stalledReader(port, 1);
+        await sleep(200);
+      }
+    })();
+    try {
+      await sleep(7_000);
+      const client = new CheckClient(port);
+      const outcomes: string[] = [];
+      const until = Date.now() + 5_000;
+      while (Date.now() < until) {
+        outcomes.push(
+          await client.check({ path: '/health' }).then(
+            (r) => (r.http_response === 'ok_response' ? 'ok' : `status ${r.status?.code} ${r.denied_response?.body?.slice(0, 60) ?? ''}`),
+            (err: Error) => `error ${err.message.slice(0, 40)}`,
+          ),
+        );
+        await sleep(50);
+      }
+      client.close();
+      expect(outcomes.length).toBeGreaterThanOrEqual(10);
+      expect(outcomes.filter((o) => o !== 'ok'), `outcomes: ${outcomes.slice(-10).join(' | ')}`).toEqual([]);
+    } finally {
+      churning = false;
+      await churn;
+    }
+  }, 30_000);
+});

@@ -3,7 +3,7 @@
 // NOT_SERVING while starting and while draining.
 
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import { endStreaming, GrpcStatus, grpcFrame, type RequestReader, sendError, sendUnary, startStreaming } from './protocol.js';
+import { endStreaming, GrpcStatus, grpcFrame, type RequestReader, sendError, startStreaming } from './protocol.js';
 import { Reader, WIRE_LEN } from './wire.js';
 
 export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
@@ -60,11 +60,11 @@ export class HealthService {
     reader.read(stream, headers, unary ? this.check : this.watch, MAX_REQUEST_BYTES, false, unary);
   }
 
-  private readonly check = (stream: ServerHttp2Stream, request: Buffer): void => {
+  private readonly check = (stream: ServerHttp2Stream, request: Buffer, reader: RequestReader): void => {
     const service = this.service(stream, request);
     if (service === undefined) return;
     if (!this.known.has(service)) return sendError(stream, GrpcStatus.NOT_FOUND, `unknown service ${service}`);
-    sendUnary(stream, statusFrame(this.status));
+    reader.answer(stream, statusFrame(this.status));
   };
 
   private readonly watch = (stream: ServerHttp2Stream, request: Buffer): void => {

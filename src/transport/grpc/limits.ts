@@ -7,7 +7,7 @@
 //   connections over their share give way (their largest request is refused) — so one client's
 //   flood never starves another's small checks.
 // - admission: checks in flight (from their stream's open to its close, i.e. read, decided and
-//   written). Up to half of maxInFlight anyone is admitted; beyond that only connections below
+//   written, and the answer taken by the client — or the stream reset at the answer deadline). Up to half of maxInFlight anyone is admitted; beyond that only connections below
 //   their fair share of the other half (maxInFlight / 2 / connections with checks in flight); at
 //   maxInFlight nobody, except that a connection with nothing in flight always gets one check
 //   (so at most 2 × maxInFlight in all).
@@ -22,6 +22,8 @@ export interface TransportLimits {
   readonly maxMessageBytes: number;
   /** Requests still being received after this long get DEADLINE_EXCEEDED. */
   readonly readTimeoutMs: number;
+  /** A unary answer written but not taken by the client after this long is reset (swept: 1–1.5×). */
+  readonly answerTimeoutMs: number;
   /** Request bytes (received and inflated) all connections may hold together. */
   readonly memoryBudgetBytes: number;
   /** Request bytes one connection may hold (at least one largest message). */
@@ -44,6 +46,7 @@ export const MIB = 1024 * 1024;
 export const DEFAULT_LIMITS: TransportLimits = Object.freeze({
   maxMessageBytes: 4 * MIB,
   readTimeoutMs: 10_000,
+  answerTimeoutMs: 2_000,
   memoryBudgetBytes: 32 * MIB,
   maxConnectionBytes: 8 * MIB,
   maxInFlight: 1024,
@@ -83,6 +86,8 @@ export class ConnectionState {
   checks = 0;
   /** Preface and SETTINGS received. */
   ready = false;
+  /** Answers it did not take in time, in consecutive answer sweeps (protocol.ts): it is closed at 2. */
+  stalledAnswers = 0;
   /** SETTINGS_MAX_CONCURRENT_STREAMS last announced to it (lowered while it is over its share). */
   streamLimit: number;
   /** Coarse time of the last stream opened or closed (or of the connection's start). */

@@ -123,7 +123,8 @@ export function encodeGrpcMessage(details: string): string {
   return out;
 }
 
-export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer) => void;
+/** Handles a call's request message; `reader` is the reader that read it (answer with `reader.answer`). */
+export type MessageHandler = (stream: ServerHttp2Stream, message: Buffer, reader: RequestReader) => void;
 
 /** The connection state of a session (set by the server when the session opens). */
 export const CONNECTION = Symbol('portcullis.connection');
@@ -155,20 +156,37 @@ const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry 
  * readTimeoutMs to twice that), which costs a Set insert per call instead of a timer per call.
  *
  * A unary call (a check, its 503 `overloaded` refusal, a health Check) stays under that deadline
- * until its stream closes, not only while its request is read: an answer the client never takes
- * (its flow-control window stays shut) would otherwise keep the stream open for ever, holding a
- * check in flight and its connection busy — a few such connections held every admission slot and
- * the whole connection cap. Such a stream is reset and its connection, which is not reading, is
- * closed (`onStalled`).
+ * until it is answered, and then under a second, shorter one until its stream closes: an answer
+ * the client never takes (its flow-control window stays shut) would otherwise keep the stream open,
+ * holding a check in flight and its connection busy — a few such connections held every admission
+ * slot and the whole connection cap, and under the read deadline alone a client re-opening ~100
+ * stalled streams a second still kept in-flight near maxInFlight. The answer deadline is swept
+ * by a second timer every answerTimeoutMs / 2 over three generations (an answer is reset after
+ * answerTimeoutMs to 1.5 times that): the stream is reset with CANCEL, which ends its time in
+ * flight, and a connection with stalled answers in two sweeps in a row — it is not reading — is
+ * closed (`onStalled`). Moving a stream from the read sets to the answer sets is two Set
+ * operations per call; nothing per call is scheduled.
  */
 export class RequestReader {
   private current = new Set<ServerHttp2Stream>();
   private previous = new Set<ServerHttp2Stream>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Answers written and not yet taken, youngest first (answer deadline). */
+  private answersNew = new Set<ServerHttp2Stream>();
+  private answersMid = new Set<ServerHttp2Stream>();
+  private answersOld = new Set<ServerHttp2Stream>();
+  /** Streams the last answer sweep reset: destroyed at the next one if they are still open. */
+  private resetting: ServerHttp2Stream[] = [];
+  /** Connections with stalled answers in the last answer sweep. */
+  private stalling = new Set<ConnectionState>();
+  private answerSweeper: NodeJS.Timeout;
+  private answerSweepMs: number;
   /** Told when a request is refused for the memory budget (metrics, a throttled log line). */
   onOverBudget: () => void = () => undefined;
-  /** Told when a connection is closed because it did not take an answer within the deadline. */
+  /** Told when a connection is closed because it did not take its answers within the deadline. */
   onStalled: () => void = () => undefined;
+  /** Told when an answer not taken within answerTimeoutMs is reset. */
+  onAnswerReset: () => void = () => undefined;
 
   constructor(
     readonly governor: ResourceGovernor,
@@ -177,6 +195,8 @@ export class RequestReader {
   ) {
     this.sweeper = setInterval(() => this.sweep(), governor.limits.readTimeoutMs);
     this.sweeper.unref();
+    this.answerSweepMs = answerSweepMs(governor.limits);
+    this.answerSweeper = this.scheduleAnswerSweep();
   }
 
   get limits(): TransportLimits {
@@ -190,6 +210,22 @@ export class RequestReader {
 
   close(): void {
     clearInterval(this.sweeper);
+    clearInterval(this.answerSweeper);
+  }
+
+  /** The limits changed (a policy reload): a new answerTimeout applies from the next sweep. */
+  limitsChanged(): void {
+    const every = answerSweepMs(this.limits);
+    if (every === this.answerSweepMs) return;
+    clearInterval(this.answerSweeper);
+    this.answerSweepMs = every;
+    this.answerSweeper = this.scheduleAnswerSweep();
+  }
+
+  private scheduleAnswerSweep(): NodeJS.Timeout {
+    const timer = setInterval(() => this.sweepAnswers(), this.answerSweepMs);
+    timer.unref();
+    return timer;
   }
 
   /**
@@ -215,23 +251,35 @@ export class RequestReader {
     new PendingRequest(this, connection, stream, headers, onMessage, maxBytes, admittedCheck, unary);
   }
 
-  /** A stream answered without being read (503 `overloaded`): under the deadline until it closes. */
-  answered(stream: ServerHttp2Stream): void {
-    if (stream.closed || stream.destroyed) return;
-    this.current.add(stream);
+  /**
+   * Answer a unary call read with `read` (a framed message, then grpc-status 0): from now on it is
+   * under the answer deadline instead of the read deadline. False when it can no longer be answered.
+   */
+  answer(stream: ServerHttp2Stream, framedMessage: Buffer): boolean {
+    if (!sendUnary(stream, framedMessage)) return false;
+    if (!this.current.delete(stream)) this.previous.delete(stream);
+    this.answersNew.add(stream);
+    return true;
+  }
+
+  /** Answer a call without reading it (503 `overloaded`): under the answer deadline until it closes. */
+  answerUnread(stream: ServerHttp2Stream, framedMessage: Buffer): void {
+    if (!sendUnary(stream, framedMessage)) return;
+    this.answersNew.add(stream);
     stream.once('close', () => this.settled(stream));
   }
 
-  /** The read is over (message handed on, error answered, or stream gone). */
+  /** The read is over (message handed on, error answered, or stream gone), or the stream closed. */
   settled(stream: ServerHttp2Stream): void {
-    if (!this.current.delete(stream)) this.previous.delete(stream);
+    if (this.answersNew.delete(stream) || this.current.delete(stream) || this.answersMid.delete(stream) || this.answersOld.delete(stream)) return;
+    this.previous.delete(stream);
   }
 
   /** Run a handler; a throw ends that call (INTERNAL, or a reset), never the process. */
   deliver(stream: ServerHttp2Stream, onMessage: MessageHandler, message: Buffer): void {
     if (unanswerable(stream)) return; // the client reset the call while it was being read or inflated
     try {
-      onMessage(stream, message);
+      onMessage(stream, message, this);
     } catch (err) {
       this.failed(stream, err);
     }
@@ -255,6 +303,51 @@ export class RequestReader {
     this.previous = this.current;
     this.current = new Set();
   }
+
+  /**
+   * Reset the answers written at least answerTimeoutMs ago and still not taken; close a connection
+   * that had such answers in the previous sweep too (or two in this one): it is not reading.
+   */
+  private sweepAnswers(): void {
+    for (const stream of this.resetting) if (!stream.destroyed && !stream.closed) stream.destroy();
+    this.resetting = [];
+    const expired = this.answersOld;
+    this.answersOld = this.answersMid;
+    this.answersMid = this.answersNew;
+    this.answersNew = new Set();
+    const stalling = new Set<ConnectionState>();
+    for (const stream of expired) {
+      if (stream.destroyed || stream.closed) continue;
+      this.onAnswerReset();
+      const connection = connectionOf(stream);
+      const session = stream.session;
+      try {
+        stream.close(NGHTTP2_CANCEL);
+        this.resetting.push(stream);
+      } catch {
+        stream.destroy();
+      }
+      if (connection === undefined) continue;
+      if (!stalling.has(connection)) {
+        if (!this.stalling.has(connection)) connection.stalledAnswers = 0;
+        stalling.add(connection);
+      }
+      if (++connection.stalledAnswers === STALLED_ANSWERS_BEFORE_CLOSE && session !== undefined && !session.destroyed) {
+        this.onStalled();
+        session.destroy();
+      }
+    }
+    for (const connection of this.stalling) if (!stalling.has(connection)) connection.stalledAnswers = 0;
+    this.stalling = stalling;
+  }
+}
+
+/** Stalled answers of one connection, in consecutive answer sweeps, at which it is closed. */
+const STALLED_ANSWERS_BEFORE_CLOSE = 2;
+
+/** The answer sweep's interval: half the deadline (three generations: reset after 1–1.5× it). */
+function answerSweepMs(limits: TransportLimits): number {
+  return Math.max(25, Math.floor(limits.answerTimeoutMs / 2));
 }
 
 /** One call's request being received. */

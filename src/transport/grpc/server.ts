@@ -13,12 +13,12 @@ import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
 import type { CheckSpan, CheckTracer } from '../../observability/tracing.js';
-import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
+import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSettings } from '../tls.js';
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
-import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, sendUnary, unanswerable } from './protocol.js';
+import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, unanswerable } from './protocol.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
@@ -96,7 +96,7 @@ export class GrpcTransport {
     this.refused = { overloaded: refused.labels('overloaded'), memory: refused.labels('memory') };
     const closed = metrics.counter(
       'portcullis_grpc_connections_closed_total',
-      'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit, stalled (an answer not taken within the read timeout).',
+      'HTTP/2 connections closed by Portcullis: preface_timeout, idle, connection_limit, stalled (answers not taken within answerTimeout in two sweeps in a row, or within the read timeout).',
       ['reason'],
     );
     this.closedConnections = {
@@ -124,6 +124,8 @@ export class GrpcTransport {
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.reader.onStalled = () => this.closedConnections.stalled.inc();
+    const answersReset = metrics.counter('portcullis_grpc_answers_reset_total', 'Answers (checks, overloaded refusals, health Checks) the client did not take within answerTimeout: their streams were reset.', []);
+    this.reader.onAnswerReset = () => answersReset.inc();
     const serverOptions: http2.ServerOptions = {
       // Envoy multiplexes checks on a few connections and opens another at this limit. A client
       // that ignores it gets its excess streams refused by nghttp2, and its session closed after
@@ -142,10 +144,7 @@ export class GrpcTransport {
         // A connection that does not finish its handshake is dropped like one without a preface.
         handshakeTimeout: limits.prefaceTimeoutMs,
       });
-      const failures = metrics.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('grpc');
-      const failureLog = throttled('TLS handshakes failed on the gRPC port', failures, 'info');
-      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
-      this.tlsReloader = new TlsReloader(options.tls, secure, logger, metrics, 'grpc');
+      this.tlsReloader = watchSecureServer(secure, options.tls, 'grpc', { logger, metrics, clock: this.clock });
       this.server = secure;
     } else {
       this.server = http2.createServer(serverOptions);
@@ -168,6 +167,7 @@ export class GrpcTransport {
   /** Apply new limits (a policy reload): budgets and timeouts at once, stream settings to new connections. */
   setLimits(limits: Partial<TransportLimits>): void {
     this.governor.limits = resolveLimits({ ...this.governor.limits, maxConnectionBytes: undefined, ...limits });
+    this.reader.limitsChanged();
   }
 
   async start(): Promise<number> {
@@ -338,8 +338,7 @@ export class GrpcTransport {
   private overloaded(stream: http2.ServerHttp2Stream, connection: ConnectionState): void {
     this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, connectionChecks: connection.checks, connections: this.connections.size }));
     stream.resume(); // the request's bytes are dropped as they arrive
-    sendUnary(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
-    this.reader.answered(stream);
+    this.reader.answerUnread(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
     const share = this.governor.checkShare();
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
@@ -390,7 +389,8 @@ export class GrpcTransport {
       frame = encodeCheckResponseFrame(internalError(PORTCULLIS, request, 'unknown', err), this.dependencyErrors);
     }
     // Nothing is sent when Envoy already gave up on this check (its timeout) and reset the stream.
-    sendUnary(stream, frame);
+    // Then the answer deadline: an answer not taken within answerTimeout is reset.
+    this.reader.answer(stream, frame);
     if (request.trace !== undefined) {
       try {
         (request.trace as CheckSpan).finish(decision, GrpcStatus.OK);

@@ -23,7 +23,7 @@ import { envoyShape } from './envoy.js';
 import { forwardAuthShape } from './forward-auth.js';
 import { nginxShape } from './nginx.js';
 import { NodeHeaders, refusedRequest, send, ShapeProblem, type ProxyShape } from './shape.js';
-import { secureServerOptions, TlsReloader, type TlsSettings } from '../tls.js';
+import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSettings } from '../tls.js';
 
 const SHAPES: Readonly<Record<AuthzHttpShape, ProxyShape>> = { envoy: envoyShape, nginx: nginxShape, 'forward-auth': forwardAuthShape };
 const PORTCULLIS = { realm: 'portcullis' };
@@ -90,10 +90,7 @@ export class AuthzHttpListener {
     if (options.tls) {
       // A client without a certificate from the client CA (mTLS) never finishes the handshake.
       const secure = https.createServer({ ...serverOptions, ...secureServerOptions(options.tls, ['http/1.1']) }, this.onRequest);
-      const failures = options.metrics?.counter('portcullis_tls_handshake_failures_total', 'TLS handshakes that failed (no, expired or untrusted client certificate, protocol or ALPN mismatch, timeout).', ['listener']).labels('authz-http');
-      const failureLog = new ThrottledLog({ logger, clock, level: 'info', message: 'TLS handshake failed on the HTTP authorization listener', counter: failures });
-      secure.on('tlsClientError', (err: Error) => failureLog.note({ err: err.message }));
-      this.tlsReloader = options.metrics ? new TlsReloader(options.tls, secure, logger, options.metrics, 'authz-http') : undefined;
+      this.tlsReloader = options.metrics ? watchSecureServer(secure, options.tls, 'authz-http', { logger, metrics: options.metrics, clock }) : undefined;
       this.server = secure;
     } else {
       this.server = http.createServer(serverOptions, this.onRequest);
