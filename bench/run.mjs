@@ -1,6 +1,8 @@
-// `npm run bench`: Portcullis against a do-nothing grpc-js ext_authz server (bench/null-server.mjs),
-// measured in the same run, on the scenarios of issue 7. Prints one table and saves the results
-// as JSON under bench/results/ (<timestamp>.json and latest.json).
+// `npm run bench`: Portcullis against two references measured in the same run — a do-nothing
+// grpc-js ext_authz server (bench/null-server.mjs) and the Node ceiling (bench/ceiling-server.mjs:
+// node:http2 answering one pre-framed CheckResponse, reading nothing) — on the scenarios of issues
+// 7 and 22. Prints one table and saves the results as JSON under bench/results/ (<timestamp>.json
+// and latest.json).
 //
 //   node bench/run.mjs [--duration 10] [--warmup 2] [--repeat 1] [--only a,b,e,workers,http] [--no-save]
 //
@@ -8,6 +10,9 @@
 // f, against a plain node:http server answering 200 (bench/lib/http-listener.mjs).
 //
 // --repeat N measures every row N times and keeps the best (on a shared, noisy machine).
+// --cli FILE measures another build of Portcullis (default dist/cli.js): before/after a change,
+// each against the references of its own run. --quiet-wait S: how long to wait for a quiet
+// machine before each measurement (default 10).
 //
 // Load goes to 127.0.0.1 only and every run is bounded in time. Needs h2load (nghttp2-client),
 // and taskset (util-linux) to pin the server and the load generator to different cores.
@@ -32,6 +37,8 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '2' },
     only: { type: 'string' },
     repeat: { type: 'string', default: '1' },
+    cli: { type: 'string' },
+    'quiet-wait': { type: 'string', default: '10' },
     'no-save': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -53,7 +60,8 @@ if (!(Number.isInteger(repeat) && repeat >= 1 && repeat <= 5)) {
   process.exit(2);
 }
 const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+// --cli measures another build (e.g. the code before a change, built elsewhere) with this harness.
+const CLI = args.cli ? path.resolve(args.cli) : path.join(ROOT, 'dist', 'cli.js');
 
 async function main() {
   const h2load = h2loadVersion();
@@ -68,13 +76,15 @@ async function main() {
   console.log(`${plan.note}; ${seconds} s per measurement after ${warmupSeconds} s warm-up${repeat > 1 ? `, best of ${repeat}` : ''}\n`);
 
   const fixtures = lazyFixtures(workDir);
-  const results = { version: 1, startedAt: startedAt.toISOString(), machine: machine(plan, h2load), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, scenarios: [], workers: undefined };
+  const results = { version: 2, cli: path.relative(ROOT, CLI), startedAt: startedAt.toISOString(), machine: machine(plan, h2load), load: loadNote(), settings: { seconds, warmupSeconds, repeat, shapes: SHAPES }, null: undefined, ceiling: undefined, scenarios: [], workers: undefined };
   try {
     results.null = await measureNull(plan, workDir);
+    results.ceiling = await measureCeiling(plan, workDir);
     for (const scenario of SCENARIOS) {
       if (only && !only.has(scenario.id)) continue;
       results.scenarios.push(await runScenario(scenario, plan, workDir, fixtures));
     }
+    compareFeatureRows(results.scenarios);
     if (!only || only.has('workers')) results.workers = await measureWorkers(plan, workDir, fixtures, results.scenarios);
     if (!only || only.has('http')) results.http = await measureHttpListener({ plan, workDir, fixtures, seconds, warmupSeconds });
   } finally {
@@ -95,6 +105,30 @@ async function main() {
     console.log(`\nsaved bench/results/${stamp}.json and bench/results/latest.json`);
   }
   return results.scenarios.some((s) => s.status === 'failed') || results.workers?.status === 'failed' || results.http?.status === 'failed' ? 1 : 0;
+}
+
+/** The machine's load averages when the run started (other engineers share these cores). */
+function loadNote() {
+  const [one, five, fifteen] = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  return { loadavg1: one, loadavg5: five, loadavg15: fifteen };
+}
+
+/**
+ * Feature rows (target.vs): each shape's throughput over the row it extends, measured in the same
+ * run: what the feature costs, or (target.within) that it costs nothing.
+ */
+function compareFeatureRows(rows) {
+  for (const row of rows) {
+    const baseId = row.target?.vs;
+    if (!baseId || row.status !== 'measured') continue;
+    const base = rows.find((r) => r.id === baseId);
+    if (base?.status !== 'measured') continue;
+    for (const [shape, result] of Object.entries(row.results)) {
+      const b = base.results[shape];
+      if (b?.checksPerSec > 0) result.ratioToBase = round2(result.checksPerSec / b.checksPerSec);
+      if (b?.cpuUsPerCheck > 0) result.cpuRatioToBase = round2(b.cpuUsPerCheck / result.cpuUsPerCheck);
+    }
+  }
 }
 
 function machine(plan, h2load) {
@@ -132,7 +166,7 @@ function lazyFixtures(workDir) {
   };
 }
 
-/** An ES256 signing key for the identity token (scenario g), as a PEM file like a mounted Secret. */
+/** An ES256 signing key for the identity token (scenario k), as a PEM file like a mounted Secret. */
 async function createIdentityKey(workDir) {
   const { generateKeyPairSync } = await import('node:crypto');
   const file = path.join(workDir, 'identity-key.pem');
@@ -162,7 +196,7 @@ async function createApiKey(workDir) {
 async function measureNull(plan, workDir) {
   console.log('null server (grpc-js + proto-loader, fixed OK)');
   const request = publicRouteRequest();
-  const out = await measureNullWith(plan, workDir, 'null', [request], ['h2load', 'raw'], { checkRawClient: true });
+  const out = await measureReference(NULL_SERVER, plan, workDir, 'null', [request], ['h2load', 'raw'], { checkRawClient: true });
   // The bench's own generator must be able to drive the null server as hard as h2load does;
   // otherwise scenario (b) would measure the generator.
   out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
@@ -170,18 +204,30 @@ async function measureNull(plan, workDir) {
   return out;
 }
 
+/** The Node ceiling on the public-route request, with both generators: the table's next rows. */
+async function measureCeiling(plan, workDir) {
+  console.log('Node ceiling (node:http2, one pre-framed CheckResponse, reads nothing)');
+  const out = await measureReference(CEILING_SERVER, plan, workDir, 'ceiling', [publicRouteRequest()], ['h2load', 'raw']);
+  out.rawVsH2load = round2(out.raw['8x16'].checksPerSec / out.h2load['8x16'].checksPerSec);
+  return out;
+}
+
+const NULL_SERVER = { id: 'null', script: 'null-server.mjs' };
+const CEILING_SERVER = { id: 'ceiling', script: 'ceiling-server.mjs' };
+
 /**
- * The null server driven with `requests` (a scenario's own CheckRequests: the reference decodes
- * every field, so a request carrying a JWT costs it more than a bare one) by each generator.
+ * A reference server driven with `requests` (a scenario's own CheckRequests: the null server
+ * decodes every field, so a request carrying a JWT costs it more than a bare one; the ceiling
+ * only receives the bytes) by each generator.
  */
-async function measureNullWith(plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
+async function measureReference(reference, plan, workDir, name, requests, generators, { checkRawClient = false } = {}) {
   const port = await freePort();
   const server = startProcess({
     cpu: plan.serverCpu,
     command: process.execPath,
-    args: [path.join(ROOT, 'bench', 'null-server.mjs'), '--port', String(port)],
+    args: [path.join(ROOT, 'bench', reference.script), '--port', String(port)],
     env: process.env,
-    logFile: path.join(workDir, `null-server-${name}.log`),
+    logFile: path.join(workDir, `${reference.id}-server-${name}.log`),
     cwd: ROOT,
   });
   const expect = { kind: 'ok' };
@@ -195,7 +241,7 @@ async function measureNullWith(plan, workDir, name, requests, generators, { chec
       for (const shape of SHAPES) {
         const result = await measureBest({ generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect, expectedResponseBytes: frameBytes, workDir });
         out[generator][shape.id] = result;
-        logMeasurement(name === 'null' ? 'null' : `null(${name})`, generator, shape, result);
+        logMeasurement(name === reference.id ? reference.id : `${reference.id}(${name})`, generator, shape, result);
       }
     }
     out.peakRssMb = kbToMb(readVmHwmKb(server.pid));
@@ -228,9 +274,10 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     throw error;
   }
   if (prepared.note) row.note = prepared.note;
-  // The reference for this scenario: the null server sent the very same requests, just before.
-  const reference = await measureNullWith(plan, workDir, scenario.id, prepared.requests, [scenario.generator]);
-  row.null = reference[scenario.generator];
+  // The references for this scenario: the null server and the ceiling sent the very same
+  // requests, just before.
+  row.null = (await measureReference(NULL_SERVER, plan, workDir, scenario.id, prepared.requests, [scenario.generator]))[scenario.generator];
+  row.ceiling = (await measureReference(CEILING_SERVER, plan, workDir, scenario.id, prepared.requests, [scenario.generator]))[scenario.generator];
   const { port, httpPort, server } = await startPortcullis(scenario.policy, prepared.env, { cpu: plan.serverCpu, workDir, name: scenario.id });
   try {
     let frameBytes;
@@ -251,6 +298,9 @@ async function runScenario(scenario, plan, workDir, fixtures) {
     for (const shape of SHAPES) {
       const result = await measureBest({ generator: scenario.generator, port, frameFile, shape, seconds, warmupSeconds, plan, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir, cursor });
       result.ratioToNull = round2(result.checksPerSec / row.null[shape.id].checksPerSec);
+      result.ratioToCeiling = round2(result.checksPerSec / row.ceiling[shape.id].checksPerSec);
+      result.p99ToCeiling = round2(result.p99Ms / row.ceiling[shape.id].p99Ms);
+      result.cpuRatioToCeiling = round2(row.ceiling[shape.id].cpuUsPerCheck / result.cpuUsPerCheck);
       row.results[shape.id] = result;
       logMeasurement(scenario.id, scenario.generator, shape, result);
       if (result.problems.length > 0) row.status = 'failed';
@@ -281,6 +331,8 @@ async function startPortcullis(policy, env, { cpu, workDir, name, workers }) {
   const port = await freePort();
   const httpPort = await freePort();
   const args = [CLI, 'serve', '--config', path.join(ROOT, 'bench', 'policies', policy), '--grpc-port', String(port), '--http-port', String(httpPort), '--bind', '127.0.0.1'];
+  // The bench stops servers between rows: no need to keep answering for a load balancer.
+  if (fs.readFileSync(CLI, 'utf8').includes('drain-delay')) args.push('--drain-delay', '0s');
   if (workers !== undefined) args.push('--workers', String(workers));
   const server = startProcess({ cpu, command: process.execPath, args, env: { ...process.env, ...env }, logFile: path.join(workDir, `server-${name}.log`), cwd: ROOT });
   return { port, httpPort, server };
@@ -332,7 +384,7 @@ async function measureBest(options) {
   let best;
   const runs = [];
   for (let i = 0; i < repeat; i++) {
-    const result = await measure(options);
+    const result = await measure({ ...options, quietWaitMs: Number(args["quiet-wait"]) * 1000 });
     runs.push(result.checksPerSec);
     if (result.problems.length > 0) return { ...result, runs };
     if (!best || result.checksPerSec > best.checksPerSec) best = result;

@@ -3,7 +3,7 @@
 // concrete collaborators together.
 
 import { systemClock, type Clock } from './clock.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import { createLogger, droppedLinesOf, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Authorizer } from './pipeline/authorizer.js';
 import { PolicyStore, type PolicyStoreOptions } from './policy/store.js';
@@ -74,6 +74,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const env = options.env ?? process.env;
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
   const bootstrapLogger = options.logger ?? createLogger({ level: 'info' });
+  metrics.observeLogDrops(() => droppedLinesOf(bootstrapLogger));
   const runtime: Runtime = {
     clock: options.clock ?? systemClock,
     logger: bootstrapLogger,

@@ -39,7 +39,7 @@ export const SHAPES = [
  * @param {{ next: number }} [options.cursor]  raw: where the next run starts in the frames (advanced)
  */
 export async function measure(options) {
-  const quiet = await waitForQuiet();
+  const quiet = await waitForQuiet({ maxWaitMs: options.quietWaitMs ?? 10_000 });
   // h2load warms up in a run of its own, before the CPU accounting starts; loadgen.mjs warms up
   // inside the measured process.
   const warmupProblems = options.generator === 'h2load' ? await warmUpH2load(options) : [];
@@ -57,6 +57,9 @@ export async function measure(options) {
     ...result,
     generatorCpu: undefined,
     serverCpuCores: round(serverAll / wall, 2),
+    // CPU the server spent per answered check (user + system, µs): unlike checks/s, it hardly
+    // moves when other processes take a share of the server's core.
+    cpuUsPerCheck: result.requests > 0 ? round((serverAll / result.requests) * 1e6, 1) : NaN,
     generatorCpuCores: round(generatorAll / wall, 2),
     otherUserCpuCores: round(Math.max(0, others) / wall, 2),
     waitedForQuietMs: quiet.waitedMs,

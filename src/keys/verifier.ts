@@ -188,10 +188,11 @@ export class KeyVerifier {
     const seconds = options.metrics.histogram('portcullis_keystore_lookup_seconds', 'Time a key store lookup took.', ['store'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
     const store = this.store.kind;
     this.metric = {
-      hit: cache.labels('hit'),
-      stale: cache.labels('stale'),
-      miss: cache.labels('miss'),
-      negativeHit: cache.labels('negative_hit'),
+      // Counted on every check: batched children (an addition each, handed over when read).
+      hit: options.metrics.batchedChild(cache, { result: 'hit' }),
+      stale: options.metrics.batchedChild(cache, { result: 'stale' }),
+      miss: options.metrics.batchedChild(cache, { result: 'miss' }),
+      negativeHit: options.metrics.batchedChild(cache, { result: 'negative_hit' }),
       lookup: (result) => lookups.labels(store, result),
       lookupSeconds: seconds.labels(store),
     };

@@ -2,7 +2,8 @@
 // metrics. Keeping these here keeps every transport a thin adapter.
 
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
+import { DecisionLog, type DecisionEntry } from '../observability/decision-log.js';
+import type { BatchedCount, Metrics } from '../observability/metrics.js';
 import { traceIdOf } from '../observability/tracing.js';
 import { describeMatch } from '../authz/routes.js';
 import type { CompiledPolicy } from '../policy/compile.js';
@@ -19,7 +20,7 @@ export interface PolicySource {
 
 const NOT_READY_POLICY = { realm: 'portcullis', denyBody: undefined };
 
-type CheckCounter = ReturnType<Metrics['checks']['labels']>;
+type CheckCounter = BatchedCount;
 /** Bound children by decision, then reason, then credential kind. */
 type CounterTable = { readonly allow: Map<string, Map<string, CheckCounter>>; readonly deny: Map<string, Map<string, CheckCounter>> };
 const newTable = (): CounterTable => ({ allow: new Map(), deny: new Map() });
@@ -42,12 +43,16 @@ export class Authorizer {
   private readonly durations;
   /** Checks between check() and their decision: portcullis_checks_in_flight. */
   private inFlight = 0;
+  private readonly decisionLog: DecisionLog;
+  /** decisionLog: sample — millionths of a line owed; starts at a whole line, so the first allow is logged. */
+  private allowCredit = 1e6;
 
   constructor(
     private readonly policies: PolicySource,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
   ) {
+    this.decisionLog = new DecisionLog(logger);
     this.durations = { allow: metrics.checkDuration.labels('allow'), deny: metrics.checkDuration.labels('deny') };
     metrics.observeInFlight(() => this.inFlight);
   }
@@ -103,9 +108,9 @@ export class Authorizer {
     }
 
     const mode = policy?.decisionLog ?? 'all';
-    if (mode === 'all' || (mode === 'deny' && !decision.allowed) || reason === 'internal_error') {
+    if (mode === 'all' || (mode !== 'none' && !decision.allowed) || reason === 'internal_error' || (mode === 'sample' && this.sampleAllow(policy!.decisionLogAllowRate))) {
       // Never headers, never credentials: only what identifies the decision.
-      const entry = {
+      const entry: DecisionEntry = {
         requestId: decision.requestId,
         decision: outcome,
         reason,
@@ -125,10 +130,21 @@ export class Authorizer {
         trace_id: request.trace !== undefined ? request.trace.traceId : traceIdOf(request.headers.get('traceparent')),
         span_id: request.trace?.spanId,
       };
-      if (reason === 'internal_error') this.logger.error(entry, 'check failed inside Portcullis (denied 503)');
-      else this.logger.info(entry, 'decision');
+      if (reason === 'internal_error') this.decisionLog.write(entry, 'error', 'check failed inside Portcullis (denied 503)');
+      else this.decisionLog.write(entry, 'info', 'decision');
     }
     return decision;
+  }
+
+  /**
+   * decisionLog: sample — `rate` of the allows, evenly spaced (a credit in millionths, no
+   * randomness and no rounding drift): at 0.01 exactly one allow in a hundred, the first included.
+   */
+  private sampleAllow(rate: number): boolean {
+    const owed = this.allowCredit >= 1e6;
+    if (owed) this.allowCredit -= 1e6;
+    this.allowCredit += Math.round(rate * 1e6);
+    return owed;
   }
 
   private counter(table: CounterTable, outcome: 'allow' | 'deny', reason: string, credential: string, route: string | undefined): CheckCounter {
@@ -138,7 +154,7 @@ export class Authorizer {
     let child = byCredential.get(credential);
     if (!child) {
       const labels = route === undefined ? { decision: outcome, reason, credential } : { decision: outcome, reason, credential, route };
-      byCredential.set(credential, (child = this.metrics.checks.labels(labels)));
+      byCredential.set(credential, (child = this.metrics.batchedChild(this.metrics.checks, labels)));
     }
     return child;
   }
@@ -169,7 +185,10 @@ export class Authorizer {
       this.routeCounters.delete(label);
       for (const decision of ['allow', 'deny'] as const) {
         for (const [reason, byCredential] of table[decision]) {
-          for (const credential of byCredential.keys()) this.metrics.checks.remove({ decision, reason, credential, route: label });
+          for (const [credential, child] of byCredential) {
+            this.metrics.releaseBatched(this.metrics.checks, child);
+            this.metrics.checks.remove({ decision, reason, credential, route: label });
+          }
         }
       }
     }

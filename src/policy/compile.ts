@@ -88,7 +88,9 @@ export interface CompiledPolicy {
   /** How the client IP is picked (clientIp in the policy). */
   readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
-  readonly decisionLog: 'all' | 'deny' | 'none';
+  readonly decisionLog: 'sample' | 'all' | 'deny' | 'none';
+  /** With decisionLog: sample, the share of allows logged. */
+  readonly decisionLogAllowRate: number;
   readonly tenantMetrics: boolean;
   /** server.explain: decision log lines carry the explanation. */
   readonly explain: boolean;
@@ -215,6 +217,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
     decisionLog: document.server.decisionLog,
+    decisionLogAllowRate: document.server.decisionLogAllowRate,
     tenantMetrics: document.server.tenantMetrics,
     explain: document.server.explain,
     warnings: Object.freeze(warnings),

@@ -108,7 +108,8 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
     const lockout: LockoutShape | undefined = policy.lockout
       ? { after: policy.lockout.after, withinMs: policy.lockout.within ?? policy.lockout.for, forMs: policy.lockout.for }
       : undefined;
-    const c = (result: string) => decisions.labels(policy.name, result);
+    // Counted on every check: batched children (an addition each, handed over when read).
+    const c = (result: string) => ctx.runtime.metrics.batchedChild(decisions, { policy: policy.name, result });
     let escalation: Escalation | undefined;
     if (policy.escalate !== undefined) {
       if (config.bans === undefined) ctx.error([...at, 'escalate'], 'escalate writes bans: rateLimits.bans must name the ban store');

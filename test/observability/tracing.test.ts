@@ -79,6 +79,7 @@ const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 
 const policy = (tracing: string, prefix: string) => `
 server:
+  decisionLog: all
   tracing: ${tracing}
 identity:
   - host: { domains: { shop.example.com: { tenant: acme, scopes: [storefront] } } }

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeCheckRequest, normalizeHost, NO_HTTP_ATTRIBUTES } from '../../src/transport/grpc/decode.js';
 import { encodeCheckResponse } from '../../src/transport/grpc/encode.js';
-import { WireError } from '../../src/transport/grpc/wire.js';
+import { repeatedLatin1Of, WireError } from '../../src/transport/grpc/wire.js';
 import { allowDecision, denyDecision } from '../../src/pipeline/decision.js';
 import { checkRequestType, checkResponseType, CheckClient } from '../support/grpc-client.js';
 import { compileYaml } from '../support/runtime.js';
@@ -199,5 +199,30 @@ routes:
   it('escapes a hostile request id in the JSON body', () => {
     const decision = denyDecision(policy, 'a"b\\c\n', 'r', { reason: 'missing_credential' });
     expect(JSON.parse(decision.body).requestId).toBe('a"b\\c\n');
+  });
+});
+
+describe('repeatedLatin1Of (memo of texts that repeat across requests)', () => {
+  it('always gives the latin1 text of exactly the bytes asked for, whatever was seen before', () => {
+    // Many distinct short texts (far more than the memo's slots, so slots collide and are
+    // replaced), texts that differ only in their last byte, every byte value, and long texts.
+    const texts: Buffer[] = [];
+    for (let i = 0; i < 5000; i++) texts.push(Buffer.from(`x-header-${i}`, 'latin1'));
+    for (let b = 0; b < 256; b++) texts.push(Buffer.from([0x61, 0x62, b]));
+    texts.push(Buffer.alloc(40, 0x41), Buffer.alloc(41, 0x41), Buffer.alloc(0));
+    for (let round = 0; round < 3; round++) {
+      for (const bytes of texts) {
+        const framed = Buffer.concat([Buffer.from([7, 7]), bytes, Buffer.from([9])]);
+        expect(repeatedLatin1Of(framed, 2, 2 + bytes.length)).toBe(bytes.toString('latin1'));
+      }
+    }
+  });
+
+  it('hands back the very same string for the same bytes', () => {
+    const a = Buffer.from('..authorization..');
+    const b = Buffer.from('xxauthorizationyy');
+    const first = repeatedLatin1Of(a, 2, 15);
+    expect(repeatedLatin1Of(b, 2, 15)).toBe(first);
+    expect(first).toBe('authorization');
   });
 });

@@ -4,7 +4,7 @@
 import { pickRequestId } from '../request-id.js';
 import type { PeerAttributes, RequestAttributes, RequestHeaders } from '../../types.js';
 import { splitRequestTarget } from '../target.js';
-import { latin1Of, Reader, WIRE_LEN, WireError } from './wire.js';
+import { latin1Of, Reader, repeatedLatin1Of, WIRE_LEN, WireError } from './wire.js';
 
 // tag = field << 3 | wire type, for the LEN fields we read
 const T1 = (1 << 3) | WIRE_LEN;
@@ -171,7 +171,7 @@ function readSourcePeer(r: Reader, end: number, d: Draft): string {
           const sock = new Reader(r.buf, addr.pos, sockEnd);
           while (!sock.done()) {
             const st = sock.tag();
-            if (st === T2) address = sock.latin1();
+            if (st === T2) address = sock.repeatedLatin1();
             else sock.skip(st & 7);
           }
           addr.pos = sockEnd;
@@ -206,7 +206,7 @@ function readHttpRequest(r: Reader, end: number, d: Draft): void {
         d.id = http.latin1();
         break;
       case T2:
-        d.method = http.latin1();
+        d.method = http.repeatedLatin1();
         break;
       case T3:
         readHeaderEntry(http, http.lenEnd(), d.headers);
@@ -215,13 +215,13 @@ function readHttpRequest(r: Reader, end: number, d: Draft): void {
         d.path = http.latin1();
         break;
       case T5:
-        d.host = http.latin1();
+        d.host = http.repeatedLatin1();
         break;
       case T6:
-        d.scheme = http.latin1();
+        d.scheme = http.repeatedLatin1();
         break;
       case (10 << 3) | WIRE_LEN:
-        d.protocol = http.latin1();
+        d.protocol = http.repeatedLatin1();
         break;
       case T13:
         readHeaderMap(http, http.lenEnd(), d.headers);
@@ -259,7 +259,7 @@ function readHeaderEntry(r: Reader, end: number, into: LazyHeaders): void {
     const tag = entry.tag();
     if (tag === T1) {
       const e = entry.lenEnd();
-      key = latin1Of(buf, entry.pos, e);
+      key = repeatedLatin1Of(buf, entry.pos, e);
       entry.pos = e;
     } else if (tag === T2) {
       valueEnd = entry.lenEnd();
@@ -291,7 +291,7 @@ function readHeaderMap(r: Reader, end: number, into: LazyHeaders): void {
       const t = hv.tag();
       if (t === T1) {
         const e = hv.lenEnd();
-        key = latin1Of(buf, hv.pos, e);
+        key = repeatedLatin1Of(buf, hv.pos, e);
         hv.pos = e;
       } else if (t === T2 || t === T3) {
         const e = hv.lenEnd();

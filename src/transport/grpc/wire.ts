@@ -14,6 +14,34 @@ export function latin1Of(buf: Buffer, start: number, end: number): string {
   return nativeLatin1Slice ? nativeLatin1Slice.call(buf, start, end) : buf.toString('latin1', start, end);
 }
 
+/** Slots of the short-string memo (a power of two) and the longest text it keeps. */
+const MEMO_SLOTS = 512;
+const MEMO_MAX_LENGTH = 40;
+const memo: (string | undefined)[] = new Array<string | undefined>(MEMO_SLOTS).fill(undefined);
+
+/**
+ * latin1Of for texts that repeat from request to request (header names, method, scheme, protocol,
+ * host): the same bytes give back the very same string, so no new string is built, and Map
+ * lookups on it find its hash already computed. A direct-mapped memo of MEMO_SLOTS texts of at
+ * most MEMO_MAX_LENGTH bytes: bounded whatever clients send; a collision only replaces a slot.
+ */
+export function repeatedLatin1Of(buf: Buffer, start: number, end: number): string {
+  const length = end - start;
+  if (length > MEMO_MAX_LENGTH || length === 0) return latin1Of(buf, start, end);
+  let h = length;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  const slot = (h ^ (h >>> 15)) & (MEMO_SLOTS - 1);
+  const cached = memo[slot];
+  if (cached !== undefined && cached.length === length) {
+    let i = 0;
+    while (i < length && cached.charCodeAt(i) === buf[start + i]) i++;
+    if (i === length) return cached;
+  }
+  const text = latin1Of(buf, start, end);
+  memo[slot] = text;
+  return text;
+}
+
 export class WireError extends Error {
   constructor(message: string) {
     super(message);
@@ -74,6 +102,14 @@ export class Reader {
   latin1(): string {
     const end = this.lenEnd();
     const s = latin1Of(this.buf, this.pos, end);
+    this.pos = end;
+    return s;
+  }
+
+  /** latin1() for a text that repeats across requests (repeatedLatin1Of). */
+  repeatedLatin1(): string {
+    const end = this.lenEnd();
+    const s = repeatedLatin1Of(this.buf, this.pos, end);
     this.pos = end;
     return s;
   }

@@ -1,0 +1,45 @@
+// The Node ceiling: a node:http2 server that answers every Check with one fixed, pre-framed
+// CheckResponse (status OK, ok_response) and reads nothing of the request: no gRPC parsing, no
+// protobuf, no headers looked at. No ext_authz server written in Node can beat it, so every
+// ratio to it says how close a server comes to the physical limit of this design. Keep it fixed:
+// one answer prepared at start, nothing done per call but respond, one DATA frame, trailers.
+//
+//   node bench/ceiling-server.mjs --port 9102
+// Prints "listening <port>" once bound; stops on SIGTERM/SIGINT.
+
+import http2 from 'node:http2';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({ options: { port: { type: 'string', default: '0' } } });
+
+// CheckResponse { status: {} (code 0), ok_response: {} }: field 1 (status) and field 3
+// (ok_response), both empty length-delimited messages; then the 5-byte gRPC frame header.
+const MESSAGE = Buffer.from([0x0a, 0x00, 0x1a, 0x00]);
+const FRAME = Buffer.concat([Buffer.from([0, 0, 0, 0, MESSAGE.length]), MESSAGE]);
+const HEADERS = { ':status': 200, 'content-type': 'application/grpc' };
+const TRAILERS = { 'grpc-status': '0' };
+const OPTIONS = { waitForTrailers: true };
+
+function sendTrailers() {
+  this.sendTrailers(TRAILERS);
+}
+
+const server = http2.createServer();
+server.on('stream', (stream) => {
+  // The request's bytes are discarded unread (flowing mode, no listener): HTTP/2 flow control
+  // needs them consumed, or the connection's window fills and the client stalls.
+  stream.resume();
+  stream.respond(HEADERS, OPTIONS);
+  stream.once('wantTrailers', sendTrailers);
+  stream.end(FRAME);
+});
+server.listen({ port: Number(values.port), host: '127.0.0.1', backlog: 4096 }, () => {
+  console.log(`listening ${server.address().port}`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => {
+    server.close();
+    process.exit(0);
+  });
+}
