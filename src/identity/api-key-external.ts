@@ -13,13 +13,13 @@ import type { TargetAnswer } from '../lookup/target.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type Principal, type RequestAttributes } from '../types.js';
+import { findApiKey, newFoundKey } from './api-key-carrier.js';
 import { lookupUnavailable } from './session.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 const MALFORMED = rejected({ reason: 'malformed_credential', credentialPresented: true, detail: 'more than one API key, or an empty one' });
 const UNKNOWN = rejected({ reason: 'invalid_api_key', credentialPresented: true, detail: 'unknown key (external store)' });
 const EXPIRED = rejected({ reason: 'key_expired', credentialPresented: true });
-const BEARER = /^bearer +/i;
 
 export function compileExternalKeySource(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   const external = config.external!;
@@ -66,44 +66,18 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
     return identified;
   };
 
+  const carried = newFoundKey();
   return {
     method: 'api-key',
     name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}:external`,
     identify(request: RequestAttributes) {
-      let key: string | undefined;
-      let slot = -1;
-      for (let i = 0; i < headers.length; i++) {
-        const value = request.headers.get(headers[i]!);
-        if (value === undefined) continue;
-        const candidate = value.trim();
-        if (candidate === '' || candidate.includes(',')) return MALFORMED;
-        if (key === undefined) {
-          key = candidate;
-          slot = i;
-        } else if (candidate !== key) return MALFORMED;
-      }
-      if (bearerPrefixes.length > 0) {
-        const authorization = request.headers.get('authorization');
-        if (authorization !== undefined) {
-          if (authorization.includes(',')) {
-            if (bearerPrefixes.some((p) => authorization.includes(p))) return MALFORMED;
-          } else {
-            const scheme = BEARER.exec(authorization);
-            const token = scheme ? authorization.slice(scheme[0].length).trim() : '';
-            if (bearerPrefixes.some((p) => token.startsWith(p))) {
-              if (key === undefined) {
-                key = token;
-                slot = headers.length;
-              } else if (token !== key) return MALFORMED;
-            }
-          }
-        }
-      }
-      if (key === undefined) return NOT_PRESENT;
+      const found = findApiKey(request, headers, bearerPrefixes, carried);
+      if (found === 'malformed') return MALFORMED;
+      if (found === 'none') return NOT_PRESENT;
+      const { key, slot } = carried;
       if (!plausibleCredential(key, 1024) || (prefixes !== undefined && !prefixes.some((p) => key.startsWith(p)))) return UNKNOWN;
-      const at = slot;
       const result = lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
-      return isPromise(result) ? result.then((r) => settle(r, at)) : settle(result, at);
+      return isPromise(result) ? result.then((r) => settle(r, slot)) : settle(result, slot);
     },
   };
 }

@@ -19,6 +19,7 @@ import type { ClientOf, KeyCheck, KeyVerifier } from '../keys/verifier.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type RequestAttributes } from '../types.js';
+import { findApiKey, newFoundKey } from './api-key-carrier.js';
 import { compileExternalKeySource } from './api-key-external.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
 
@@ -30,7 +31,6 @@ const EXPIRED = rejected({ reason: 'key_expired', credentialPresented: true });
 const LIMITED = rejected({ reason: 'key_lookup_limited', credentialPresented: true, retryAfter: 1, detail: 'over this client\'s share of key lookups, or failed bcrypt comparisons over budget' });
 const OFFLINE = rejected({ reason: 'store_unavailable', credentialPresented: true, retryAfter: 1, detail: 'key store not opened (offline runtime)' });
 
-const BEARER = /^bearer +/i;
 
 export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   if (config.external) return compileExternalKeySource(config, path, ctx);
@@ -60,6 +60,7 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     ? []
     : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
   const bearerSlot = headers.length;
+  const carried = newFoundKey();
   const subject = config.subject;
   // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
   const ipSettings = ctx.policy.clientIp;
@@ -99,35 +100,10 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
             return bearerPrefixes.some((p) => authorization.includes(p)) ? authorizationRemoval : undefined;
           },
     identify(request: RequestAttributes) {
-      let key: string | undefined;
-      let slot = -1;
-      let extraSlots: number[] | undefined;
-      for (let i = 0; i < headers.length; i++) {
-        const value = request.headers.get(headers[i]!);
-        if (value === undefined) continue;
-        const candidate = value.trim();
-        if (candidate === '' || candidate.includes(',')) return MALFORMED;
-        if (key === undefined) {
-          key = candidate;
-          slot = i;
-        } else if (candidate !== key) return MALFORMED;
-        else (extraSlots ??= []).push(i);
-      }
-      if (bearerPrefixes.length > 0) {
-        const authorization = request.headers.get('authorization');
-        if (authorization !== undefined) {
-          const token = bearerKey(authorization, bearerPrefixes);
-          if (typeof token === 'object') return token;
-          if (token !== undefined) {
-            if (key === undefined) {
-              key = token;
-              slot = bearerSlot;
-            } else if (token !== key) return MALFORMED;
-            else (extraSlots ??= []).push(bearerSlot);
-          }
-        }
-      }
-      if (key === undefined) return NOT_PRESENT;
+      const found = findApiKey(request, headers, bearerPrefixes, carried);
+      if (found === 'malformed') return MALFORMED;
+      if (found === 'none') return NOT_PRESENT;
+      const { key, slot, extraSlots } = carried;
       if (!isPlausibleKey(key, rules)) return BAD_SHAPE;
 
       let removeHeaders = removals[slot];
@@ -140,19 +116,6 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
   };
 }
 
-/**
- * The key in an Authorization value when it is `Bearer <token>` with one of our prefixes;
- * undefined when the header is someone else's (a JWT); MALFORMED when duplicated Authorization
- * headers (joined with ",") include one of our keys.
- */
-function bearerKey(authorization: string, prefixes: readonly string[]): string | typeof MALFORMED | undefined {
-  if (authorization.includes(',')) return prefixes.some((p) => authorization.includes(p)) ? MALFORMED : undefined;
-  const scheme = BEARER.exec(authorization);
-  if (scheme === null) return undefined;
-  const token = authorization.slice(scheme[0].length).trim();
-  for (const prefix of prefixes) if (token.startsWith(prefix)) return token;
-  return undefined;
-}
 
 function checkPrefixes(config: ApiKeySourceConfig, path: PolicyPath, ctx: CompileContext): void {
   if (config.prefixes === undefined) return;
