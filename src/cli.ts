@@ -12,9 +12,9 @@ import { runValidateCommand } from './cli/validate.js';
 import { createLogger, serverDestination } from './observability/logger.js';
 import { loadPolicyFileWithLocator } from './policy/load.js';
 import { DURATION_SYNTAX, parseDuration } from './policy/units.js';
-import { LOG_LEVELS, type LogLevel } from './policy/schema.js';
+import { authzHttpSchema, LOG_LEVELS, type LogLevel } from './policy/schema.js';
 import { ResourcePool, type Runtime } from './runtime.js';
-import { isWorker, reportJwks, reportReadiness, runPrimary } from './cluster.js';
+import { isWorker, reportJwks, reportReadiness, runPrimary, type ClusterOptions } from './cluster.js';
 import { startServer } from './server.js';
 import { PORTCULLIS_VERSION } from './version.js';
 
@@ -182,7 +182,14 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     const check = await runValidateCommand(['--config', configFile], { ...io, out: () => undefined });
     if (check !== 0) return 1;
     const document = (await loadPolicyFileWithLocator(configFile, io.env)).document;
-    await runPrimary({ workers, logger, bind: (values.bind as string | undefined) ?? document.server.bind, httpPort: httpPort ?? document.server.httpPort });
+    const listeners: ClusterOptions['listeners'] = [{ name: 'grpc', port: grpcPort ?? document.server.grpcPort }];
+    if (document.server.authzHttp || authzHttpPort !== undefined) listeners.push({ name: 'authz-http', port: authzHttpPort ?? document.server.authzHttp?.port ?? authzHttpSchema.parse({}).port });
+    try {
+      await runPrimary({ workers, logger, listeners, bind: (values.bind as string | undefined) ?? document.server.bind, httpPort: httpPort ?? document.server.httpPort });
+    } catch (err) {
+      io.err(`refusing to start: ${(err as Error).message}\n`);
+      return 1;
+    }
     destination.flushSync();
     return 0;
   }
@@ -203,6 +210,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       grpcLimits: { memoryBudgetBytes: memoryBudgetMb === undefined ? undefined : memoryBudgetMb * 1024 * 1024, maxInFlight },
       env: io.env,
       opsServer: !isWorker(),
+      handedConnections: isWorker(),
       onServingChange: reportReadiness,
       onJwksChange: isWorker() ? reportJwks : undefined,
     });

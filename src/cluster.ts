@@ -1,18 +1,21 @@
-// `serve --workers N`: N worker processes share the gRPC port (node:cluster hands each accepted
-// connection to a worker; Envoy keeps a few long-lived HTTP/2 connections, so size N to cores).
+// `serve --workers N`: N worker processes serve the authorization ports; the primary accepts the
+// connections and hands each to a worker (transport/handoff.ts: why not node:cluster's sharing;
+// Envoy keeps a few long-lived HTTP/2 connections, so size N to cores).
 // The primary owns the ops port: /metrics aggregates every worker's registry, /readyz is ready
-// while at least one worker serves (the pod can serve: node:cluster hands new connections only to
-// live workers), so one worker dying while the others serve does not take the pod out of its
+// while at least one worker serves (the pod can serve: new connections go only to live workers), so one worker dying while the others serve does not take the pod out of its
 // Service. Workers that die unexpectedly are replaced; SIGTERM drains them all.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from './observability/logger.js';
+import { ConnectionDistributor, type HandoffReply, type ListenerName } from './transport/handoff.js';
 import { OpsServer } from './transport/http.js';
 
 export interface ClusterOptions {
   workers: number;
   httpPort: number;
+  /** The authorization ports the primary accepts on and hands to workers. */
+  listeners: { name: ListenerName; port: number }[];
   bind: string;
   logger: Logger;
 }
@@ -28,13 +31,21 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
   let jwksMerged: string | undefined;
   const jwksChanged = () => (jwksMerged = mergeJwks([...jwksByWorker.values()]));
   let stopping = false;
+  const distributor = new ConnectionDistributor(logger);
+  const ports: Partial<Record<ListenerName, number>> = {};
+  for (const { name, port } of options.listeners) ports[name] = await distributor.listen(name, options.bind, port);
 
   const fork = (): Worker => {
     const worker = cluster.fork({ PORTCULLIS_WORKER: '1' });
     ready.set(worker.id, false);
-    worker.on('message', (message: WorkerMessage) => {
-      if (message?.portcullis === 'ready') ready.set(worker.id, true);
-      if (message?.portcullis === 'not-ready') ready.set(worker.id, false);
+    distributor.add(worker);
+    worker.on('message', (message: WorkerMessage | HandoffReply) => {
+      if (message?.portcullis === 'ready' || message?.portcullis === 'not-ready') {
+        ready.set(worker.id, message.portcullis === 'ready');
+        distributor.setReady(worker.id, message.portcullis === 'ready');
+      } else if (message?.portcullis === 'accepting' || message?.portcullis === 'taken' || message?.portcullis === 'connection-closed') {
+        distributor.onMessage(worker.id, message);
+      }
       if (message?.portcullis === 'jwks') {
         if (typeof message.jwks === 'string' && message.jwks.length <= MAX_JWKS_BYTES) jwksByWorker.set(worker.id, message.jwks);
         else jwksByWorker.delete(worker.id);
@@ -46,6 +57,7 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
 
   cluster.on('exit', (worker, code, signal) => {
     ready.delete(worker.id);
+    distributor.remove(worker.id);
     if (jwksByWorker.delete(worker.id)) jwksChanged();
     if (stopping) return;
     logger.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
@@ -63,7 +75,7 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     readinessDetail: () => (stopping ? 'shutting down' : `${[...ready.values()].filter(Boolean).length}/${options.workers} workers ready`),
   }, () => jwksMerged);
   const httpPort = await ops.start(options.bind, options.httpPort);
-  logger.info({ workers: options.workers, httpPort }, 'portcullis primary started');
+  logger.info({ workers: options.workers, httpPort, ...Object.fromEntries(Object.entries(ports).map(([name, port]) => [name === 'grpc' ? 'grpcPort' : 'authzHttpPort', port])) }, 'portcullis primary started');
 
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -83,7 +95,7 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await ops.close();
+  await Promise.all([ops.close(), distributor.close()]);
   logger.info('shutdown complete');
 }
 

@@ -18,6 +18,7 @@ import { createTracer, tracingSettings } from './observability/tracing.js';
 import { PORTCULLIS_VERSION } from './version.js';
 import { AuthzHttpListener } from './transport/http/listener.js';
 import { authzHttpSchema } from './policy/schema.js';
+import { receiveConnections } from './transport/handoff.js';
 
 export interface ServeOptions {
   configFile: string;
@@ -41,6 +42,11 @@ export interface ServeOptions {
   drainDelayMs?: number;
   /** Register Node's default process metrics (default true). */
   defaultMetrics?: boolean;
+  /**
+   * Cluster worker: the primary accepts on the authorization ports and hands each connection over
+   * (transport/handoff.ts); this process does not listen on them.
+   */
+  handedConnections?: boolean;
   /** Open the ops HTTP port (default true; cluster workers leave it to the primary). */
   opsServer?: boolean;
   /** Override the policy's server.grpc limits (CLI flags; the chart sets them). */
@@ -120,7 +126,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     options.onServingChange?.(serving);
   };
 
-  const grpcPort = await grpcTransport.start();
+  const handed = options.handedConnections === true;
+  const grpcPort = handed ? (options.grpcPort ?? first.document.server.grpcPort) : await grpcTransport.start();
   let httpPort = 0;
   // server.authzHttp, or --authz-http-port alone (then with the default path prefixes).
   const authzSettings = first.document.server.authzHttp ?? (options.authzHttpPort !== undefined ? authzHttpSchema.parse({}) : undefined);
@@ -135,7 +142,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   let authzHttpPort: number | undefined;
   try {
-    if (authzHttp) authzHttpPort = await authzHttp.start();
+    if (authzHttp) authzHttpPort = handed ? (options.authzHttpPort ?? authzSettings.port) : await authzHttp.start();
     if (options.opsServer !== false) httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
   } catch (err) {
     await grpcTransport.shutdown(0);
@@ -203,6 +210,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     );
   });
   if (options.watch !== false) policies.watch();
+  if (handed) {
+    const take: Parameters<typeof receiveConnections>[0] = { grpc: (socket) => grpcTransport.adopt(socket) };
+    if (authzHttp) take['authz-http'] = (socket) => authzHttp.adopt(socket);
+    receiveConnections(take);
+  }
 
   logger.info({ grpcPort, httpPort, authzHttpPort, mode: first.mode, routes: first.document.routes.length }, 'portcullis listening');
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { askShape } from '../support/authz-http.js';
 import { CheckClient } from '../support/grpc-client.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -139,16 +140,54 @@ describe('serve --workers', () => {
   }, 60_000);
 
 
-  it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
+  it('a connection opened as a worker is killed is served by a live worker, never left hanging', async () => {
+    // node:cluster's own hand-off sent connections accepted in the moment a worker died to the dead
+    // worker: the client's TCP connection stayed open with nobody reading it (grpc-js waited its
+    // 20 s connect timeout; Envoy would send checks on it until they timed out).
     const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s']);
+    try {
+      for (let round = 0; round < 3; round++) {
+        await bothWorkersReady(httpPort);
+        const [victim] = childPids(child.pid!);
+        // Each client has its own connection (no shared subchannel pool); all connect around the kill.
+        const clients = Array.from({ length: 24 }, () => new CheckClient(grpcPort, undefined, { 'grpc.use_local_subchannel_pool': 1, 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 200 }));
+        const answers = clients.map((client, i) =>
+          new Promise((r) => setTimeout(r, i % 4)).then(() => client.check({ path: '/health', deadlineMs: 8_000 })).then(
+            (r) => r.http_response ?? 'none',
+            (err: Error) => err.message,
+          ),
+        );
+        process.kill(victim!, 'SIGKILL');
+        const results = await Promise.all(answers);
+        for (const client of clients) client.close();
+        expect(results.filter((r) => r !== 'ok_response')).toEqual([]);
+        // The replacement comes up before the next round.
+        const until = Date.now() + 20_000;
+        while (Date.now() < until && (childPids(child.pid!).includes(victim!) || childPids(child.pid!).length !== 2)) await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }, 90_000);
+
+  it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
+    const authzHttpPort = await freePort();
+    const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s', '--authz-http-port', String(authzHttpPort)]);
     // /readyz is ready with one worker serving; wait for both before counting.
     await bothWorkersReady(httpPort);
     const client = new CheckClient(grpcPort);
     for (let i = 0; i < 20; i++) expect((await client.check({ path: '/health' })).http_response).toBe('ok_response');
     client.close();
+    // The HTTP authorization listener is handed to the workers the same way (new connection each).
+    for (let i = 0; i < 4; i++) {
+      expect((await askShape(authzHttpPort, 'envoy', { path: '/health' })).status).toBe(200);
+      expect((await askShape(authzHttpPort, 'envoy', { path: '/private' })).status).not.toBe(200);
+    }
     const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
     const total = [...metrics.matchAll(/^portcullis_checks_total\{[^}]*decision="allow"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
-    expect(total).toBe(20);
+    expect(total).toBe(24);
     expect(metrics).toMatch(/portcullis_ready 2/);
     // Reload state is aggregated with min, not summed: 1 means every worker's last reload succeeded.
     expect(metrics).toMatch(/^portcullis_policy_last_reload_success 1$/m);

@@ -184,6 +184,15 @@ export class GrpcTransport {
     return this.boundPort;
   }
 
+  /** Serve a connection the cluster primary accepted (transport/handoff.ts); false once shutting down. */
+  adopt(socket: Socket): boolean {
+    if (this.closing) return false;
+    this.server.emit('connection', socket);
+    return true;
+  }
+
+  private closing = false;
+
   /** Checks currently being answered (drain waits for zero). */
   get pending(): number {
     return this.governor.inFlight;
@@ -199,6 +208,7 @@ export class GrpcTransport {
    * replica, let in-flight calls finish, and close what is left after `timeoutMs`.
    */
   async shutdown(timeoutMs: number): Promise<void> {
+    this.closing = true;
     this.reader.close();
     this.tlsReloader?.close();
     clearInterval(this.sweeper);

@@ -113,6 +113,21 @@ export class AuthzHttpListener {
     return this.boundPort;
   }
 
+  /**
+   * Serve a connection the cluster primary accepted (transport/handoff.ts). False while draining
+   * or at maxConnections (net.Server counts only the connections it accepted itself): the primary
+   * offers it to another worker.
+   */
+  adopt(socket: Socket): boolean {
+    if (this.draining || this.handedConnections >= this.options.maxConnections) return false;
+    this.handedConnections++;
+    socket.once('close', () => this.handedConnections--);
+    this.server.emit('connection', socket);
+    return true;
+  }
+
+  private handedConnections = 0;
+
   /** Checks currently being answered. */
   get pending(): number {
     return this.inFlight;
