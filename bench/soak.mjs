@@ -61,13 +61,14 @@ for (let i = 0; ; i++) {
 
 async function sample(t0) {
   const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => '');
-  const metric = (name) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? NaN) / 1048576;
+  // Node's default metrics (prom-client) carry no portcullis_ prefix.
+  const metric = (name) => Number(new RegExp(`^(?:portcullis_)?${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? NaN) / 1048576;
   return {
     minute: (Date.now() - t0) / 60000,
     rssMb: readVmRssKb(server.pid) / 1024,
-    heapUsedMb: metric('portcullis_process_nodejs_heap_size_used_bytes'),
-    heapTotalMb: metric('portcullis_process_nodejs_heap_size_total_bytes'),
-    externalMb: metric('portcullis_process_nodejs_external_memory_bytes'),
+    heapUsedMb: metric('nodejs_heap_size_used_bytes'),
+    heapTotalMb: metric('nodejs_heap_size_total_bytes'),
+    externalMb: metric('nodejs_external_memory_bytes'),
   };
 }
 

@@ -17,6 +17,7 @@ import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSetti
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
+import { TakeTurns } from './turns.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
 import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, unanswerable } from './protocol.js';
 
@@ -55,6 +56,7 @@ export class GrpcTransport {
   /** Process-wide request memory and admission; the HTTP authorization listener admits through it too. */
   readonly governor: ResourceGovernor;
   private readonly reader: RequestReader;
+  private readonly turns: TakeTurns;
   private readonly clock: Clock;
   /** Closes connections past their preface or idle timeout, refreshes the gauges (every ≤ 1 s). */
   private readonly sweeper: NodeJS.Timeout;
@@ -122,6 +124,7 @@ export class GrpcTransport {
     this.governor = new ResourceGovernor(limits);
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
+    this.turns = new TakeTurns(this.governor, this.decide);
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.reader.onStalled = () => this.closedConnections.stalled.inc();
     const answersReset = metrics.counter('portcullis_grpc_answers_reset_total', 'Answers (checks, overloaded refusals, health Checks) the client did not take within answerTimeout: their streams were reset.', []);
@@ -353,7 +356,14 @@ export class GrpcTransport {
     if (connection.streamLimit > share) announceStreamLimit(stream.session as http2.ServerHttp2Session | undefined, connection, share);
   }
 
+  /** A check's message is read: decided now, or after the waiting ones if its connection is throttled (turns.ts). */
   private readonly check = (stream: http2.ServerHttp2Stream, message: Buffer): void => {
+    const connection = connectionOf(stream);
+    if (connection === undefined) this.decide(stream, message);
+    else this.turns.check(connection, stream, message);
+  };
+
+  private readonly decide = (stream: http2.ServerHttp2Stream, message: Buffer): void => {
     let request: RequestAttributes & { [NO_HTTP_ATTRIBUTES]?: boolean };
     try {
       request = decodeCheckRequest(message);

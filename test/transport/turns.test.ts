@@ -1,0 +1,80 @@
+// The checks of throttled connections wait their turn (transport/grpc/turns.ts): decided in slices
+// with a turn of the event loop between them; everyone else's are decided at once. Driven with
+// stand-in streams (only the fields turns.ts reads) and a stepped clock; the overload test in
+// memory-bounds.test.ts measures the effect on a real server under h2load.
+
+import type { ServerHttp2Stream } from 'node:http2';
+import { describe, expect, it } from 'vitest';
+import { ConnectionState, ResourceGovernor, resolveLimits } from '../../src/transport/grpc/limits.js';
+import { TakeTurns } from '../../src/transport/grpc/turns.js';
+
+const KIB = 1024;
+
+function fakeStream(name: string): ServerHttp2Stream & { name: string } {
+  return { name, destroyed: false, closed: false, headersSent: false } as unknown as ServerHttp2Stream & { name: string };
+}
+
+function setup(budget = 64 * KIB) {
+  const governor = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: budget, maxMessageBytes: 8 * KIB, maxStreamsPerConnection: 128 }));
+  const decided: string[] = [];
+  let clock = 0;
+  // Every reading of the clock moves it 0.3 ms: a slice (1 ms) decides a handful of checks.
+  const turns = new TakeTurns(governor, (stream) => decided.push((stream as unknown as { name: string }).name), () => (clock += 0.3));
+  const quiet = new ConnectionState(0, 128);
+  const flooder = new ConnectionState(0, 128);
+  flooder.streamLimit = 1; // told to slow down after a refusal
+  return { governor, decided, turns, quiet, flooder };
+}
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('taking turns under overload', () => {
+  it('decides a connection that was never throttled at once', () => {
+    const { decided, turns, quiet } = setup();
+    turns.check(quiet, fakeStream('q1'), Buffer.alloc(100));
+    expect(decided).toEqual(['q1']);
+    expect(turns.waiting).toBe(0);
+  });
+
+  it('queues a throttled connection’s checks, and a quiet one’s request read meanwhile goes first', async () => {
+    const { decided, turns, quiet, flooder, governor } = setup();
+    for (let i = 0; i < 40; i++) turns.check(flooder, fakeStream(`f${i}`), Buffer.alloc(500));
+    expect(decided).toEqual([]);
+    expect(turns.waiting).toBe(40);
+    // The waiting messages stay charged to the request budget.
+    expect(governor.used).toBe(40 * 500);
+    await turn(); // one slice ran (about 1 ms of work), the rest waits for the next turn
+    const afterOneSlice = decided.length;
+    expect(afterOneSlice).toBeGreaterThan(0);
+    expect(afterOneSlice).toBeLessThan(40);
+    // A quiet client's request read between slices is decided before the rest of the queue.
+    turns.check(quiet, fakeStream('q'), Buffer.alloc(100));
+    expect(decided[decided.length - 1]).toBe('q');
+    while (turns.waiting > 0) await turn();
+    expect(decided.filter((n) => n !== 'q')).toEqual(Array.from({ length: 40 }, (_, i) => `f${i}`));
+    expect(governor.used).toBe(0);
+  });
+
+  it('skips a check whose client gave up while it waited', async () => {
+    const { decided, turns, flooder } = setup();
+    const gone = fakeStream('gone');
+    turns.check(flooder, gone, Buffer.alloc(10));
+    turns.check(flooder, fakeStream('kept'), Buffer.alloc(10));
+    (gone as { closed: boolean }).closed = true;
+    while (turns.waiting > 0) await turn();
+    expect(decided).toEqual(['kept']);
+  });
+
+  it('decides at once when the message does not fit in the request budget', () => {
+    const { decided, turns, flooder } = setup(16 * KIB);
+    turns.check(flooder, fakeStream('big'), Buffer.alloc(17 * KIB));
+    expect(decided).toEqual(['big']);
+  });
+
+  it('a connection given its streams back waits for nobody', () => {
+    const { decided, turns, flooder } = setup();
+    flooder.streamLimit = 128;
+    turns.check(flooder, fakeStream('f'), Buffer.alloc(10));
+    expect(decided).toEqual(['f']);
+  });
+});
