@@ -55,13 +55,22 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     return worker;
   };
 
+  // Connections offered to a worker that is gone go to another once its channel is closed: not at
+  // 'exit' alone, which can come before the last messages on the channel are read. Node emits no
+  // 'disconnect' when the channel closes while a handle is waiting for the dead worker's ACK, but
+  // marks it disconnected: so after 'exit', wait for that (bounded).
+  cluster.on('disconnect', (worker) => distributor.remove(worker.id));
+  const removeOnceDisconnected = (worker: Worker, waitedMs = 0): void => {
+    if (!worker.isConnected() || waitedMs >= 2000) distributor.remove(worker.id);
+    else setTimeout(() => removeOnceDisconnected(worker, waitedMs + 10), 10).unref();
+  };
   cluster.on('exit', (worker, code, signal) => {
+    removeOnceDisconnected(worker);
     ready.delete(worker.id);
-    distributor.remove(worker.id);
     if (jwksByWorker.delete(worker.id)) jwksChanged();
     if (stopping) return;
     logger.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
-    setTimeout(fork, 500).unref();
+    setTimeout(() => stopping || fork(), 500).unref();
   });
 
   for (let i = 0; i < options.workers; i++) fork();
@@ -81,6 +90,7 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      distributor.drain();
       logger.info({ signal }, 'draining workers');
       const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
       let remaining = workers.length;
@@ -95,7 +105,8 @@ export async function runPrimary(options: ClusterOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await Promise.all([ops.close(), distributor.close()]);
+  distributor.close();
+  await ops.close();
   logger.info('shutdown complete');
 }
 

@@ -142,7 +142,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   let authzHttpPort: number | undefined;
   try {
-    if (authzHttp) authzHttpPort = handed ? (options.authzHttpPort ?? authzSettings.port) : await authzHttp.start();
+    if (authzHttp) authzHttpPort = handed ? authzHttp.serveHanded(options.authzHttpPort ?? authzSettings.port) : await authzHttp.start();
     if (options.opsServer !== false) httpPort = await ops.start(bind, options.httpPort ?? first.document.server.httpPort);
   } catch (err) {
     await grpcTransport.shutdown(0);

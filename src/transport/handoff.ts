@@ -4,17 +4,22 @@
 // Why not node:cluster's own sharing: its round-robin hand-off sends a connection to a worker that
 // has just died (SIGKILL, OOM) before the primary notices, and nothing ever closes it: the client
 // keeps a TCP connection nobody reads (grpc-js waits 20 s; Envoy sends checks on it until each
-// times out). Here the primary keeps its copy of every connection until a worker confirms it
-// took it: a worker that dies first makes the primary offer it to another worker (see
-// `withdraw`), and a worker that is shutting down declines it, so it goes to another. The worker with
-// the fewest open connections gets the next one (Envoy keeps a few long-lived connections, so
-// balancing connections is balancing load).
+// times out). Here the primary keeps its copy of every connection until a worker confirms it took
+// it, and the worker confirms in the same tick it receives it, before it reads a byte. So an offer
+// still unconfirmed when the worker's IPC channel closes (every message it sent has been read by
+// then) was never read by anyone, and goes to another worker as it is. A worker that is shutting
+// down declines; one at its connection cap declines that one connection; either way another
+// worker is asked. The worker with the fewest connections (taken or being offered) gets the next
+// one: Envoy keeps a few long-lived connections, so balancing connections is balancing load.
 
 import type { Worker } from 'node:cluster';
 import net, { type Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
 
 export type ListenerName = 'grpc' | 'authz-http';
+
+/** What a worker's listener says to an offered connection. */
+export type Take = 'taken' | 'full' | 'closing';
 
 /** Primary → worker: take this connection (the socket rides along as the message's handle). */
 interface OfferMessage {
@@ -25,27 +30,34 @@ interface OfferMessage {
 /** Worker → primary. */
 export type HandoffReply =
   | { portcullis: 'accepting' }
-  | { portcullis: 'taken'; id: number; accepted: boolean }
+  | { portcullis: 'taken'; id: number; answer: Take }
   | { portcullis: 'connection-closed' };
 
 /** Connections waiting for a worker while none accepts (startup, every worker restarting). */
 const MAX_WAITING = 1024;
 const MAX_WAIT_MS = 10_000;
+/**
+ * An offer not answered by then is closed: the worker is stuck, or got the message without the
+ * descriptor (its fd limit); it may have read from it, so it is not offered again.
+ */
+const MAX_OFFER_MS = 5_000;
 
 interface Offer {
   socket: Socket;
   listener: ListenerName;
-  /** Workers that declined it (shutting down) and are not asked again. */
+  /** Workers that declined it and are not asked again. */
   declinedBy: Set<number>;
   workerId: number;
+  since: number;
 }
 
 interface WorkerState {
   worker: Worker;
-  /** Set once the worker's transports are up and it receives connections. */
+  /** Set once the worker's transports are up and it receives connections; cleared when it closes. */
   accepting: boolean;
   ready: boolean;
-  connections: number;
+  /** Connections it took and has not closed, plus those being offered to it. */
+  load: number;
 }
 
 export class ConnectionDistributor {
@@ -54,17 +66,22 @@ export class ConnectionDistributor {
   private readonly offers = new Map<number, Offer>();
   private waiting: { socket: Socket; listener: ListenerName; since: number }[] = [];
   private nextId = 1;
+  private draining = false;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly logger: Logger) {
-    this.sweeper = setInterval(() => this.expireWaiting(), 1000);
+    this.sweeper = setInterval(() => this.expire(), 1000);
     this.sweeper.unref();
   }
 
   /** Accept connections for `listener` on bind:port (0 = a free port); resolves with the port. */
   listen(listener: ListenerName, bind: string, port: number): Promise<number> {
     // pauseOnConnect: the primary never reads a byte; the worker that takes the socket reads it all.
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.dispatch(socket, listener, new Set()));
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+      // Never read here, so no error is expected; one unhandled would end the primary.
+      socket.on('error', ignore);
+      this.dispatch(socket, listener, new Set());
+    });
     this.servers.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -80,7 +97,7 @@ export class ConnectionDistributor {
 
   /** A forked worker: its replies arrive through `onMessage`. */
   add(worker: Worker): void {
-    this.workers.set(worker.id, { worker, accepting: false, ready: false, connections: 0 });
+    this.workers.set(worker.id, { worker, accepting: false, ready: false, load: 0 });
   }
 
   setReady(workerId: number, ready: boolean): void {
@@ -103,111 +120,132 @@ export class ConnectionDistributor {
         const offer = this.offers.get(message.id);
         if (offer === undefined || offer.workerId !== workerId) return;
         this.offers.delete(message.id);
-        if (message.accepted) {
-          state.connections++;
+        if (message.answer === 'taken') {
           // The worker holds its own descriptor for the connection: closing ours does not end it.
           offer.socket.destroy();
-        } else {
-          // Shutting down: that worker takes no more; another one gets this connection.
-          state.accepting = false;
-          offer.declinedBy.add(workerId);
-          this.dispatch(offer.socket, offer.listener, offer.declinedBy);
+          return;
         }
+        state.load--;
+        // Shutting down: that worker takes no more. Full: only this one. Another worker is asked.
+        if (message.answer === 'closing') state.accepting = false;
+        offer.declinedBy.add(workerId);
+        this.dispatch(offer.socket, offer.listener, offer.declinedBy);
         return;
       }
       case 'connection-closed':
-        if (state.connections > 0) state.connections--;
+        if (state.load > 0) state.load--;
         return;
     }
   }
 
-  /** A worker exited: connections offered to it and not confirmed go to another worker, or are closed. */
+  /**
+   * A worker's IPC channel closed (it exited, or is about to): every message it sent has been
+   * handled, so an offer it has not confirmed was never read there and goes to another worker.
+   */
   remove(workerId: number): void {
     this.workers.delete(workerId);
-    for (const [id, offer] of this.offers) if (offer.workerId === workerId) this.withdraw(id);
+    for (const [id, offer] of this.offers) if (offer.workerId === workerId) this.reoffer(id);
+  }
+
+  /**
+   * Shutting down: connections no worker takes any more are closed at once (the client tries
+   * another replica) rather than held for a worker that will not come.
+   */
+  drain(): void {
+    this.draining = true;
   }
 
   /** Stop accepting; connections not yet taken by a worker are closed. */
-  async close(): Promise<void> {
+  close(): void {
     clearInterval(this.sweeper);
+    this.stopListening();
     for (const { socket } of this.waiting) socket.destroy();
     this.waiting = [];
     for (const offer of this.offers.values()) offer.socket.destroy();
     this.offers.clear();
-    await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
+
+  private stopListening(): void {
+    // Not awaited: a server whose sockets were sent to workers waits for those workers to report
+    // them closed before its callback runs, and after they exited nobody ever does.
+    for (const server of this.servers) if (server.listening) server.close();
   }
 
   private dispatch(socket: Socket, listener: ListenerName, declinedBy: Set<number>): void {
-    // Ready workers first, then the fewest open connections.
+    // Ready workers first, then the least loaded.
     let best: WorkerState | undefined;
     for (const state of this.workers.values()) {
       if (!state.accepting || declinedBy.has(state.worker.id) || !state.worker.isConnected()) continue;
-      if (best === undefined || (state.ready && !best.ready) || (state.ready === best.ready && state.connections < best.connections)) best = state;
+      if (best === undefined || (state.ready && !best.ready) || (state.ready === best.ready && state.load < best.load)) best = state;
     }
     if (best === undefined) {
-      if (this.waiting.length >= MAX_WAITING) {
+      if (this.draining) {
         socket.destroy();
-        return;
+        if (![...this.workers.values()].some((w) => w.accepting)) this.stopListening();
+      } else if (this.waiting.length >= MAX_WAITING) {
+        socket.destroy();
+      } else {
+        this.waiting.push({ socket, listener, since: Date.now() });
       }
-      this.waiting.push({ socket, listener, since: Date.now() });
       return;
     }
     const id = this.nextId++;
-    this.offers.set(id, { socket, listener, declinedBy, workerId: best.worker.id });
+    best.load++;
+    this.offers.set(id, { socket, listener, declinedBy, workerId: best.worker.id, since: Date.now() });
     const message: OfferMessage = { portcullis: 'connection', listener, id };
     // keepOpen: the primary's descriptor stays open until the worker confirms (see the top).
     best.worker.send(message, socket, { keepOpen: true }, (err) => {
-      // The worker is gone or its channel broke (`remove` may have withdrawn the offer already).
-      if (err !== null && err !== undefined) this.withdraw(id);
+      // Not sent (the worker is gone, its channel broke): nobody read it; another worker gets it.
+      if (err !== null && err !== undefined) this.reoffer(id);
     });
   }
 
-  /**
-   * An offer whose worker died before confirming it. An HTTP/2 connection goes to another worker:
-   * if the dead one read nothing, it is served as new; if it read anything, the next worker finds
-   * no connection preface (or no TLS ClientHello) and closes it, so it can never answer a request
-   * the dead worker had begun. An HTTP/1 connection is closed instead: after a partly read
-   * request, the rest could parse as a request of its own and get the first one's answer.
-   */
-  private withdraw(id: number): void {
+  private reoffer(id: number): void {
     const offer = this.offers.get(id);
     if (offer === undefined) return;
     this.offers.delete(id);
-    if (offer.listener === 'grpc' && !offer.socket.destroyed) {
-      offer.declinedBy.add(offer.workerId);
-      this.dispatch(offer.socket, offer.listener, offer.declinedBy);
-    } else {
-      offer.socket.destroy();
-    }
+    const state = this.workers.get(offer.workerId);
+    if (state !== undefined) state.load--;
+    if (offer.socket.destroyed) return;
+    offer.declinedBy.add(offer.workerId);
+    this.dispatch(offer.socket, offer.listener, offer.declinedBy);
   }
 
-  private expireWaiting(): void {
-    if (this.waiting.length === 0) return;
-    const cutoff = Date.now() - MAX_WAIT_MS;
-    this.waiting = this.waiting.filter(({ socket, since }) => {
-      if (since >= cutoff && !socket.destroyed) return true;
-      socket.destroy();
-      return false;
-    });
+  private expire(): void {
+    const now = Date.now();
+    if (this.waiting.length > 0) {
+      this.waiting = this.waiting.filter(({ socket, since }) => {
+        if (now - since < MAX_WAIT_MS && !socket.destroyed) return true;
+        socket.destroy();
+        return false;
+      });
+    }
+    for (const [id, offer] of this.offers) {
+      if (now - offer.since < MAX_OFFER_MS) continue;
+      this.offers.delete(id);
+      offer.socket.destroy();
+      const state = this.workers.get(offer.workerId);
+      if (state !== undefined) state.load--;
+      this.logger.warn({ worker: offer.workerId, listener: offer.listener }, 'a worker did not answer a connection hand-off within 5 s; connection closed');
+    }
   }
 }
 
 /**
- * In a worker: serve the connections the primary hands over. `take` returns false when that
- * listener no longer takes connections (shutting down, at its connection cap): the primary then
- * offers it to another worker. Returns a function that stops receiving.
+ * In a worker: serve the connections the primary hands over. `take` answers `taken` (it serves
+ * the socket), `full` (not this one) or `closing` (no more: shutting down); the primary asks
+ * another worker unless taken. Returns a function that stops receiving.
  */
-export function receiveConnections(take: Partial<Record<ListenerName, (socket: Socket) => boolean>>): () => void {
+export function receiveConnections(take: Partial<Record<ListenerName, (socket: Socket) => Take>>): () => void {
   const onMessage = (message: OfferMessage, socket: Socket | undefined) => {
-    if (message?.portcullis !== 'connection' || typeof message.id !== 'number') return;
-    if (socket === undefined) return;
+    if (message?.portcullis !== 'connection' || typeof message.id !== 'number' || socket === undefined) return;
     const handler = take[message.listener];
-    // Declining closes only this process' descriptor, before it has read anything (same tick):
-    // the primary still holds the connection and offers it elsewhere.
-    const accepted = handler !== undefined && handler(socket);
-    if (accepted) socket.once('close', () => send({ portcullis: 'connection-closed' }));
+    const answer: Take = handler === undefined ? 'full' : handler(socket);
+    // Confirmed in this tick, before the socket can be read (see the top). Declining closes only
+    // this process' descriptor, before it has read anything: the primary still holds the connection.
+    send({ portcullis: 'taken', id: message.id, answer });
+    if (answer === 'taken') socket.once('close', () => send({ portcullis: 'connection-closed' }));
     else socket.destroy();
-    send({ portcullis: 'taken', id: message.id, accepted });
   };
   process.on('message', onMessage);
   send({ portcullis: 'accepting' });
@@ -216,4 +254,8 @@ export function receiveConnections(take: Partial<Record<ListenerName, (socket: S
 
 function send(message: HandoffReply): void {
   if (process.connected && process.send) process.send(message);
+}
+
+function ignore(): void {
+  // see the caller
 }

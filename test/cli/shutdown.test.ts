@@ -24,9 +24,9 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startChild(args: string[]): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number; logs: () => string }> {
+async function startChild(args: string[], policy = POLICY): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number; logs: () => string }> {
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'pc-shutdown-')), 'policy.yaml');
-  writeFileSync(file, POLICY);
+  writeFileSync(file, policy);
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const child = spawn(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'serve', '--config', file, '--bind', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(httpPort), ...args], {
@@ -174,7 +174,7 @@ describe('serve --workers', () => {
 
   it('runs two workers behind one port, aggregates /metrics, and stops cleanly', async () => {
     const authzHttpPort = await freePort();
-    const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s', '--authz-http-port', String(authzHttpPort)]);
+    const { child, grpcPort, httpPort, logs } = await startChild(['--workers', '2', '--drain-delay', '0s', '--authz-http-port', String(authzHttpPort)]);
     // /readyz is ready with one worker serving; wait for both before counting.
     await bothWorkersReady(httpPort);
     const client = new CheckClient(grpcPort);
@@ -194,5 +194,34 @@ describe('serve --workers', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+    // The primary finished its own shutdown (its listeners' close did not wait for dead workers).
+    expect(logs()).toMatch(/"msg":"shutdown complete"[^\n]*\n?$|shutdown complete/);
+    expect(logs().match(/shutdown complete/g)?.length).toBe(3);
+  }, 60_000);
+
+  it('a worker applies the HTTP listener’s headers timeout to connections the primary hands it', async () => {
+    const authzHttpPort = await freePort();
+    const policy = POLICY.replace('server: { decisionLog: none }', `server: { decisionLog: none, authzHttp: { port: ${authzHttpPort}, headersTimeout: 500ms } }`);
+    const { child, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s'], policy);
+    try {
+      await bothWorkersReady(httpPort);
+      // A request head that never ends (slowloris): answered 408 and closed, not held for ever.
+      const answer = await new Promise<string>((resolve) => {
+        const socket = net.connect(authzHttpPort, '127.0.0.1', () => socket.write('GET /envoy/health HTTP/1.1\r\nhost: api.example.com\r\nx-slow: '));
+        let text = '';
+        socket.on('data', (d) => (text += d));
+        socket.on('close', () => resolve(text));
+        socket.on('error', () => resolve(text));
+        setTimeout(() => {
+          resolve(`still open after 5 s: ${text}`);
+          socket.destroy();
+        }, 5000);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
   }, 60_000);
 });

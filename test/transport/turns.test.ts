@@ -17,13 +17,20 @@ function fakeStream(name: string): ServerHttp2Stream & { name: string } {
 function setup(budget = 64 * KIB) {
   const governor = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: budget, maxMessageBytes: 8 * KIB, maxStreamsPerConnection: 128 }));
   const decided: string[] = [];
+  const refused: string[] = [];
+  const failed: string[] = [];
   let clock = 0;
+  const name = (stream: ServerHttp2Stream) => (stream as unknown as { name: string }).name;
+  const decide = (stream: ServerHttp2Stream) => {
+    if (name(stream) === 'throws') throw new Error('boom');
+    decided.push(name(stream));
+  };
   // Every reading of the clock moves it 0.3 ms: a slice (1 ms) decides a handful of checks.
-  const turns = new TakeTurns(governor, (stream) => decided.push((stream as unknown as { name: string }).name), () => (clock += 0.3));
+  const turns = new TakeTurns(governor, { decide, refuse: (s) => refused.push(name(s)), failed: (s) => failed.push(name(s)) }, () => (clock += 0.3));
   const quiet = new ConnectionState(0, 128);
   const flooder = new ConnectionState(0, 128);
   flooder.streamLimit = 1; // told to slow down after a refusal
-  return { governor, decided, turns, quiet, flooder };
+  return { governor, decided, refused, failed, turns, quiet, flooder };
 }
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -65,10 +72,40 @@ describe('taking turns under overload', () => {
     expect(decided).toEqual(['kept']);
   });
 
-  it('decides at once when the message does not fit in the request budget', () => {
-    const { decided, turns, flooder } = setup(16 * KIB);
+  it('answers overloaded (a denial, not a gRPC error) when the message does not fit in the budget', () => {
+    const { decided, refused, turns, flooder, governor } = setup(16 * KIB);
     turns.check(flooder, fakeStream('big'), Buffer.alloc(17 * KIB));
-    expect(decided).toEqual(['big']);
+    expect(decided).toEqual([]);
+    expect(refused).toEqual(['big']);
+    expect(governor.used).toBe(0);
+  });
+
+  it('never pushes out another connection’s request to make room for a waiting one', () => {
+    const { refused, turns, flooder, quiet, governor } = setup(16 * KIB);
+    const reading = { counted: 0, evict: () => refused.push('quiet request being read') };
+    expect(governor.charge(quiet, reading, 12 * KIB)).toBe(true);
+    turns.check(flooder, fakeStream('f'), Buffer.alloc(6 * KIB));
+    expect(refused).toEqual(['f']);
+    expect(reading.counted).toBe(12 * KIB);
+  });
+
+  it('a waiting check the budget gives up later is answered overloaded, and never decided', async () => {
+    const { decided, refused, turns, flooder, quiet, governor } = setup(16 * KIB);
+    turns.check(flooder, fakeStream('waits'), Buffer.alloc(9 * KIB));
+    // A quiet connection's request needs the room: the flooder is over its share (8 KiB) and gives way.
+    expect(governor.charge(quiet, { counted: 0, evict: () => undefined }, 8 * KIB)).toBe(true);
+    expect(refused).toEqual(['waits']);
+    while (turns.waiting > 0) await turn();
+    expect(decided).toEqual([]);
+  });
+
+  it('a decision that throws ends that call, not the slice or the process', async () => {
+    const { decided, failed, turns, flooder } = setup();
+    turns.check(flooder, fakeStream('throws'), Buffer.alloc(10));
+    turns.check(flooder, fakeStream('after'), Buffer.alloc(10));
+    while (turns.waiting > 0) await turn();
+    expect(failed).toEqual(['throws']);
+    expect(decided).toEqual(['after']);
   });
 
   it('a connection given its streams back waits for nobody', () => {

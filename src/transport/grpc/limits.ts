@@ -133,6 +133,12 @@ export class ResourceGovernor {
     return true;
   }
 
+  /** Charge `bytes` only if they fit without refusing anyone else's request (false: nothing charged). */
+  chargeIfRoom(connection: ConnectionState, holder: Holder, bytes: number): boolean {
+    if (connection.bytes + bytes > this.limits.maxConnectionBytes || this.used + bytes > this.limits.memoryBudgetBytes) return false;
+    return this.charge(connection, holder, bytes);
+  }
+
   /** Release everything `holder` was charged. */
   release(connection: ConnectionState, holder: Holder): void {
     const bytes = holder.counted;

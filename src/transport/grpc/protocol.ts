@@ -145,7 +145,7 @@ export function attachConnection(session: http2.ServerHttp2Session, state: Conne
 /** Fixed charge for one inflation in progress: zlib's window and state, and its output chunk. */
 const INFLATE_OVERHEAD = 64 * 1024;
 
-export const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry later';
+const OVER_BUDGET = 'Request memory budget exhausted for this connection; retry later';
 
 /**
  * Collects request messages for one server and enforces its limits: every byte received or

@@ -17,6 +17,7 @@ import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSetti
 import { decodeCheckRequest, NO_HTTP_ATTRIBUTES, WireError } from './decode.js';
 import { encodeCheckResponseFrame } from './encode.js';
 import { HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, HealthService } from './health.js';
+import type { Take } from '../handoff.js';
 import { TakeTurns } from './turns.js';
 import { ConnectionState, resolveLimits, ResourceGovernor, type TransportLimits } from './limits.js';
 import { attachConnection, connectionOf, GRPC_STATUS_NAMES, GrpcStatus, isGrpcRequest, type GrpcErrorSink, RequestReader, sendError, unanswerable } from './protocol.js';
@@ -124,7 +125,14 @@ export class GrpcTransport {
     this.governor = new ResourceGovernor(limits);
     this.governor.tick = this.clock.now();
     this.reader = new RequestReader(this.governor, (stream, err) => this.failed(stream, err));
-    this.turns = new TakeTurns(this.governor, this.decide);
+    this.turns = new TakeTurns(this.governor, {
+      decide: this.decide,
+      refuse: (stream) => {
+        this.overloadLog.note(() => ({ inFlight: this.governor.inFlight, maxInFlight: this.governor.limits.maxInFlight, waiting: this.turns.waiting, memory: this.governor.used }));
+        this.reader.answer(stream, OVERLOADED_FRAMES[this.dependencyErrors ? 1 : 0]);
+      },
+      failed: (stream, err) => this.failed(stream, err),
+    });
     this.reader.onOverBudget = () => this.memoryLog.note(() => ({ budgetBytes: this.governor.limits.memoryBudgetBytes, heldBytes: this.governor.used, connections: this.connections.size }));
     this.reader.onStalled = () => this.closedConnections.stalled.inc();
     const answersReset = metrics.counter('portcullis_grpc_answers_reset_total', 'Answers (checks, overloaded refusals, health Checks) the client did not take within answerTimeout: their streams were reset.', []);
@@ -188,10 +196,10 @@ export class GrpcTransport {
   }
 
   /** Serve a connection the cluster primary accepted (transport/handoff.ts); false once shutting down. */
-  adopt(socket: Socket): boolean {
-    if (this.closing) return false;
+  adopt(socket: Socket): Take {
+    if (this.closing) return 'closing';
     this.server.emit('connection', socket);
-    return true;
+    return 'taken';
   }
 
   private closing = false;

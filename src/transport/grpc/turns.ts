@@ -9,18 +9,29 @@
 // refused is decided as soon as its request is read. A connection is no longer throttled once the
 // sweep has given its streams back (server.ts), and then waits for nobody.
 //
-// Memory stays bounded: a waiting message keeps its bytes charged to the process' request budget
-// (a message that does not fit is decided at once instead), and the queue holds only admitted
-// checks (at most the in-flight bound).
+// Memory stays bounded: a waiting message is copied out of the connection's read buffer and its
+// bytes stay charged to the process' request budget; one that does not fit without pushing out
+// someone else's request, or that the budget later gives up, is answered 503 `overloaded` — a
+// denial, never a gRPC error, which Envoy with failure_mode_allow would let through. The queue holds
+// only admitted checks (at most the in-flight bound).
 
 import type { ServerHttp2Stream } from 'node:http2';
 import type { ConnectionState, Holder, ResourceGovernor } from './limits.js';
-import { GrpcStatus, OVER_BUDGET, sendError, unanswerable } from './protocol.js';
+import { unanswerable } from './protocol.js';
 
 /** How long one slice of waiting checks may run before the event loop takes a turn. */
 const SLICE_MS = 1;
 
 type Decide = (stream: ServerHttp2Stream, message: Buffer) => void;
+
+export interface TurnHandlers {
+  /** Decide the check and answer it. */
+  decide: Decide;
+  /** Answer it 503 `overloaded` (a denial). */
+  refuse: (stream: ServerHttp2Stream) => void;
+  /** `decide` threw: end that call, never the process. */
+  failed: (stream: ServerHttp2Stream, err: unknown) => void;
+}
 
 class Waiting implements Holder {
   counted = 0;
@@ -29,11 +40,12 @@ class Waiting implements Holder {
     readonly connection: ConnectionState,
     readonly stream: ServerHttp2Stream,
     readonly message: Buffer,
+    private readonly refuse: (stream: ServerHttp2Stream) => void,
   ) {}
-  /** The budget is full and this connection over its share: refused like a request being read. */
+  /** The budget is full and this connection over its share: refused with the overloaded denial. */
   evict(): void {
     this.evicted = true;
-    sendError(this.stream, GrpcStatus.RESOURCE_EXHAUSTED, OVER_BUDGET);
+    this.refuse(this.stream);
     // The governor releases the bytes (makeRoom) when evict does not.
   }
 }
@@ -45,7 +57,7 @@ export class TakeTurns {
 
   constructor(
     private readonly governor: ResourceGovernor,
-    private readonly decide: Decide,
+    private readonly handlers: TurnHandlers,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
@@ -59,13 +71,21 @@ export class TakeTurns {
    * budget). Queued checks are decided in arrival order.
    */
   check(connection: ConnectionState, stream: ServerHttp2Stream, message: Buffer): void {
-    if (connection.streamLimit >= this.governor.limits.maxStreamsPerConnection) return this.decide(stream, message);
-    const item = new Waiting(connection, stream, message);
-    if (!this.governor.charge(connection, item, message.length)) return this.decide(stream, message);
+    if (connection.streamLimit >= this.governor.limits.maxStreamsPerConnection) return this.run(stream, message);
+    const item = new Waiting(connection, stream, Buffer.from(message), this.handlers.refuse);
+    if (!this.governor.chargeIfRoom(connection, item, message.length)) return this.handlers.refuse(stream);
     this.queue.push(item);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.slice);
+    }
+  }
+
+  private run(stream: ServerHttp2Stream, message: Buffer): void {
+    try {
+      this.handlers.decide(stream, message);
+    } catch (err) {
+      this.handlers.failed(stream, err);
     }
   }
 
@@ -79,7 +99,7 @@ export class TakeTurns {
       queue[this.head++] = undefined as unknown as Waiting;
       this.governor.release(item.connection, item);
       // The client gave up (Envoy's timeout) while it waited: its stream's close did the accounting.
-      if (!item.evicted && !unanswerable(item.stream)) this.decide(item.stream, item.message);
+      if (!item.evicted && !unanswerable(item.stream)) this.run(item.stream, item.message);
       if ((++n & 3) === 0 && this.now() >= until) break;
     }
     if (this.head >= queue.length) {

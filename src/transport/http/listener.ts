@@ -9,6 +9,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Take } from '../handoff.js';
 import { systemClock, type Clock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -114,16 +115,27 @@ export class AuthzHttpListener {
   }
 
   /**
-   * Serve a connection the cluster primary accepted (transport/handoff.ts). False while draining
-   * or at maxConnections (net.Server counts only the connections it accepted itself): the primary
+   * Cluster worker: connections come from the primary (transport/handoff.ts) instead of a listening
+   * socket. node:http arms its request/headers timeouts and its connection list (what
+   * closeIdleConnections walks) on 'listening', so that is announced here.
+   */
+  serveHanded(port: number): number {
+    this.server.emit('listening');
+    return (this.boundPort = port);
+  }
+
+  /**
+   * Serve a connection the cluster primary accepted: `closing` while draining, `full` at
+   * maxConnections (net.Server counts only the connections it accepted itself); then the primary
    * offers it to another worker.
    */
-  adopt(socket: Socket): boolean {
-    if (this.draining || this.handedConnections >= this.options.maxConnections) return false;
+  adopt(socket: Socket): Take {
+    if (this.draining) return 'closing';
+    if (this.handedConnections >= this.options.maxConnections) return 'full';
     this.handedConnections++;
     socket.once('close', () => this.handedConnections--);
     this.server.emit('connection', socket);
-    return true;
+    return 'taken';
   }
 
   private handedConnections = 0;
@@ -140,7 +152,8 @@ export class AuthzHttpListener {
   async shutdown(timeoutMs: number): Promise<void> {
     this.draining = true;
     this.tlsReloader?.close();
-    const closed = this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
+    // Also when never listening (a cluster worker): close() stops node:http's timeout checks.
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     const deadline = Date.now() + timeoutMs;
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
