@@ -82,18 +82,44 @@ export async function signTokenPool(issuer, count, first = 1) {
   return parts.flat();
 }
 
-/** A get-session endpoint like Better Auth's, for scenario (g): one known session token. */
+/**
+ * A lookup target for the lookup rows: a get-session endpoint like Better Auth's (g), an RFC 7662
+ * introspection endpoint (l) and an external API-key verifier (m), each knowing one credential.
+ */
 export async function startSessionTarget() {
   const token = 'bench-session-token.signature';
+  const opaqueToken = 'bench-opaque-access-token-0123456789abcdefghij';
+  const apiKey = 'bench_external_key_0123456789abcdefghijklmnop';
   const body = JSON.stringify({ session: { id: 's1', activeOrganizationId: TENANT }, user: { id: 'bench-user' } });
   const server = http.createServer((req, res) => {
-    const known = (req.headers.cookie ?? '').includes(`better-auth.session_token=${token}`);
-    res.writeHead(200, { 'content-type': 'application/json' }).end(known ? body : 'null');
+    let raw = '';
+    req.setEncoding('utf8');
+    req.on('data', (d) => (raw += d));
+    req.on('end', () => {
+      let answer = 'null';
+      if (req.url === '/introspect') {
+        const known = new URLSearchParams(raw).get('token') === opaqueToken;
+        answer = JSON.stringify(known ? { active: true, sub: 'bench-client', client_id: 'bench-client', scope: SCOPE, org_id: TENANT, exp: Math.floor(Date.now() / 1000) + 3600 } : { active: false });
+      } else if (req.url === '/verify-api-key') {
+        let key;
+        try {
+          key = JSON.parse(raw).key;
+        } catch {
+          // not JSON: unknown
+        }
+        answer = JSON.stringify(key === apiKey ? { valid: true, key: { id: 'bench-key', tenant: TENANT, scopes: [SCOPE] } } : { valid: false });
+      } else if ((req.headers.cookie ?? '').includes(`better-auth.session_token=${token}`)) {
+        answer = body;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(answer);
+    });
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     token,
+    opaqueToken,
+    apiKey,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
   };
 }

@@ -202,6 +202,32 @@ export const SCENARIOS = [
     },
   },
   {
+    // Issue 16: an opaque token introspected (RFC 7662) by HTTP, answered from the lookup cache.
+    id: 'l',
+    title: 'opaque token, cached (introspection)',
+    policy: 'introspection.yaml',
+    generator: 'h2load',
+    target: { vs: 'a' },
+    async prepare(ctx) {
+      requireModule('identity/introspection.ts', 'the introspection source');
+      const target = await ctx.sessionTarget();
+      return { env: { BENCH_LOOKUP_URL: target.url }, requests: [request(ITEM_PATH, bearer(target.opaqueToken))], expect: { kind: 'ok' } };
+    },
+  },
+  {
+    // Issue 16: an API key verified by an external store over HTTP, answered from the lookup cache.
+    id: 'm',
+    title: 'external API key, cached (HTTP lookup)',
+    policy: 'api-key-external.yaml',
+    generator: 'h2load',
+    target: { vs: 'a' },
+    async prepare(ctx) {
+      requireModule('identity/api-key-external.ts', 'external API keys');
+      const target = await ctx.sessionTarget();
+      return { env: { BENCH_LOOKUP_URL: target.url }, requests: [request(ITEM_PATH, { 'x-api-key': target.apiKey })], expect: { kind: 'ok' } };
+    },
+  },
+  {
     id: 'd',
     title: 'JWT cached + Redis rate limit',
     policy: 'jwt-ratelimit.yaml',
