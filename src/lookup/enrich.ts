@@ -5,9 +5,12 @@
 //   - not found → the principal goes on unchanged (the route may then refuse missing_tenant);
 //   - the lookup failing → 503 lookup_unavailable, never an allow.
 // Answers are cached like every lookup; the merged principal is memoized per (principal, answer),
-// so a cached caller gets the same principal object on every request.
+// so a cached caller gets the same principal object on every request. A traced check gets a child
+// span (portcullis.lookup, portcullis.source enrich:<lookup>) around each step that waits on its
+// target; a cached answer makes none.
 
 import { rejected, type Rejected } from '../identity/source.js';
+import { LOOKUP_SPAN, traceWait } from '../observability/tracing.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext } from '../policy/context.js';
 import { isPromise, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
@@ -27,6 +30,8 @@ interface Step {
   readonly lookup: CachedLookup<Answer>;
   readonly methods: ReadonlySet<string> | undefined;
   readonly merged: WeakMap<Principal, { answer: Answer; principal: Principal }>;
+  /** `enrich:<lookup name>`: the step's portcullis.source on its child span (never the key looked up). */
+  readonly spanSource: string;
 }
 
 export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
@@ -42,7 +47,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
       return { value: Object.freeze(mapped), positive: true, expiresAtMs: mapped.expiresAtMs };
     };
     const lookup = namedLookup(config.lookup, ['enrich', i, 'lookup'], 'enrich', JSON.stringify(config), decode, ctx);
-    if (lookup) steps.push({ config, lookup, methods: config.methods ? new Set(config.methods) : undefined, merged: new WeakMap() });
+    if (lookup) steps.push({ config, lookup, methods: config.methods ? new Set(config.methods) : undefined, merged: new WeakMap(), spanSource: `enrich:${config.lookup}` });
   });
   const ipSettings = ctx.policy.clientIp;
 
@@ -55,6 +60,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
       if (key === undefined || key === '') continue;
       const answer = step.lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
       if (isPromise(answer)) {
+        if (request.trace !== undefined) traceWait(request.trace, answer, LOOKUP_SPAN, step.spanSource);
         return answer.then((a) => {
           if (a instanceof LookupFailure) return unavailable(a);
           return run(merge(step, principal, a), request, i + 1);

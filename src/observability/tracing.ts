@@ -1,13 +1,32 @@
 // OpenTelemetry tracing of checks: settings (policy server.tracing and the standard OTEL_*
-// variables), the sampling decision, and the lazy load of the SDK (otel.ts).
+// variables), the sampling decision, the lazy load of the SDK (otel.ts), and the helper the
+// pipeline makes child spans with.
 //
-// Cost: with tracing off nothing here is loaded and the transport tests one `undefined`. With
-// tracing on, a check that is sampled out costs the parse of its trace header and the sampling
-// decision — no SDK object is made. Only sampled checks get a span (one per check, children
-// around waits on JWKS, key store, lookups and Redis).
+// Cost: with tracing off the SDK is not loaded and the transport and pipeline test one
+// `undefined` (request.trace). With tracing on, a check that is sampled out costs the parse of its
+// trace header and the sampling decision — no SDK object is made. Only sampled checks get a span
+// (one per check, children around waits on JWKS, key store, lookups, enrich: lookups and Redis).
 
 import type { Logger } from './logger.js';
 import type { CheckTrace, Decision, RequestAttributes } from '../types.js';
+
+// ---- child spans (README "Tracing"), made only for sampled checks around a wait on I/O ---------
+
+/** Child span of a wait on a lookup target: session, introspection, external API key, enrich:. */
+export const LOOKUP_SPAN = 'portcullis.lookup';
+
+/**
+ * A child span of `trace` around `wait`, ended when it settles (failed when it rejects), with
+ * `portcullis.source` = `source` (a source or step label from the policy, never a credential).
+ * Call only with a trace: a check that is not traced makes nothing.
+ */
+export function traceWait(trace: CheckTrace, wait: Promise<unknown>, name: string, source?: string): void {
+  const span = trace.child(name, source === undefined ? undefined : { 'portcullis.source': source });
+  wait.then(
+    () => span.end(),
+    () => span.end(true),
+  );
+}
 
 /** The policy's server.tracing section (schema.ts). */
 export interface TracingPolicy {

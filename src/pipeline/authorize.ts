@@ -16,11 +16,12 @@ import { isSimplePath } from '../authz/path.js';
 import { describeMatch } from '../authz/routes.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult, Rejected } from '../identity/source.js';
+import { LOOKUP_SPAN, traceWait } from '../observability/tracing.js';
 import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
-import { isPromise, type CheckTrace, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
 import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
 import type { ExplainCollector } from './explain.js';
@@ -166,7 +167,7 @@ function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS, undefined, explain);
   if (explain) explain.phase = 'before-identity';
   const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name, explain });
-  if (isPromise(verdict) && request.trace !== undefined) traced(request.trace, verdict, RATE_LIMIT_SPAN);
+  if (isPromise(verdict) && request.trace !== undefined) traceWait(request.trace, verdict, RATE_LIMIT_SPAN);
   const next = (v: RateLimitVerdict): MaybePromise<Decision> => {
     if (v.denial && explain) explain.denied('rate-limit');
     return v.denial ? denyDecision(policy, request.requestId, route.name, v.denial) : identifyThenDecide(policy, request, route, v.responseHeaders, v.note, explain);
@@ -203,7 +204,7 @@ function identify(route: CompiledRoute, request: RequestAttributes, start: numbe
   for (let i = start; i < chain.length; i++) {
     const result = chain[i]!.identify(request);
     if (isPromise(result)) {
-      if (request.trace !== undefined) traced(request.trace, result, sourceSpan(chain[i]!.method), chain[i]!.name);
+      if (request.trace !== undefined) traceWait(request.trace, result, sourceSpan(chain[i]!.method), chain[i]!.name);
       return result.then((resolved) => {
         if (explain) explainSource(explain, chain[i]!.name, resolved);
         return resolved.kind === 'none' ? identify(route, request, i + 1, explain) : resolved;
@@ -317,7 +318,7 @@ function rateLimitThenAllow(
   if (!limiter) return allowDecisionWithIdentity(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote, route.identityToken);
   if (explain) explain.phase = route.public ? 'all' : 'after-identity';
   const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name, explain });
-  if (isPromise(verdict) && request.trace !== undefined) traced(request.trace, verdict, RATE_LIMIT_SPAN);
+  if (isPromise(verdict) && request.trace !== undefined) traceWait(request.trace, verdict, RATE_LIMIT_SPAN);
   const finish = (v: RateLimitVerdict): MaybePromise<Decision> => {
     if (v.denial && explain) explain.denied('rate-limit');
     return v.denial
@@ -372,20 +373,12 @@ function explainPermission(route: CompiledRoute, principal: Principal, explain: 
 }
 
 // Traced checks only: a child span around each wait on I/O — a source that could not answer from
-// its cache (JWKS fetch, key-store or lookup call) or a rate limit that went to Redis.
+// its cache (JWKS fetch, key-store or lookup call) or a rate limit that went to Redis. Enrichment
+// lookups make theirs in lookup/enrich.ts (one per step that waits).
 const RATE_LIMIT_SPAN = 'portcullis.ratelimit';
 function sourceSpan(method: string): string {
-  return method === 'jwt' ? 'portcullis.jwt.keys' : method === 'api-key' ? 'portcullis.keystore.lookup' : 'portcullis.lookup';
+  return method === 'jwt' ? 'portcullis.jwt.keys' : method === 'api-key' ? 'portcullis.keystore.lookup' : LOOKUP_SPAN;
 }
-
-function traced(trace: CheckTrace, wait: Promise<unknown>, name: string, source?: string): void {
-  const span = trace.child(name, source === undefined ? undefined : { 'portcullis.source': source });
-  wait.then(
-    () => span.end(),
-    () => span.end(true),
-  );
-}
-
 
 function describeError(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`;

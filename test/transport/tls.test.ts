@@ -1,20 +1,21 @@
 // TLS and mTLS on the gRPC listener, with certificates made here by openssl: a grpc-js client over
 // TLS, ALPN h2 and TLS 1.2+, client certificates (valid, none, expired, from another CA), and
-// hot reload of a rotated certificate (and a broken rotation that keeps the old one).
+// hot reload of a rotated certificate (and a broken rotation that keeps the old one). Without the
+// openssl CLI the suite fails under CI and is skipped (with a message) elsewhere.
 
-import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import https from 'node:https';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../../src/observability/logger.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { opensslInstalled, TestPki, type Issued } from '../support/certs.js';
+import { opensslInstalled, requireOpenssl, TestPki, type Issued } from '../support/certs.js';
 import { CheckClient } from '../support/grpc-client.js';
 
-const hasOpenssl = opensslInstalled();
+const hasOpenssl = requireOpenssl('TLS tests (test/transport/tls.test.ts)');
 
 async function metric(server: RunningServer, name: string, labels: Record<string, string>): Promise<number> {
   const m = await server.runtime.metrics.registry.getSingleMetric(name)?.get();
@@ -181,3 +182,24 @@ function replace(file: string, content: Buffer): void {
   writeFileSync(tmp, content);
   renameSync(tmp, file);
 }
+
+describe('openssl for the test certificates: missing is a failure in CI, a skip elsewhere', () => {
+  const noOpenssl = mkdtempSync(path.join(tmpdir(), 'portcullis-no-openssl-'));
+  afterAll(() => rmSync(noOpenssl, { recursive: true, force: true }));
+  const envWithout = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, CI: '', PATH: noOpenssl, ...extra });
+
+  it('throws under CI when openssl is not on PATH', () => {
+    expect(opensslInstalled(envWithout())).toBe(false);
+    expect(() => requireOpenssl('TLS tests', envWithout({ CI: 'true' }))).toThrow(/openssl CLI is not installed.*TLS tests need it in CI/);
+  });
+
+  it('skips with a message outside CI', () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    try {
+      expect(requireOpenssl('TLS tests', envWithout())).toBe(false);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/^SKIPPING TLS tests: the openssl CLI is not installed.*set CI=true/));
+    } finally {
+      warn.mockRestore();
+    }
+  });
+});
