@@ -1,5 +1,6 @@
 // Enrichment: optional steps after identification (top-level `enrich:`) that look more up about
-// the principal — by subject, tenant, email or key id — and fill in the tenant, email and scopes.
+// the principal — by subject, tenant, email, key id or a claim of the verified token — and fill in
+// the tenant, email, scopes and extra claims (auth.claims in expressions).
 // Seed 002: an agent JWT without a tenant gets "the user's first org membership". A policy without
 // `enrich:` compiles to no enricher at all: the pipeline pays nothing.
 //   - not found → the principal goes on unchanged (the route may then refuse missing_tenant);
@@ -16,14 +17,17 @@ import type { CompileContext } from '../policy/context.js';
 import { isPromise, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientShareKey, namedLookup } from './acquire.js';
 import { LookupFailure, type CachedLookup, type Decoded } from './cached-lookup.js';
-import { compileAnswerMap, Unusable, type MappedAnswer } from './mapping.js';
+import { compileAnswerMap, compilePath, Unusable, type MappedAnswer } from './mapping.js';
 import type { EnrichConfig } from './schema.js';
 import type { TargetAnswer } from './target.js';
 
 const NONE = Object.freeze({ none: true as const });
-type Answer = MappedAnswer | typeof NONE;
+type Answer = (MappedAnswer & { readonly claims?: Readonly<Record<string, unknown>> }) | typeof NONE;
 
-export type Enricher = (principal: Principal, request: RequestAttributes) => MaybePromise<Principal | Rejected>;
+/** The verified token's claims, read only when a step is keyed by one. */
+export type TokenClaims = () => Readonly<Record<string, unknown>> | undefined;
+
+export type Enricher = (principal: Principal, request: RequestAttributes, tokenClaims: TokenClaims) => MaybePromise<Principal | Rejected>;
 
 interface Step {
   readonly config: EnrichConfig;
@@ -32,6 +36,21 @@ interface Step {
   readonly merged: WeakMap<Principal, { answer: Answer; principal: Principal }>;
   /** `enrich:<lookup name>`: the step's portcullis.source on its child span (never the key looked up). */
   readonly spanSource: string;
+  /** What the step looks up by: the principal's own field, or a claim of the verified token. */
+  readonly keyOf: (principal: Principal, tokenClaims: TokenClaims) => string | undefined;
+}
+
+function keyReader(by: string): Step['keyOf'] {
+  if (by.startsWith('claim:')) {
+    const name = by.slice('claim:'.length);
+    return (_principal, tokenClaims) => {
+      const value = tokenClaims()?.[name];
+      if (typeof value === 'string') return value;
+      return typeof value === 'number' && Number.isFinite(value) ? String(value) : undefined;
+    };
+  }
+  const field = by as 'subject' | 'tenant' | 'email' | 'keyId';
+  return (principal) => principal[field];
 }
 
 export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
@@ -40,30 +59,36 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
   const steps: Step[] = [];
   list.forEach((config, i) => {
     const mapper = compileAnswerMap(config.map, config.scopes);
+    const claimReaders = Object.entries(config.claims ?? {}).map(([name, path]) => [name, compilePath(path)] as const);
     const decode = (answer: TargetAnswer): Decoded<Answer> => {
       if (!answer.found) return { value: NONE, positive: false };
       const mapped = mapper(answer.value);
       if (mapped instanceof Unusable) return { value: NONE, positive: false };
-      return { value: Object.freeze(mapped), positive: true, expiresAtMs: mapped.expiresAtMs };
+      let claims: Record<string, unknown> | undefined;
+      for (const [name, read] of claimReaders) {
+        const value = read(answer.value);
+        if (value !== undefined && value !== null) (claims ??= {})[name] = value;
+      }
+      return { value: Object.freeze({ ...mapped, claims: claims && Object.freeze(claims) }), positive: true, expiresAtMs: mapped.expiresAtMs };
     };
     const lookup = namedLookup(config.lookup, ['enrich', i, 'lookup'], 'enrich', JSON.stringify(config), decode, ctx);
-    if (lookup) steps.push({ config, lookup, methods: config.methods ? new Set(config.methods) : undefined, merged: new WeakMap(), spanSource: `enrich:${config.lookup}` });
+    if (lookup) steps.push({ config, lookup, methods: config.methods ? new Set(config.methods) : undefined, merged: new WeakMap(), spanSource: `enrich:${config.lookup}`, keyOf: keyReader(config.by) });
   });
   const ipSettings = ctx.policy.clientIp;
 
-  const run = (principal: Principal, request: RequestAttributes, from: number): MaybePromise<Principal | Rejected> => {
+  const run = (principal: Principal, request: RequestAttributes, tokenClaims: TokenClaims, from: number): MaybePromise<Principal | Rejected> => {
     for (let i = from; i < steps.length; i++) {
       const step = steps[i]!;
       if (step.methods && !step.methods.has(principal.method)) continue;
       if (step.config.onlyWithoutTenant && principal.tenant) continue;
-      const key = principal[step.config.by];
+      const key = step.keyOf(principal, tokenClaims);
       if (key === undefined || key === '') continue;
       const answer = step.lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
       if (isPromise(answer)) {
         if (request.trace !== undefined) traceWait(request.trace, answer, LOOKUP_SPAN, step.spanSource);
         return answer.then((a) => {
           if (a instanceof LookupFailure) return unavailable(a);
-          return run(merge(step, principal, a), request, i + 1);
+          return run(merge(step, principal, a), request, tokenClaims, i + 1);
         });
       }
       if (answer instanceof LookupFailure) return unavailable(answer);
@@ -71,7 +96,7 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
     }
     return principal;
   };
-  return (principal, request) => run(principal, request, 0);
+  return (principal, request, tokenClaims) => run(principal, request, tokenClaims, 0);
 }
 
 function unavailable(failure: LookupFailure): Rejected {
@@ -88,6 +113,7 @@ function merge(step: Step, principal: Principal, answer: Answer): Principal {
     tenant: answer.tenant ?? principal.tenant,
     email: principal.email ?? answer.email,
     scopes,
+    claims: answer.claims === undefined ? principal.claims : Object.freeze({ ...principal.claims, ...answer.claims }),
   });
   step.merged.set(principal, { answer, principal: merged });
   return merged;

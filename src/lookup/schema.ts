@@ -160,10 +160,20 @@ export const hostPatternSchema = z.strictObject({
 /** One `enrich:` step: after identification, look more up about the principal (seed 002 agents). */
 export const enrichSchema = z.strictObject({
   lookup: nonEmpty,
-  /** What is looked up: the principal's subject (default), tenant, email or key id. */
-  by: z.enum(['subject', 'tenant', 'email', 'keyId']).default('subject'),
+  /**
+   * What is looked up: the principal's subject (default), tenant, email or key id, or
+   * `claim:<name>`: a top-level claim (string or number) of the verified token.
+   */
+  by: z
+    .union([z.enum(['subject', 'tenant', 'email', 'keyId']), z.string().regex(/^claim:[\x21-\x7e]{1,256}$/, 'must be subject, tenant, email, keyId or claim:<name>')])
+    .default('subject'),
   /** Only principals proven by these methods (all when absent). */
-  methods: z.array(z.enum(['jwt', 'api-key', 'host', 'shared-secret', 'session', 'introspection'])).min(1).optional(),
+  methods: z.array(z.enum(['jwt', 'api-key', 'host', 'shared-secret', 'session', 'introspection', 'peer'])).min(1).optional(),
+  /**
+   * Extra claims from the answer (claim name → JSON path), seen by expressions as
+   * `auth.claims.<name>`; a claim of the verified token of the same name wins.
+   */
+  claims: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be a claim name: letters, digits and _'), jsonPathSchema).optional(),
   /** Only principals without a tenant (default true): "tenant from the token, else the first org membership". */
   onlyWithoutTenant: z.boolean().default(true),
   /** tenant, email replace the principal's; scopes are added. */

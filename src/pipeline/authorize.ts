@@ -13,6 +13,7 @@
 
 import { hostKey, INVALID_HOST } from '../authz/host.js';
 import { isSimplePath } from '../authz/path.js';
+import { claimsFromChain } from '../expr/route-conditions.js';
 import { describeMatch } from '../authz/routes.js';
 import { missingScopes } from '../authz/scopes.js';
 import type { IdentifyResult, Rejected } from '../identity/source.js';
@@ -238,7 +239,9 @@ function afterIdentify(
   }
   const enrich = policy.enrich;
   if (enrich === undefined) return permitThenLimit(policy, request, route, result.principal, result.removeHeaders, preHeaders, preNote, explain);
-  const enriched = enrich(result.principal, request);
+  // `by: claim:<name>` reads the verified token's claims: only for a principal that token proved.
+  const principal = result.principal;
+  const enriched = enrich(principal, request, () => (principal.method === 'jwt' ? claimsFromChain(route.chain, request) : undefined));
   const next = (p: Principal | Rejected): MaybePromise<Decision> => {
     if ('kind' in p) {
       if (explain) explain.denied('enrich');
