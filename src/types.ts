@@ -85,8 +85,8 @@ export interface Principal {
   readonly issuer?: string;
   /** Epoch seconds after which this principal must not be used (token/key expiry). */
   readonly expiresAt?: number;
-  /** Claims an `enrich:` step added (expressions see them in auth.claims, under the token's own). */
-  readonly claims?: Readonly<Record<string, unknown>>;
+  /** Claims `enrich:` steps added (expressions see them as auth.enriched, never mixed with a token's). */
+  readonly enriched?: Readonly<Record<string, unknown>>;
 }
 
 export interface HeaderPair {

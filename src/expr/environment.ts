@@ -39,6 +39,7 @@ export const AUTH_FIELDS = Object.freeze({
   keyId: 'string',
   email: 'string',
   claims: 'map<string, dyn>',
+  enriched: 'map<string, dyn>',
 } as const);
 
 let shared: Environment | undefined;

@@ -97,13 +97,8 @@ export function compileRouteConditions(
   const report = expressionReporter(ctx, routeName);
   const clock = ctx.runtime.clock;
   const readsClaims = expressions.some((e) => e.readsClaims);
-  // The verified token's claims, over those an enrich: step added (a lookup never overrides a signed claim).
-  const claimsFor = (request: RequestAttributes, principal: Principal | undefined): ClaimsReader | undefined => {
-    if (!readsClaims) return undefined;
-    const added = principal?.claims;
-    if (principal?.method !== 'jwt') return added && (() => added);
-    return added ? () => ({ ...added, ...claimsFromChain(chain, request) }) : () => claimsFromChain(chain, request);
-  };
+  const claimsFor = (request: RequestAttributes, principal: Principal | undefined): ClaimsReader | undefined =>
+    readsClaims && principal?.method === 'jwt' ? () => claimsFromChain(chain, request) : undefined;
   const vars = (request: RequestAttributes, principal: Principal | undefined): ExpressionVars =>
     new ExpressionScope(new RequestView(request, facts), new AuthView(principal, claimsFor(request, principal)), clock);
 

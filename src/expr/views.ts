@@ -106,6 +106,10 @@ export class AuthView {
   get email(): string {
     return this.principal?.email ?? '';
   }
+  /** Claims `enrich:` steps looked up (never the token's: those are `claims`). */
+  get enriched(): Readonly<Record<string, unknown>> | ReadonlyMap<string, unknown> {
+    return this.principal?.enriched ?? (EMPTY_MAP as unknown as Record<string, unknown>);
+  }
   get claims(): Readonly<Record<string, unknown>> | ReadonlyMap<string, unknown> {
     if (this.claimsValue === undefined) this.claimsValue = this.readClaims?.() ?? (EMPTY_MAP as unknown as Record<string, unknown>);
     return this.claimsValue;

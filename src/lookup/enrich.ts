@@ -1,6 +1,6 @@
 // Enrichment: optional steps after identification (top-level `enrich:`) that look more up about
 // the principal — by subject, tenant, email, key id or a claim of the verified token — and fill in
-// the tenant, email, scopes and extra claims (auth.claims in expressions).
+// the tenant, email, scopes and extra claims (auth.enriched in expressions, apart from the token's).
 // Seed 002: an agent JWT without a tenant gets "the user's first org membership". A policy without
 // `enrich:` compiles to no enricher at all: the pipeline pays nothing.
 //   - not found → the principal goes on unchanged (the route may then refuse missing_tenant);
@@ -46,7 +46,8 @@ function keyReader(by: string): Step['keyOf'] {
     return (_principal, tokenClaims) => {
       const value = tokenClaims()?.[name];
       if (typeof value === 'string') return value;
-      return typeof value === 'number' && Number.isFinite(value) ? String(value) : undefined;
+      // A whole number beyond 2^53 was already rounded by JSON.parse: it would name another record.
+      return typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : undefined;
     };
   }
   const field = by as 'subject' | 'tenant' | 'email' | 'keyId';
@@ -113,7 +114,7 @@ function merge(step: Step, principal: Principal, answer: Answer): Principal {
     tenant: answer.tenant ?? principal.tenant,
     email: principal.email ?? answer.email,
     scopes,
-    claims: answer.claims === undefined ? principal.claims : Object.freeze({ ...principal.claims, ...answer.claims }),
+    enriched: answer.claims === undefined ? principal.enriched : Object.freeze({ ...principal.enriched, ...answer.claims }),
   });
   step.merged.set(principal, { answer, principal: merged });
   return merged;

@@ -6,6 +6,9 @@
 
 import { LookupError, NOT_FOUND, Template, type LookupTarget, type TargetAnswer } from './target.js';
 
+/** Control characters and anything outside Latin-1. */
+const UNSENDABLE = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/;
+
 export interface HttpTargetOptions {
   readonly url: string;
   readonly method: 'GET' | 'POST';
@@ -69,6 +72,11 @@ export class HttpTarget implements LookupTarget {
   }
 
   async query(credential: string, signal: AbortSignal): Promise<TargetAnswer> {
+    // A credential the request cannot carry as it is: "." or ".." would be a dot segment of the
+    // URL (the URL parser resolves it, %2e too: another resource would answer), and a control or
+    // non-Latin-1 character cannot be a header value (fetch would throw, and every such credential
+    // would count against the breaker all clients share). Nobody's credential: not found, unasked.
+    if (credential === '.' || credential === '..' || UNSENDABLE.test(credential)) return NOT_FOUND;
     const headers: Record<string, string> = { accept: 'application/json' };
     for (const [name, template] of this.headers) headers[name] = template.render(credential);
     let body: string | undefined;

@@ -48,6 +48,8 @@ export class SqlTarget implements LookupTarget {
   }
 
   async query(credential: string, signal: AbortSignal): Promise<TargetAnswer> {
+    // PostgreSQL text cannot hold NUL: such a credential is nobody's (not an error for the breaker).
+    if (this.options.param === 'credential' && credential.includes('\u0000')) return NOT_FOUND;
     const param =
       this.options.param === 'credential'
         ? credential

@@ -1,7 +1,7 @@
 // Enrichment keyed by a claim of the verified token (`by: claim:<name>`) and adding claims
-// (`claims:`) that expressions read as auth.claims: a tenant and a plan looked up by the agent id
-// a token carries, a route open only to the pro plan, and a signed claim never overridden by a
-// looked-up one. Real signed tokens, a real PostgreSQL lookup.
+// (`claims:`) that expressions read as auth.enriched: a tenant and a plan looked up by the agent id
+// a token carries, a route open only to the pro plan, and the token's own claims never mixed with
+// the looked-up ones. Real signed tokens, a real PostgreSQL lookup.
 
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
@@ -30,7 +30,7 @@ identity:
 enrich:
   - { lookup: by-agent, by: "claim:agent_id", methods: [jwt], map: { tenant: organization_id }, claims: { plan: plan, region: region } }
 routes:
-  - { match: { pathPrefix: /v1/pro/ }, require: { allOf: [storefront] }, when: "auth.claims.plan == 'pro'" }
+  - { match: { pathPrefix: /v1/pro/ }, require: { allOf: [storefront] }, when: "auth.enriched.plan == 'pro'" }
   - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
 `;
 
@@ -43,6 +43,14 @@ async function agentToken(claims: Record<string, unknown>): Promise<string> {
     .setIssuedAt(now)
     .setExpirationTime(now + 3600)
     .sign(new TextEncoder().encode(SECRET));
+}
+
+/** HS256 over a payload written by hand (numbers exactly as given). */
+async function signRaw(payload: string): Promise<string> {
+  const { createHmac } = await import('node:crypto');
+  const b64 = (text: string) => Buffer.from(text).toString('base64url');
+  const input = `${b64('{"alg":"HS256"}')}.${b64(payload)}`;
+  return `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
 }
 
 const at = (path: string, token: string) => request({ path, headers: { authorization: `Bearer ${token}` } });
@@ -65,7 +73,7 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     const pro = await decide(compiled, at('/v1/pro/reports', token));
     expect(reasonOf(pro)).toBe('allow');
     expect(header(pro, 'x-tenant-id')).toBe('org-7');
-    expect(pro.principal?.claims).toEqual({ plan: 'pro', region: 'eu' });
+    expect(pro.principal?.enriched).toEqual({ plan: 'pro', region: 'eu' });
   });
 
   it('an added claim that does not satisfy the condition refuses the route (403 condition_failed), others stay open', async () => {
@@ -76,7 +84,7 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     expect(reasonOf(plain)).toBe('allow');
     expect(header(plain, 'x-tenant-id')).toBe('org-8');
     // A null column adds no claim.
-    expect(plain.principal?.claims).toEqual({ plan: 'free' });
+    expect(plain.principal?.enriched).toEqual({ plan: 'free' });
   });
 
   it('a numeric claim is looked up as its decimal text', async () => {
@@ -84,12 +92,23 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     expect(header(await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 42 }))), 'x-tenant-id')).toBe('org-42');
   });
 
-  it('a claim signed in the token wins over the same claim looked up', async () => {
+  it('looked-up claims and the token’s own never mix: a token saying plan pro does not change auth.enriched', async () => {
     const compiled = compileYaml(POLICY, testRuntime());
-    // agent-8 is on the free plan in the store; the token itself says pro, and it is the verified one.
-    expect(reasonOf(await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-8', plan: 'pro' }))))).toBe('allow');
-    // And the other way round: the store's pro never lifts a token's own free.
-    expect(reasonOf(await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-7', plan: 'free' }))))).toBe('condition_failed');
+    // agent-8 is on the free plan in the store; the token claiming pro does not lift it.
+    expect(reasonOf(await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-8', plan: 'pro' }))))).toBe('condition_failed');
+    // And the token's own free does not lower the store's pro.
+    expect(reasonOf(await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-7', plan: 'free' }))))).toBe('allow');
+  });
+
+  it('a whole number beyond 2^53 (already rounded when the token was parsed) is never used as a key', async () => {
+    const compiled = compileYaml(POLICY, testRuntime());
+    // 2^53 + 1 parses as 2^53: it would look up another record.
+    // Signed with the number written out in full (jose would serialise it rounded).
+    const now = Math.floor(Date.now() / 1000);
+    const payload = `{"grants":["storefront"],"sub":"agent-user","agent_id":9007199254740993,"iss":"https://agents.commerce.test","aud":"commerce-api","iat":${now},"exp":${now + 3600}}`;
+    const signed = await signRaw(payload);
+    await admin.query(`insert into ${SCHEMA}.agent values ('9007199254740992', 'org-rounded', 'pro', 'eu') on conflict do nothing`);
+    expect(reasonOf(await decide(compiled, at('/v1/products', signed)))).toBe('missing_tenant');
   });
 
   it('a principal another source proved is never keyed by the claims of a token that came along', async () => {
@@ -102,7 +121,7 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     expect(viaHost.principal?.method).toBe('host');
     // Keyed by agent-7 it would have become org-7 with the pro plan's claims.
     expect(header(viaHost, 'x-tenant-id')).toBe('acme');
-    expect(viaHost.principal?.claims).toBeUndefined();
+    expect(viaHost.principal?.enriched).toBeUndefined();
   });
 
   it('no such claim in the token, or an unknown agent: nothing looked up or added, the tenant stays missing', async () => {
