@@ -67,8 +67,8 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
       if (mapped instanceof Unusable) return { value: NONE, positive: false };
       let claims: Record<string, unknown> | undefined;
       for (const [name, read] of claimReaders) {
-        const value = read(answer.value);
-        if (value !== undefined && value !== null) (claims ??= {})[name] = value;
+        const value = boundedClaim(read(answer.value));
+        if (value !== undefined) (claims ??= {})[name] = value;
       }
       return { value: Object.freeze({ ...mapped, claims: claims && Object.freeze(claims) }), positive: true, expiresAtMs: mapped.expiresAtMs };
     };
@@ -98,6 +98,20 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
     return principal;
   };
   return (principal, request, tokenClaims) => run(principal, request, tokenClaims, 0);
+}
+
+/** An added claim is a scalar or a short list of them: what rules compare, bounded in memory per cached answer. */
+const MAX_CLAIM_TEXT = 1024;
+const MAX_CLAIM_ITEMS = 64;
+function boundedClaim(value: unknown): unknown {
+  if (typeof value === 'string') return value.length <= MAX_CLAIM_TEXT ? value : undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  if (typeof value === 'boolean') return value;
+  if (Array.isArray(value) && value.length <= MAX_CLAIM_ITEMS) {
+    const items = value.map(boundedClaim);
+    return items.every((item) => item !== undefined && !Array.isArray(item)) ? Object.freeze(items) : undefined;
+  }
+  return undefined; // objects, null, long texts and lists: not added
 }
 
 function unavailable(failure: LookupFailure): Rejected {

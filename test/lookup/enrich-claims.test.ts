@@ -21,14 +21,14 @@ lookups:
   by-agent:
     sql:
       url: "${DATABASE_URL}"
-      query: "select organization_id, plan, region from ${SCHEMA}.agent where agent_id = $1"
+      query: "select organization_id, plan, region, notes, features, blob from ${SCHEMA}.agent where agent_id = $1"
     timeout: 1s
 issuers:
   agents: { secret: "${SECRET}", issuer: https://agents.commerce.test, audiences: [commerce-api], claims: { tenant: org_id, scopes: [grants] } }
 identity:
   - jwt: { issuers: [agents] }
 enrich:
-  - { lookup: by-agent, by: "claim:agent_id", methods: [jwt], map: { tenant: organization_id }, claims: { plan: plan, region: region } }
+  - { lookup: by-agent, by: "claim:agent_id", methods: [jwt], map: { tenant: organization_id }, claims: { plan: plan, region: region, notes: notes, features: features, blob: blob } }
 routes:
   - { match: { pathPrefix: /v1/pro/ }, require: { allOf: [storefront] }, when: "auth.enriched.plan == 'pro'" }
   - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
@@ -59,8 +59,10 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
   const admin = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
   beforeAll(async () => {
     await admin.query(`create schema ${SCHEMA}`);
-    await admin.query(`create table ${SCHEMA}.agent (agent_id text primary key, organization_id text, plan text, region text)`);
-    await admin.query(`insert into ${SCHEMA}.agent values ('agent-7', 'org-7', 'pro', 'eu'), ('agent-8', 'org-8', 'free', null), ('42', 'org-42', 'pro', 'us')`);
+    await admin.query(`create table ${SCHEMA}.agent (agent_id text primary key, organization_id text, plan text, region text, notes text, features jsonb, blob jsonb)`);
+    await admin.query(`insert into ${SCHEMA}.agent (agent_id, organization_id, plan, region) values ('agent-7', 'org-7', 'pro', 'eu'), ('agent-8', 'org-8', 'free', null), ('42', 'org-42', 'pro', 'us')`);
+    // Added claims are scalars or short lists of them; the rest is not added (bounded per cached answer).
+    await admin.query(`insert into ${SCHEMA}.agent values ('agent-9', 'org-9', 'pro', 'eu', repeat('x', 5000), '["export", "sso"]', '{"nested": {"deep": true}}')`);
   });
   afterAll(async () => {
     await admin.query(`drop schema ${SCHEMA} cascade`);
@@ -85,6 +87,13 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     expect(header(plain, 'x-tenant-id')).toBe('org-8');
     // A null column adds no claim.
     expect(plain.principal?.enriched).toEqual({ plan: 'free' });
+  });
+
+  it('adds scalars and short lists; long texts and objects are left out', async () => {
+    const compiled = compileYaml(POLICY, testRuntime());
+    const decision = await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-9' })));
+    expect(reasonOf(decision)).toBe('allow');
+    expect(decision.principal?.enriched).toEqual({ plan: 'pro', region: 'eu', features: ['export', 'sso'] });
   });
 
   it('a numeric claim is looked up as its decimal text', async () => {
