@@ -59,6 +59,9 @@ export function compileEnrichment(ctx: CompileContext): Enricher | undefined {
   if (list.length === 0) return undefined;
   const steps: Step[] = [];
   list.forEach((config, i) => {
+    if (config.by.startsWith('claim:') && config.methods !== undefined && !config.methods.includes('jwt')) {
+      ctx.warn(['enrich', i, 'by'], `${config.by} reads a claim of a verified token, but methods leave out jwt: this step never runs`);
+    }
     const mapper = compileAnswerMap(config.map, config.scopes);
     const claimReaders = Object.entries(config.claims ?? {}).map(([name, path]) => [name, compilePath(path)] as const);
     const decode = (answer: TargetAnswer): Decoded<Answer> => {

@@ -89,6 +89,12 @@ describe.skipIf(!available)('enrichment keyed by a token claim, adding claims', 
     expect(plain.principal?.enriched).toEqual({ plan: 'free' });
   });
 
+  it('a claim-keyed step whose methods leave out jwt is reported: it could never run', () => {
+    const compiled = compileYaml(POLICY.replace('methods: [jwt]', 'methods: [api-key, session]'), testRuntime());
+    expect(compiled.warnings.join('\n')).toMatch(/claim:agent_id reads a claim of a verified token, but methods leave out jwt/);
+    expect(compileYaml(POLICY, testRuntime()).warnings.join('\n')).not.toMatch(/methods leave out jwt/);
+  });
+
   it('adds scalars and short lists; long texts and objects are left out', async () => {
     const compiled = compileYaml(POLICY, testRuntime());
     const decision = await decide(compiled, at('/v1/pro/reports', await agentToken({ agent_id: 'agent-9' })));
