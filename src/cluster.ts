@@ -2,8 +2,9 @@
 // connections and hands each to a worker (transport/handoff.ts: why not node:cluster's sharing;
 // Envoy keeps a few long-lived HTTP/2 connections, so size N to cores).
 // The primary owns the ops port: /metrics aggregates every worker's registry, /readyz is ready
-// while at least one worker serves (the pod can serve: new connections go only to live workers), so one worker dying while the others serve does not take the pod out of its
-// Service. Workers that die unexpectedly are replaced; SIGTERM drains them all.
+// while at least one worker serves (the pod can serve: new connections go only to live workers),
+// so one worker dying while the others serve does not take the pod out of its Service. Workers
+// that die unexpectedly are replaced; SIGTERM drains them all.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
