@@ -15,6 +15,7 @@
 import type { Worker } from 'node:cluster';
 import net, { type Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
+import { listenOn } from './listen.js';
 
 export type ListenerName = 'grpc' | 'authz-http';
 
@@ -83,16 +84,7 @@ export class ConnectionDistributor {
       this.dispatch(socket, listener, new Set());
     });
     this.servers.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      // A deep accept queue: a burst of connections is accepted (and judged by the limits) rather
-      // than left to the kernel's SYN retries.
-      server.listen({ port, host: bind, backlog: 4096 }, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.logger.error({ err: err.message, listener }, 'listener error'));
-        resolve((server.address() as net.AddressInfo).port);
-      });
-    });
+    return listenOn(server, bind, port, this.logger, `${listener} listener`);
   }
 
   /** A forked worker: its replies arrive through `onMessage`. */

@@ -3,12 +3,13 @@
 // encodeCheckResponseFrame. The protocol rules live in protocol.ts (why not grpc-js: see there).
 
 import http2 from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { systemClock, type Clock } from '../../clock.js';
 import type { Authorizer } from '../../pipeline/authorizer.js';
 import { internalError } from '../../pipeline/authorize.js';
 import { denyDecision } from '../../pipeline/decision.js';
 import type { Logger } from '../../observability/logger.js';
+import { listenOn } from '../listen.js';
 import { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
@@ -182,16 +183,7 @@ export class GrpcTransport {
   }
 
   async start(): Promise<number> {
-    this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.once('error', reject);
-      // A deep accept queue: a burst of connections is accepted (and judged by the limits) rather
-      // than left to the kernel's SYN retries.
-      this.server.listen({ port: this.options.port, host: this.options.bind, backlog: 4096 }, () => {
-        this.server.off('error', reject);
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
-    this.server.on('error', (err: Error) => this.logger.error({ err: err.message }, 'gRPC server error'));
+    this.boundPort = await listenOn(this.server, this.options.bind, this.options.port, this.logger, 'gRPC server');
     return this.boundPort;
   }
 

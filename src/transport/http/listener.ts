@@ -8,10 +8,11 @@
 
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Take } from '../handoff.js';
 import { systemClock, type Clock } from '../../clock.js';
 import type { Logger } from '../../observability/logger.js';
+import { listenOn } from '../listen.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { ThrottledLog } from '../../observability/throttled-log.js';
 import { internalError } from '../../pipeline/authorize.js';
@@ -103,14 +104,7 @@ export class AuthzHttpListener {
   }
 
   async start(): Promise<number> {
-    this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ port: this.options.port, host: this.options.bind, backlog: 4096 }, () => {
-        this.server.off('error', reject);
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
-    this.server.on('error', (err: Error) => this.logger.error({ err: err.message }, 'HTTP authorization listener error'));
+    this.boundPort = await listenOn(this.server, this.options.bind, this.options.port, this.logger, 'HTTP authorization listener');
     return this.boundPort;
   }
 
