@@ -4,16 +4,15 @@
 // the looked-up ones. Real signed tokens, a real PostgreSQL lookup.
 
 import { randomBytes } from 'node:crypto';
-import { SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../support/request.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
-import { decide, header, reasonOf } from './helpers.js';
+import { agentToken as signAgent, AGENT_SECRET, decide, header, reasonOf } from './helpers.js';
 
 const SCHEMA = `enrich_claims_${randomBytes(6).toString('hex')}`;
-const SECRET = 'agent-secret-0123456789abcdef0123456789abcdef';
+const SECRET = AGENT_SECRET;
 const available = await postgresAvailable();
 
 const POLICY = `
@@ -34,16 +33,7 @@ routes:
   - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
 `;
 
-async function agentToken(claims: Record<string, unknown>): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ grants: ['storefront'], sub: 'agent-user', ...claims })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuer('https://agents.commerce.test')
-    .setAudience('commerce-api')
-    .setIssuedAt(now)
-    .setExpirationTime(now + 3600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const agentToken = (claims: Record<string, unknown>) => signAgent({ sub: 'agent-user', ...claims });
 
 /** HS256 over a payload written by hand (numbers exactly as given). */
 async function signRaw(payload: string): Promise<string> {

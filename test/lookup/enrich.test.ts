@@ -3,17 +3,16 @@
 // the lookup failing → 503 lookup_unavailable; a policy without enrich compiles to no enricher.
 
 import { randomBytes } from 'node:crypto';
-import { SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorize } from '../../src/pipeline/authorize.js';
 import { request } from '../support/request.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
-import { closedPort, decide, header, reasonOf } from './helpers.js';
+import { agentToken, AGENT_SECRET, closedPort, decide, header, reasonOf } from './helpers.js';
 
 const SCHEMA = `enrich_${randomBytes(6).toString('hex')}`;
-const SECRET = 'agent-secret-0123456789abcdef0123456789abcdef';
+const SECRET = AGENT_SECRET;
 const available = await postgresAvailable();
 
 function policy(lookup: string): string {
@@ -37,16 +36,6 @@ const sqlLookup = `    sql:
       query: "select organization_id from ${SCHEMA}.member where user_id = $1 order by created_at limit 1"
     timeout: 1s`;
 
-async function agentToken(claims: Record<string, unknown>): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ grants: ['storefront'], ...claims })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuer('https://agents.commerce.test')
-    .setAudience('commerce-api')
-    .setIssuedAt(now)
-    .setExpirationTime(now + 3600)
-    .sign(new TextEncoder().encode(SECRET));
-}
 
 const withToken = (token: string) => request({ path: '/v1/products', headers: { authorization: `Bearer ${token}` } });
 

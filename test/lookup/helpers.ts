@@ -1,6 +1,7 @@
 // A local HTTP lookup target with switchable behaviour, and pipeline helpers for lookup tests.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SignJWT } from 'jose';
 import { authorize } from '../../src/pipeline/authorize.js';
 import type { CompiledPolicy } from '../../src/policy/compile.js';
 import type { Decision, RequestAttributes } from '../../src/types.js';
@@ -111,4 +112,19 @@ export async function closedPort(): Promise<number> {
   const port = (server.address() as AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** HS256 secret and issuer of the agent tokens the enrichment tests sign (seed 002's agents). */
+export const AGENT_SECRET = 'agent-secret-0123456789abcdef0123456789abcdef';
+
+/** A signed agent token: `grants: [storefront]`, issuer and audience of the test policies, an hour long. */
+export async function agentToken(claims: Record<string, unknown>): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ grants: ['storefront'], ...claims })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuer('https://agents.commerce.test')
+    .setAudience('commerce-api')
+    .setIssuedAt(now)
+    .setExpirationTime(now + 3600)
+    .sign(new TextEncoder().encode(AGENT_SECRET));
 }
