@@ -37,11 +37,14 @@ export type HandoffReply =
 /** Connections waiting for a worker while none accepts (startup, every worker restarting). */
 const MAX_WAITING = 1024;
 const MAX_WAIT_MS = 10_000;
-/**
- * An offer not answered by then is closed: the worker is stuck, or got the message without the
- * descriptor (its fd limit); it may have read from it, so it is not offered again.
- */
+/** An offer not answered by then: that worker gets no more connections until it answers one. */
 const MAX_OFFER_MS = 5_000;
+/**
+ * A worker with an offer unanswered this long is stuck (its event loop has not run for that
+ * long): it is killed, which ends the connections already in its IPC pipe (the primary cannot
+ * close those), and replaced like any worker that dies.
+ */
+const MAX_STUCK_MS = 15_000;
 
 interface Offer {
   socket: Socket;
@@ -59,6 +62,8 @@ interface WorkerState {
   ready: boolean;
   /** Connections it took and has not closed, plus those being offered to it. */
   load: number;
+  /** An offer to it went unanswered past MAX_OFFER_MS: no more offers until it answers one. */
+  stalled: boolean;
 }
 
 export class ConnectionDistributor {
@@ -89,7 +94,7 @@ export class ConnectionDistributor {
 
   /** A forked worker: its replies arrive through `onMessage`. */
   add(worker: Worker): void {
-    this.workers.set(worker.id, { worker, accepting: false, ready: false, load: 0 });
+    this.workers.set(worker.id, { worker, accepting: false, ready: false, load: 0, stalled: false });
   }
 
   setReady(workerId: number, ready: boolean): void {
@@ -109,6 +114,11 @@ export class ConnectionDistributor {
         return;
       }
       case 'taken': {
+        // It answers: offers go to it again if a slow answer had stopped them.
+        if (state.stalled) {
+          state.stalled = false;
+          state.accepting = true;
+        }
         const offer = this.offers.get(message.id);
         if (offer === undefined || offer.workerId !== workerId) return;
         this.offers.delete(message.id);
@@ -126,6 +136,8 @@ export class ConnectionDistributor {
       }
       case 'connection-closed':
         if (state.load > 0) state.load--;
+        return;
+      default:
         return;
     }
   }
@@ -171,6 +183,13 @@ export class ConnectionDistributor {
       if (best === undefined || (state.ready && !best.ready) || (state.ready === best.ready && state.load < best.load)) best = state;
     }
     if (best === undefined) {
+      // Every worker that takes connections declined this one (full): closed at once, as one
+      // process at its connection cap does. Waiting is only for when no worker takes any (start-up).
+      const someAccepting = [...this.workers.values()].some((w) => w.accepting);
+      if (someAccepting && declinedBy.size > 0) {
+        socket.destroy();
+        return;
+      }
       if (this.draining) {
         socket.destroy();
         if (![...this.workers.values()].some((w) => w.accepting)) this.stopListening();
@@ -213,12 +232,21 @@ export class ConnectionDistributor {
       });
     }
     for (const [id, offer] of this.offers) {
-      if (now - offer.since < MAX_OFFER_MS) continue;
+      const age = now - offer.since;
+      if (age < MAX_OFFER_MS) continue;
+      const state = this.workers.get(offer.workerId);
+      if (state !== undefined && !state.stalled) {
+        state.stalled = true;
+        state.accepting = false;
+        this.logger.warn({ worker: offer.workerId, listener: offer.listener }, 'a worker did not answer a connection hand-off within 5 s; no more connections go to it until it does');
+      }
+      if (age < MAX_STUCK_MS) continue;
       this.offers.delete(id);
       offer.socket.destroy();
-      const state = this.workers.get(offer.workerId);
-      if (state !== undefined) state.load--;
-      this.logger.warn({ worker: offer.workerId, listener: offer.listener }, 'a worker did not answer a connection hand-off within 5 s; connection closed');
+      if (state !== undefined && state.worker.isConnected()) {
+        this.logger.error({ worker: offer.workerId }, 'a worker has not answered a connection hand-off in 15 s: killed (it is replaced)');
+        state.worker.process.kill('SIGKILL');
+      }
     }
   }
 }
@@ -230,7 +258,10 @@ export class ConnectionDistributor {
  */
 export function receiveConnections(take: Partial<Record<ListenerName, (socket: Socket) => Take>>): () => void {
   const onMessage = (message: OfferMessage, socket: Socket | undefined) => {
-    if (message?.portcullis !== 'connection' || typeof message.id !== 'number' || socket === undefined) return;
+    if (message?.portcullis !== 'connection' || typeof message.id !== 'number') return;
+    // The message came without its descriptor (this process at its fd limit): nothing was read,
+    // the primary offers the connection to another worker.
+    if (socket === undefined) return send({ portcullis: 'taken', id: message.id, answer: 'full' });
     const handler = take[message.listener];
     const answer: Take = handler === undefined ? 'full' : handler(socket);
     // Confirmed in this tick, before the socket can be read (see the top). Declining closes only

@@ -102,6 +102,23 @@ async function bothWorkersReady(httpPort: number): Promise<void> {
   throw new Error('the two workers did not both become ready');
 }
 
+describe('shutdown with connections that never spoke HTTP/2', () => {
+  it('SIGTERM ends within the drain timeout even while clients hold preface-less gRPC connections open', async () => {
+    const { child, grpcPort } = await startChild(['--drain-delay', '0s', '--drain-timeout', '1s']);
+    const sockets = Array.from({ length: 10 }, () => net.connect(grpcPort, '127.0.0.1').on('error', () => undefined));
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 8 s'), 8000))]);
+    const took = Date.now() - started;
+    for (const socket of sockets) socket.destroy();
+    if (code === 'still running after 8 s') child.kill('SIGKILL');
+    expect(code).toBe(0);
+    expect(took).toBeLessThan(8000);
+  }, 30_000);
+});
+
 describe('serve --workers', () => {
   it('stays ready while one worker dies and the other serves (readiness = the pod can serve)', async () => {
     const { child, grpcPort, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s']);
@@ -197,6 +214,38 @@ describe('serve --workers', () => {
     // The primary finished its own shutdown (its listeners' close did not wait for dead workers).
     expect(logs()).toMatch(/"msg":"shutdown complete"[^\n]*\n?$|shutdown complete/);
     expect(logs().match(/shutdown complete/g)?.length).toBe(3);
+  }, 60_000);
+
+  it('a connection beyond every worker’s HTTP connection cap is closed at once, not parked in the primary', async () => {
+    const authzHttpPort = await freePort();
+    const policy = POLICY.replace('server: { decisionLog: none }', `server: { decisionLog: none, authzHttp: { port: ${authzHttpPort}, maxConnections: 2, headersTimeout: 5s } }`);
+    const { child, httpPort } = await startChild(['--workers', '2', '--drain-delay', '0s'], policy);
+    const idle: net.Socket[] = [];
+    try {
+      await bothWorkersReady(httpPort);
+      for (let i = 0; i < 4; i++) {
+        idle.push(net.connect(authzHttpPort, '127.0.0.1').on('error', () => undefined));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const started = Date.now();
+      const closedAfter = await new Promise<number>((resolve) => {
+        const extra = net.connect(authzHttpPort, '127.0.0.1');
+        extra.on('error', () => undefined);
+        extra.resume();
+        extra.once('close', () => resolve(Date.now() - started));
+        setTimeout(() => {
+          resolve(Infinity);
+          extra.destroy();
+        }, 4000);
+      });
+      // Before: held in the primary until its 10 s waiting limit.
+      expect(closedAfter).toBeLessThan(2000);
+    } finally {
+      for (const socket of idle) socket.destroy();
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
   }, 60_000);
 
   it('a worker applies the HTTP listener’s headers timeout to connections the primary hands it', async () => {

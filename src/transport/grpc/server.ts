@@ -164,7 +164,11 @@ export class GrpcTransport {
     this.server.on('stream', this.onStream);
     this.server.on('session', this.onSession);
     // A peer that went away without a FIN is noticed by TCP keepalive rather than never.
-    this.server.on('connection', (socket: Socket) => socket.setKeepAlive(true, 60_000));
+    this.server.on('connection', (socket: Socket) => {
+      socket.setKeepAlive(true, 60_000);
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
     this.server.on('sessionError', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
     const sweepEvery = Math.max(50, Math.min(1000, limits.prefaceTimeoutMs / 2, limits.idleTimeoutMs / 2));
     this.sweeper = setInterval(() => this.sweepConnections(), sweepEvery);
@@ -195,6 +199,8 @@ export class GrpcTransport {
   }
 
   private closing = false;
+  /** Every TCP connection, preface or not: what a drain that timed out closes for certain. */
+  private readonly sockets = new Set<Socket>();
 
   /** Checks currently being answered (drain waits for zero). */
   get pending(): number {
@@ -219,7 +225,8 @@ export class GrpcTransport {
       this.server.listening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : undefined,
       ...[...this.connections.keys()].map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.once('close', () => resolve())))),
     ]);
-    for (const session of this.connections.keys()) session.close();
+    // A connection that never sent its preface has nothing in flight and would not close on GOAWAY.
+    for (const [session, state] of this.connections) state.ready ? session.close() : session.destroy();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(true), timeoutMs);
@@ -227,7 +234,9 @@ export class GrpcTransport {
     if (await Promise.race([closed.then(() => false), timedOut])) {
       this.logger.warn({ pending: this.governor.inFlight, connections: this.connections.size }, 'drain timeout; closing remaining gRPC connections');
       for (const session of this.connections.keys()) session.destroy();
-      await closed;
+      // A session's destroy does not always end a socket that never spoke HTTP/2: end them all.
+      for (const socket of this.sockets) socket.destroy();
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     }
     clearTimeout(timer);
   }
