@@ -25,7 +25,7 @@ function setup(budget = 64 * KIB) {
     if (name(stream) === 'throws') throw new Error('boom');
     decided.push(name(stream));
   };
-  // Every reading of the clock moves it 0.3 ms: a slice (1 ms) decides a handful of checks.
+  // Every reading of the clock moves it 0.3 ms: a slice (0.25 ms) decides a few checks.
   const turns = new TakeTurns(governor, { decide, refuse: (s) => refused.push(name(s)), failed: (s) => failed.push(name(s)) }, () => (clock += 0.3));
   const quiet = new ConnectionState(0, 128);
   const flooder = new ConnectionState(0, 128);
@@ -50,7 +50,7 @@ describe('taking turns under overload', () => {
     expect(turns.waiting).toBe(40);
     // The waiting messages stay charged to the request budget.
     expect(governor.used).toBe(40 * 500);
-    await turn(); // one slice ran (about 1 ms of work), the rest waits for the next turn
+    await turn(); // one slice ran (a fraction of a millisecond of work), the rest waits for the next turn
     const afterOneSlice = decided.length;
     expect(afterOneSlice).toBeGreaterThan(0);
     expect(afterOneSlice).toBeLessThan(40);
@@ -106,6 +106,35 @@ describe('taking turns under overload', () => {
     while (turns.waiting > 0) await turn();
     expect(failed).toEqual(['throws']);
     expect(decided).toEqual(['after']);
+  });
+
+  it('short slices for a short queue; a deep one gets longer slices, so it still drains in a few turns', async () => {
+    // Each decision takes 0.05 ms of the clock: at the shortest slice a 400-deep queue would need
+    // 80 turns (each turn also carries other clients' I/O), and its last checks would meet Envoy's timeout.
+    const governor = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: 1024 * KIB, maxStreamsPerConnection: 128 }));
+    let clock = 0;
+    const decided: string[] = [];
+    const turns = new TakeTurns(
+      governor,
+      { decide: (s) => ((clock += 0.05), decided.push((s as unknown as { name: string }).name)), refuse: () => undefined, failed: () => undefined },
+      () => clock,
+    );
+    const flooder = new ConnectionState(0, 128);
+    flooder.streamLimit = 1;
+    for (let i = 0; i < 16; i++) turns.check(flooder, fakeStream(`s${i}`), Buffer.alloc(10));
+    await turn();
+    expect(decided.length).toBeLessThanOrEqual(8); // 0.25 ms: a handful, then the event loop's turn
+    while (turns.waiting > 0) await turn();
+    decided.length = 0;
+    for (let i = 0; i < 400; i++) turns.check(flooder, fakeStream(`d${i}`), Buffer.alloc(10));
+    let turnsTaken = 0;
+    while (turns.waiting > 0) {
+      await turn();
+      turnsTaken++;
+    }
+    expect(decided.length).toBe(400);
+    expect(turnsTaken).toBeLessThanOrEqual(30);
+    expect(turnsTaken).toBeGreaterThanOrEqual(8); // never all at once: 2 ms at most per slice
   });
 
   it('a connection given its streams back waits for nobody', () => {
