@@ -5,8 +5,8 @@
  */
 export function missingScopes(granted: readonly string[], allOf: readonly string[], anyOf: readonly string[]): readonly string[] | undefined {
   let missing: string[] | undefined;
-  for (const scope of allOf) {
-    if (!granted.includes(scope)) (missing ??= []).push(scope);
+  for (let i = 0; i < allOf.length; i++) {
+    if (!granted.includes(allOf[i]!)) (missing ??= []).push(allOf[i]!);
   }
   if (missing) return missing;
   if (anyOf.length > 0 && !anyOf.some((scope) => granted.includes(scope))) return anyOf;

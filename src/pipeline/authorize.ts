@@ -280,31 +280,40 @@ function permitThenLimit(
 type PendingDenial = (requestId: string) => Decision;
 
 function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal: Principal, explain: ExplainCollector | undefined): PendingDenial | undefined {
-  const deny = (reason: Parameters<typeof denyDecision>[3]['reason'], detail?: string, scopes?: readonly string[]): PendingDenial => {
-    if (explain) {
-      explain.check(reason, false, detail);
-      explain.denied('permission');
-    }
-    return (requestId) => denyDecision(policy, requestId, route.name, { reason, detail }, principal, scopes);
-  };
-
   const unsafe = unsafeIdentityValue(principal);
-  if (unsafe) return deny('invalid_identity', `control character in ${unsafe}`);
-  if (route.kind === 'default-deny') return deny('route_not_allowed', 'no route matches');
+  if (unsafe) return permissionDenied(policy, route, principal, explain, 'invalid_identity', `control character in ${unsafe}`);
+  if (route.kind === 'default-deny') return permissionDenied(policy, route, principal, explain, 'route_not_allowed', 'no route matches');
   if (route.credentials && !route.credentials.has(principal.method)) {
-    return deny('credential_not_allowed', `${principal.method} credentials are not accepted here`);
+    return permissionDenied(policy, route, principal, explain, 'credential_not_allowed', `${principal.method} credentials are not accepted here`);
   }
   const tenant = principal.tenant;
   if (tenant === undefined || tenant === '') {
-    if (route.requireTenant) return deny('missing_tenant');
+    if (route.requireTenant) return permissionDenied(policy, route, principal, explain, 'missing_tenant');
   } else {
-    if (policy.disabledTenants.has(tenant)) return deny('tenant_disabled');
-    if (route.tenants && !route.tenants.has(tenant)) return deny('tenant_not_allowed');
+    if (policy.disabledTenants.has(tenant)) return permissionDenied(policy, route, principal, explain, 'tenant_disabled');
+    if (route.tenants && !route.tenants.has(tenant)) return permissionDenied(policy, route, principal, explain, 'tenant_not_allowed');
   }
   const missing = missingScopes(principal.scopes, route.allOf, route.anyOf);
-  if (missing) return deny('insufficient_scope', `missing ${missing.join(' ')}`, missing);
+  if (missing) return permissionDenied(policy, route, principal, explain, 'insufficient_scope', `missing ${missing.join(' ')}`, missing);
   if (explain) explainPermission(route, principal, explain);
   return undefined;
+}
+
+/** checkPermission's denial (a function, not a closure made on every check: allows are the common case). */
+function permissionDenied(
+  policy: CompiledPolicy,
+  route: CompiledRoute,
+  principal: Principal,
+  explain: ExplainCollector | undefined,
+  reason: Parameters<typeof denyDecision>[3]['reason'],
+  detail?: string,
+  scopes?: readonly string[],
+): PendingDenial {
+  if (explain) {
+    explain.check(reason, false, detail);
+    explain.denied('permission');
+  }
+  return (requestId) => denyDecision(policy, requestId, route.name, { reason, detail }, principal, scopes);
 }
 
 function rateLimitThenAllow(

@@ -337,7 +337,8 @@ export function unsafeIdentityValue(principal: Principal): string | undefined {
   if (hasControl(principal.subject)) return 'subject';
   if (hasControl(principal.email)) return 'email';
   if (hasControl(principal.keyId)) return 'keyId';
-  for (const scope of principal.scopes) if (hasControl(scope) || scope.includes(' ')) return 'scopes';
+  const scopes = principal.scopes;
+  for (let i = 0; i < scopes.length; i++) if (hasControl(scopes[i]) || scopes[i]!.includes(' ')) return 'scopes';
   return undefined;
 }
 

@@ -11,7 +11,7 @@ function holder(governor: ResourceGovernor, connection: ConnectionState): Holder
     evicted: false,
     evict() {
       h.evicted = true;
-      governor.release(connection, h);
+      governor.release(h);
     },
   };
   return h;
@@ -24,7 +24,7 @@ describe('ResourceGovernor', () => {
     const h = holder(g, c);
     expect(g.charge(c, h, 100)).toBe(true);
     expect(g.used).toBe(100);
-    g.release(c, h);
+    g.release(h);
     expect(g.used).toBe(0);
     expect(c.bytes).toBe(0);
   });
@@ -79,7 +79,54 @@ describe('ResourceGovernor bookkeeping', () => {
     const c = new ConnectionState(0, 128);
     const h = holder(g, c);
     expect(g.charge(c, h, 0)).toBe(true);
-    expect(c.holders.size).toBe(0);
+    expect(c.firstHolder).toBeUndefined();
+    expect(g.holdingConnections).toBe(0);
     expect(g.used).toBe(0);
+  });
+
+  it('holders and connections leave the books in any order; eviction still finds the largest', () => {
+    const g = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: 1000, maxConnectionBytes: 1000 }));
+    const c1 = new ConnectionState(0, 128);
+    const c2 = new ConnectionState(0, 128);
+    const evicted: number[] = [];
+    const make = (n: number): Holder => {
+      const h: Holder = { counted: 0, evict: () => (evicted.push(n), g.release(h)) };
+      return h;
+    };
+    const [a, b, c, d, e] = [make(1), make(2), make(3), make(11), make(12)];
+    expect(g.charge(c1, a, 100) && g.charge(c1, b, 300) && g.charge(c1, c, 200)).toBe(true);
+    expect(g.charge(c2, d, 50) && g.charge(c2, e, 50)).toBe(true);
+    expect(g.holdingConnections).toBe(2);
+    g.release(b); // from the middle of c1's list
+    g.release(d); // c2's last holder first, then its first
+    g.release(e);
+    expect(g.holdingConnections).toBe(1);
+    expect([c1.bytes, c2.bytes, g.used]).toEqual([300, 0, 300]);
+    expect(c2.firstHolder).toBeUndefined();
+    // c1 holds 300 (a: 100, c: 200); a grows to 600, so c1 holds 800 of the 1000 budget. c2 asks
+    // for 400: the budget is full and c1 is over its share (500), so c1 gives up its largest, a.
+    expect(g.charge(c1, a, 500)).toBe(true);
+    expect(g.charge(c2, d, 400)).toBe(true);
+    expect(evicted).toEqual([1]);
+    expect([c1.bytes, c2.bytes, g.used]).toEqual([200, 400, 600]);
+    g.release(c);
+    g.release(d);
+    expect([g.used, g.holdingConnections, c1.firstHolder, c2.firstHolder]).toEqual([0, 0, undefined, undefined]);
+  });
+
+  it('between equals, the oldest connection and the oldest request give way', () => {
+    const g = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: 1200, maxConnectionBytes: 1200 }));
+    const [older, newer, asking] = [new ConnectionState(0, 128), new ConnectionState(0, 128), new ConnectionState(0, 128)];
+    const evicted: string[] = [];
+    const make = (name: string): Holder => {
+      const h: Holder = { counted: 0, evict: () => (evicted.push(name), g.release(h)) };
+      return h;
+    };
+    const held = [make('older-1'), make('older-2'), make('newer-1'), make('newer-2')];
+    expect(g.charge(older, held[0]!, 250) && g.charge(older, held[1]!, 250)).toBe(true);
+    expect(g.charge(newer, held[2]!, 250) && g.charge(newer, held[3]!, 250)).toBe(true);
+    // 1000 of 1200 held, 500 each; `asking` needs 300: share is 400, both are over it by the same.
+    expect(g.charge(asking, make('asking'), 300)).toBe(true);
+    expect(evicted).toEqual(['older-1']);
   });
 });

@@ -130,15 +130,15 @@ export function decodeCheckRequest(buf: Buffer): RequestAttributes & { readonly 
 }
 
 function readAttributeContext(r: Reader, end: number, d: Draft): void {
-  const sub = new Reader(r.buf, r.pos, end);
-  while (!sub.done()) {
-    const tag = sub.tag();
-    if (tag === T1) d.sourceAddress = readSourcePeer(sub, sub.lenEnd(), d);
-    else if (tag === T4) readRequest(sub, sub.lenEnd(), d);
-    else if (tag === T10) readMapEntry(sub, sub.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>);
-    else sub.skip(tag & 7);
+  const outer = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === T1) d.sourceAddress = readSourcePeer(r, r.lenEnd(), d);
+    else if (tag === T4) readRequest(r, r.lenEnd(), d);
+    else if (tag === T10) readMapEntry(r, r.lenEnd(), (d.contextExtensions === EMPTY_MAP ? (d.contextExtensions = new Map()) : d.contextExtensions) as Map<string, string>);
+    else r.skip(tag & 7);
   }
-  r.pos = end;
+  r.leave(outer);
 }
 
 /**
@@ -147,58 +147,56 @@ function readAttributeContext(r: Reader, end: number, d: Draft): void {
  */
 function readSourcePeer(r: Reader, end: number, d: Draft): string {
   let address = '';
-  const peer = new Reader(r.buf, r.pos, end);
-  while (!peer.done()) {
-    const tag = peer.tag();
+  const peerOuter = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
     if (tag === T4 || tag === T5) {
-      const e = peer.lenEnd();
+      const e = r.lenEnd();
       const lazy = (d.peer ??= new LazyPeer(r.buf));
       if (tag === T4) {
-        lazy.principalStart = peer.pos;
+        lazy.principalStart = r.pos;
         lazy.principalEnd = e;
       } else {
-        lazy.certificateStart = peer.pos;
+        lazy.certificateStart = r.pos;
         lazy.certificateEnd = e;
       }
-      peer.pos = e;
+      r.pos = e;
     } else if (tag === T1) {
-      const addrEnd = peer.lenEnd();
-      const addr = new Reader(r.buf, peer.pos, addrEnd);
-      while (!addr.done()) {
-        const t = addr.tag();
+      const addrOuter = r.enter(r.lenEnd());
+      while (!r.done()) {
+        const t = r.tag();
         if (t === T1) {
-          const sockEnd = addr.lenEnd();
-          const sock = new Reader(r.buf, addr.pos, sockEnd);
-          while (!sock.done()) {
-            const st = sock.tag();
-            if (st === T2) address = sock.repeatedLatin1();
-            else sock.skip(st & 7);
+          const sockOuter = r.enter(r.lenEnd());
+          while (!r.done()) {
+            const st = r.tag();
+            if (st === T2) address = r.repeatedLatin1();
+            else r.skip(st & 7);
           }
-          addr.pos = sockEnd;
-        } else addr.skip(t & 7);
+          r.leave(sockOuter);
+        } else r.skip(t & 7);
       }
-      peer.pos = addrEnd;
-    } else peer.skip(tag & 7);
+      r.leave(addrOuter);
+    } else r.skip(tag & 7);
   }
-  r.pos = end;
+  r.leave(peerOuter);
   return address;
 }
 
 /** Request.http(2) → HttpRequest. */
 function readRequest(r: Reader, end: number, d: Draft): void {
-  const req = new Reader(r.buf, r.pos, end);
-  while (!req.done()) {
-    const tag = req.tag();
+  const outer = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
     if (tag === T2) {
       d.sawHttp = true;
-      readHttpRequest(req, req.lenEnd(), d);
-    } else req.skip(tag & 7);
+      readHttpRequest(r, r.lenEnd(), d);
+    } else r.skip(tag & 7);
   }
-  r.pos = end;
+  r.leave(outer);
 }
 
-function readHttpRequest(r: Reader, end: number, d: Draft): void {
-  const http = new Reader(r.buf, r.pos, end);
+function readHttpRequest(http: Reader, end: number, d: Draft): void {
+  const outer = http.enter(end);
   while (!http.done()) {
     const tag = http.tag();
     switch (tag) {
@@ -230,21 +228,21 @@ function readHttpRequest(r: Reader, end: number, d: Draft): void {
         http.skip(tag & 7);
     }
   }
-  r.pos = end;
+  http.leave(outer);
 }
 
 /** map<string,string> entry: key(1), value(2). */
 function readMapEntry(r: Reader, end: number, into: Map<string, string>): void {
   let key = '';
   let value = '';
-  const entry = new Reader(r.buf, r.pos, end);
-  while (!entry.done()) {
-    const tag = entry.tag();
-    if (tag === T1) key = entry.latin1();
-    else if (tag === T2) value = entry.latin1();
-    else entry.skip(tag & 7);
+  const outer = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
+    if (tag === T1) key = r.latin1();
+    else if (tag === T2) value = r.latin1();
+    else r.skip(tag & 7);
   }
-  r.pos = end;
+  r.leave(outer);
   into.set(key, value);
 }
 
@@ -254,60 +252,59 @@ function readHeaderEntry(r: Reader, end: number, into: LazyHeaders): void {
   let key = '';
   let valueStart = 0;
   let valueEnd = 0;
-  const entry = new Reader(buf, r.pos, end);
-  while (!entry.done()) {
-    const tag = entry.tag();
+  const outer = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
     if (tag === T1) {
-      const e = entry.lenEnd();
-      key = repeatedLatin1Of(buf, entry.pos, e);
-      entry.pos = e;
+      const e = r.lenEnd();
+      key = repeatedLatin1Of(buf, r.pos, e);
+      r.pos = e;
     } else if (tag === T2) {
-      valueEnd = entry.lenEnd();
-      valueStart = entry.pos;
-      entry.pos = valueEnd;
-    } else entry.skip(tag & 7);
+      valueEnd = r.lenEnd();
+      valueStart = r.pos;
+      r.pos = valueEnd;
+    } else r.skip(tag & 7);
   }
-  r.pos = end;
+  r.leave(outer);
   into.setSpan(lower(key), valueStart, valueEnd);
 }
 
 /** HeaderMap.headers(1) → HeaderValue: key(1), value(2), raw_value(3). Duplicates are joined. */
 function readHeaderMap(r: Reader, end: number, into: LazyHeaders): void {
   const buf = r.buf;
-  const map = new Reader(buf, r.pos, end);
-  while (!map.done()) {
-    const tag = map.tag();
+  const mapOuter = r.enter(end);
+  while (!r.done()) {
+    const tag = r.tag();
     if (tag !== T1) {
-      map.skip(tag & 7);
+      r.skip(tag & 7);
       continue;
     }
-    const hvEnd = map.lenEnd();
-    const hv = new Reader(buf, map.pos, hvEnd);
+    const hvOuter = r.enter(r.lenEnd());
     let key = '';
     let valueStart = 0;
     let valueEnd = 0;
     let sawRaw = false;
-    while (!hv.done()) {
-      const t = hv.tag();
+    while (!r.done()) {
+      const t = r.tag();
       if (t === T1) {
-        const e = hv.lenEnd();
-        key = repeatedLatin1Of(buf, hv.pos, e);
-        hv.pos = e;
+        const e = r.lenEnd();
+        key = repeatedLatin1Of(buf, r.pos, e);
+        r.pos = e;
       } else if (t === T2 || t === T3) {
-        const e = hv.lenEnd();
+        const e = r.lenEnd();
         // raw_value (3) wins over value (2) whatever their order.
         if (t === T3 || !sawRaw) {
-          valueStart = hv.pos;
+          valueStart = r.pos;
           valueEnd = e;
           sawRaw ||= t === T3;
         }
-        hv.pos = e;
-      } else hv.skip(t & 7);
+        r.pos = e;
+      } else r.skip(t & 7);
     }
-    map.pos = hvEnd;
+    r.leave(hvOuter);
     into.addSpan(lower(key), valueStart, valueEnd);
   }
-  r.pos = end;
+  r.leave(mapOuter);
 }
 
 function lower(name: string): string {

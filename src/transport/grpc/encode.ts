@@ -39,12 +39,15 @@ function headerOptionSize(h: HeaderPair): number {
 
 function headerOptionsSize(headers: readonly HeaderPair[]): number {
   let n = 0;
-  for (const h of headers) n += lenFieldSize(headerOptionSize(h));
+  for (let i = 0; i < headers.length; i++) n += lenFieldSize(headerOptionSize(headers[i]!));
   return n;
 }
 
 function writeHeaderOptions(w: Writer, field: number, headers: readonly HeaderPair[]): void {
-  for (const h of headers) {
+  // Indexed loops here and in the size functions: the header lists have several shapes (frozen,
+  // shared, built per check), and for-of over them left an iterator object per check.
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]!;
     const nameLen = utf8Length(h.name);
     const valueLen = utf8Length(h.value);
     const hv = lenFieldSize(nameLen) + lenFieldSize(valueLen);

@@ -83,7 +83,9 @@ export function sendUnary(stream: ServerHttp2Stream, framedMessage: Buffer): boo
 export function startStreaming(stream: ServerHttp2Stream): boolean {
   if (unanswerable(stream)) return false;
   stream.respond(RESPONSE_HEADERS, RESPOND_THEN_TRAILERS);
-  stream.once('wantTrailers', sendOkTrailers);
+  // `on`, not `once`: node:http2 emits wantTrailers once per stream, and once() would allocate a
+  // wrapper per call; sendOkTrailers ignores a stream whose trailers are already sent.
+  stream.on('wantTrailers', sendOkTrailers);
   return true;
 }
 
@@ -92,7 +94,7 @@ export function endStreaming(stream: ServerHttp2Stream): void {
 }
 
 function sendOkTrailers(this: ServerHttp2Stream): void {
-  if (!this.destroyed) this.sendTrailers(OK_TRAILERS);
+  if (!this.destroyed && !this.closed && this.sentTrailers === undefined) this.sendTrailers(OK_TRAILERS);
 }
 
 /**
@@ -350,6 +352,32 @@ function answerSweepMs(limits: TransportLimits): number {
   return Math.max(25, Math.floor(limits.answerTimeoutMs / 2));
 }
 
+/** The request a stream is receiving, for the stream's listeners (one set of functions for all streams). */
+const PENDING = Symbol('portcullis.pendingRequest');
+type PendingStream = ServerHttp2Stream & { [PENDING]: PendingRequest };
+
+function onPendingData(this: PendingStream, chunk: Buffer): void {
+  const pending = this[PENDING];
+  try {
+    pending.data(chunk);
+  } catch (err) {
+    pending.crashed(err);
+  }
+}
+
+function onPendingEnd(this: PendingStream): void {
+  const pending = this[PENDING];
+  try {
+    pending.end();
+  } catch (err) {
+    pending.crashed(err);
+  }
+}
+
+function onPendingClose(this: PendingStream): void {
+  this[PENDING].closed();
+}
+
 /** One call's request being received. */
 class PendingRequest implements Holder {
   counted = 0;
@@ -366,34 +394,26 @@ class PendingRequest implements Holder {
     private readonly headers: IncomingHttpHeaders,
     private readonly onMessage: MessageHandler,
     private readonly maxBytes: number,
-    admittedCheck: boolean,
+    private readonly admittedCheck: boolean,
     /** Under the deadline until the stream closes (answer taken), not only until the request is read. */
     private readonly unary: boolean,
   ) {
-    stream.on('data', (chunk: Buffer) => {
-      try {
-        this.data(chunk);
-      } catch (err) {
-        this.crashed(err);
-      }
-    });
-    stream.on('end', () => {
-      try {
-        this.end();
-      } catch (err) {
-        this.crashed(err);
-      }
-    });
+    (stream as PendingStream)[PENDING] = this;
+    stream.on('data', onPendingData);
+    stream.on('end', onPendingEnd);
     // A reset stream never ends: settle it here, or the deadline sweep would hold it. The stream's
     // close (answered and written, or reset) also ends its time open and in flight.
-    stream.on('close', () => {
-      this.settle();
-      if (unary) reader.settled(stream);
-      reader.governor.closed(connection, admittedCheck);
-    });
+    stream.on('close', onPendingClose);
   }
 
-  private data(chunk: Buffer): void {
+  /** The stream closed (answered and written, or reset). */
+  closed(): void {
+    this.settle();
+    if (this.unary) this.reader.settled(this.stream);
+    this.reader.governor.closed(this.connection, this.admittedCheck);
+  }
+
+  data(chunk: Buffer): void {
     if (this.done) return;
     // Every byte held counts against the process-wide budget, small messages included.
     if (!this.reader.governor.charge(this.connection, this, chunk.length)) return this.overBudget();
@@ -419,7 +439,7 @@ class PendingRequest implements Holder {
     this.reader.onOverBudget();
   }
 
-  private end(): void {
+  end(): void {
     if (this.done) return;
     const { stream, received } = this;
     if (received === 0) return this.fail(GrpcStatus.UNIMPLEMENTED, 'Received no request message for a unary method');
@@ -448,7 +468,7 @@ class PendingRequest implements Holder {
   }
 
   /** A bug, not a protocol error: end this call (INTERNAL), never the process. */
-  private crashed(err: unknown): void {
+  crashed(err: unknown): void {
     this.settle();
     this.reader.failed(this.stream, err);
   }
@@ -456,7 +476,7 @@ class PendingRequest implements Holder {
   private settle(): void {
     if (this.done) return;
     this.done = true;
-    this.reader.governor.release(this.connection, this);
+    this.reader.governor.release(this);
     if (!this.unary) this.reader.settled(this.stream);
   }
 }
@@ -506,7 +526,7 @@ class Inflation implements Holder {
     this.zlib.end(message);
   }
 
-  private data(chunk: Buffer): void {
+  data(chunk: Buffer): void {
     if (this.done) return;
     this.inflated += chunk.length;
     if (this.inflated > this.maxBytes) return this.finish(GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${this.maxBytes}`);
@@ -531,7 +551,7 @@ class Inflation implements Holder {
     if (this.done) return;
     this.done = true;
     this.chunks.length = 0;
-    this.reader.governor.release(this.connection, this);
+    this.reader.governor.release(this);
     try {
       if (!this.zlib.destroyed) this.zlib.destroy();
       if (code !== undefined) sendError(this.stream, code, details!);

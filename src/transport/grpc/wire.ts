@@ -54,15 +54,32 @@ export const WIRE_I64 = 1;
 export const WIRE_LEN = 2;
 export const WIRE_I32 = 5;
 
-/** Reads one message (or a sub-range of a buffer as a nested message). */
+/**
+ * Reads one message (or a sub-range of a buffer as a nested message). A nested message is read by
+ * the same Reader between `enter(end)` and `leave(outer)`: no Reader per nested message, and a
+ * CheckRequest nests one per header.
+ */
 export class Reader {
   pos: number;
   constructor(
     readonly buf: Buffer,
     start = 0,
-    readonly end = buf.length,
+    public end = buf.length,
   ) {
     this.pos = start;
+  }
+
+  /** Read the nested message that ends at `end` (from lenEnd()); returns the outer end, for leave(). */
+  enter(end: number): number {
+    const outer = this.end;
+    this.end = end;
+    return outer;
+  }
+
+  /** Back to the enclosing message, after the nested one was read to its end. */
+  leave(outer: number): void {
+    this.pos = this.end;
+    this.end = outer;
   }
 
   done(): boolean {
