@@ -13,10 +13,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuPlan, freePort, processCpuSeconds, runToCompletion, startProcess } from './lib/processes.mjs';
-import { ROOT, encodeCheckRequest, grpcFrame, sanityCheck } from './lib/proto.mjs';
+import { ROOT, encodeCheckRequest, grpcFrame, waitUntilServing } from './lib/proto.mjs';
 import { SCENARIOS, publicRouteRequest } from './lib/scenarios.mjs';
-import { signToken, startIssuer, startSessionTarget } from './lib/fixtures.mjs';
+import { scenarioContext, startSessionTarget } from './lib/fixtures.mjs';
 import { CHECK_PATH } from './lib/proto.mjs';
+import { shortUrl } from './lib/profiles.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -33,16 +34,10 @@ const profileDir = args.keep ? path.resolve(args.keep) : path.join(workDir, 'pro
 fs.mkdirSync(profileDir, { recursive: true });
 const CLI = args.cli ? path.resolve(args.cli) : path.join(ROOT, 'dist', 'cli.js');
 
-let issuer;
 let sessionTarget;
+const base = scenarioContext(workDir, CLI);
 const ctx = {
-  issuer: async () => (issuer ??= await startIssuer()),
-  token: async () => signToken(await ctx.issuer(), 0),
-  apiKey: async () => {
-    const file = path.join(workDir, 'keys.yaml');
-    const run = await runToCompletion({ command: process.execPath, args: [CLI, 'keys', 'create', '--store', `file:${file}`, '--tenant', 'acme', '--name', 'bench', '--scopes', 'items:read', '--expires-in', '1d', '--json'], env: process.env, timeoutMs: 30_000, cwd: ROOT });
-    return { env: { BENCH_KEYS_FILE: file }, key: JSON.parse(run.stdout).key };
-  },
+  ...base,
   sessionTarget: async () => (sessionTarget ??= await startSessionTarget()),
   tokenPool: async () => {
     throw new Error('profile: scenario b is not supported (use bench/loadgen.mjs)');
@@ -67,15 +62,7 @@ try {
       logFile: path.join(workDir, `server-${id}.log`),
       cwd: ROOT,
     });
-    for (let i = 0; ; i++) {
-      try {
-        await sanityCheck(port, prepared.requests[0], 1000);
-        break;
-      } catch (error) {
-        if (i > 60) throw error;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    await waitUntilServing(port, prepared.requests[0], server);
     const frameFile = path.join(workDir, `frame-${id}.bin`);
     fs.writeFileSync(frameFile, grpcFrame(encodeCheckRequest(prepared.requests[0])));
     const cpuBefore = processCpuSeconds(server.pid);
@@ -91,7 +78,7 @@ try {
     else console.log('  no profile written');
   }
 } finally {
-  await issuer?.close();
+  await base.close();
   await sessionTarget?.close();
   if (!args.keep) fs.rmSync(workDir, { recursive: true, force: true });
 }
@@ -121,15 +108,6 @@ function summarise(profile, rate) {
   for (const [area, micros] of [...areas].sort((a, b) => b[1] - a[1]).filter(([, m]) => m / busy >= 0.005)) console.log(`  ${area.padEnd(28)} ${((micros / busy) * 100).toFixed(1).padStart(5)}%  ${perCheck(micros)} µs/check`);
   console.log('  top functions (self):');
   for (const [key, micros] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top))) console.log(`    ${((micros / busy) * 100).toFixed(1).padStart(5)}%  ${key}`);
-}
-
-function shortUrl(url) {
-  if (!url) return '';
-  const i = url.indexOf('/dist/');
-  if (i >= 0) return url.slice(i + 1);
-  const m = url.indexOf('node_modules/');
-  if (m >= 0) return url.slice(m);
-  return url.replace(/^node:/, '');
 }
 
 function areaOf(functionName, url) {

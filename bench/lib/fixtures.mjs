@@ -4,9 +4,12 @@
 
 import http from 'node:http';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { SignJWT, exportJWK, exportPKCS8, generateKeyPair } from 'jose';
+import { runToCompletion } from './processes.mjs';
+import { ROOT } from './proto.mjs';
 
 const SIGN_WORKER = fileURLToPath(new URL('./sign-worker.mjs', import.meta.url));
 
@@ -122,4 +125,24 @@ export async function startSessionTarget() {
     apiKey,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
   };
+}
+
+/**
+ * What the fixed-request scenarios' prepare() needs, for the tools that run one server per
+ * scenario (profile.mjs, alloc-profile.mjs, ab-cpu.mjs): a token issuer (started on first use) and
+ * an API key made with `cli`'s `keys create` into `workDir`. close() stops the issuer.
+ */
+export function scenarioContext(workDir, cli) {
+  let issuer;
+  const ctx = {
+    issuer: async () => (issuer ??= await startIssuer()),
+    token: async () => signToken(await ctx.issuer(), 0),
+    apiKey: async () => {
+      const file = path.join(workDir, 'keys.yaml');
+      const run = await runToCompletion({ command: process.execPath, args: [cli, 'keys', 'create', '--store', `file:${file}`, '--tenant', TENANT, '--name', 'bench', '--scopes', SCOPE, '--expires-in', '1d', '--json'], env: process.env, timeoutMs: 30_000, cwd: ROOT });
+      return { env: { BENCH_KEYS_FILE: file }, key: JSON.parse(run.stdout).key };
+    },
+    close: async () => issuer?.close(),
+  };
+  return ctx;
 }

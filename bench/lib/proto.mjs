@@ -98,3 +98,18 @@ export function sanityCheck(port, request, timeoutMs = 3000) {
     });
   });
 }
+
+/**
+ * Wait until a server just started answers `request` (up to ~15 s); throws with the server's log
+ * reason when it exits or never answers. `server` is what startProcess() returned.
+ */
+export async function waitUntilServing(port, request, server) {
+  for (let i = 0; ; i++) {
+    try {
+      return await sanityCheck(port, request, 1000);
+    } catch (error) {
+      if (i > 60 || !server.running) throw new Error(`the server did not start: ${server.logReason() || error.message}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}

@@ -526,7 +526,7 @@ class Inflation implements Holder {
     this.zlib.end(message);
   }
 
-  data(chunk: Buffer): void {
+  private data(chunk: Buffer): void {
     if (this.done) return;
     this.inflated += chunk.length;
     if (this.inflated > this.maxBytes) return this.finish(GrpcStatus.RESOURCE_EXHAUSTED, `Received message that decompresses to a size larger than ${this.maxBytes}`);
