@@ -16,6 +16,7 @@ import type { CompiledPolicy } from '../../src/policy/compile.js';
 import type { Runtime } from '../../src/runtime.js';
 import type { Decision } from '../../src/types.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
+import { keyStoreCli } from '../support/key-store-cli.js';
 import { request } from '../support/request.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { counterValue, eventually } from './helpers.js';
@@ -25,12 +26,7 @@ const SCHEMA = `pc_keys_abuse_${randomBytes(4).toString('hex')}`;
 const available = await postgresAvailable();
 const SPRAYER = '198.51.100.66';
 
-async function cli(argv: string[], run = runKeysCommand) {
-  let out = '';
-  let err = '';
-  const code = await run([...argv, '--store', DATABASE_URL, '--schema', SCHEMA], { out: (s) => (out += s), err: (s) => (err += s), env: {} });
-  return { code, out, err };
-}
+const cli = (argv: string[], run = runKeysCommand) => keyStoreCli(SCHEMA, argv, run);
 
 async function createKey(name: string): Promise<{ key: string; id: string }> {
   const result = await cli(['create', '--tenant', 'acme', '--name', name, '--scopes', 'orders:read', '--expires-in', '30d', '--json']);

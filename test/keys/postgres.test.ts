@@ -12,6 +12,7 @@ import type { CompiledPolicy } from '../../src/policy/compile.js';
 import type { Runtime } from '../../src/runtime.js';
 import { isPromise, type Decision } from '../../src/types.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
+import { keyStoreCli } from '../support/key-store-cli.js';
 import { request } from '../support/request.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { counterValue, eventually } from './helpers.js';
@@ -20,12 +21,7 @@ import { TcpProxy } from './tcp-proxy.js';
 const SCHEMA = `pc_keys_test_${randomBytes(4).toString('hex')}`;
 const available = await postgresAvailable();
 
-async function cli(argv: string[], run = runKeysCommand) {
-  let out = '';
-  let err = '';
-  const code = await run([...argv, '--store', DATABASE_URL, '--schema', SCHEMA], { out: (s) => (out += s), err: (s) => (err += s), env: {} });
-  return { code, out, err };
-}
+const cli = (argv: string[], run = runKeysCommand) => keyStoreCli(SCHEMA, argv, run);
 
 async function createKey(name: string, extra: string[] = []): Promise<{ key: string; id: string }> {
   const result = await cli(['create', '--tenant', 'acme', '--name', name, '--scopes', 'orders:read', '--expires-in', '30d', '--json', ...extra]);

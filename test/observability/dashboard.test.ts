@@ -18,6 +18,7 @@ import { REASONS } from '../../src/reasons.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { CheckClient } from '../support/grpc-client.js';
 import { DATABASE_URL, REDIS_URL, postgresAvailable, redisAvailable } from '../support/services.js';
+import { keyStoreCliOut } from '../support/key-store-cli.js';
 import { sign, signingKey, startKeyServer, type KeyServer, type SigningKey } from '../jwt/helpers.js';
 
 const CHART = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../charts/portcullis');
@@ -143,14 +144,7 @@ let server: RunningServer | undefined;
 let client: CheckClient | undefined;
 let scraped: Exposition;
 
-async function storeCli(run: typeof runKeysCommand, argv: string[]): Promise<string> {
-  let out = '';
-  let err = '';
-  const code = await run([...argv, '--store', DATABASE_URL, '--schema', SCHEMA], { out: (s) => (out += s), err: (s) => (err += s), env: {} });
-  expect(err).toBe('');
-  expect(code).toBe(0);
-  return out;
-}
+const storeCli = (run: typeof runKeysCommand, argv: string[]): Promise<string> => keyStoreCliOut(SCHEMA, argv, run);
 
 beforeAll(async () => {
   if (!available) return;

@@ -19,6 +19,7 @@ import { startSessionTarget, type SessionTarget } from '../lookup/helpers.js';
 import { CheckClient, type CheckResponse } from '../support/grpc-client.js';
 import { OtlpReceiver, type OtlpSpan } from '../support/otlp.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
+import { keyStoreCliOut } from '../support/key-store-cli.js';
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 const AUDIENCE = 'https://api.tracing.test';
@@ -179,14 +180,7 @@ describe.skipIf(!(await postgresAvailable()))('child span: PostgreSQL key-store 
   let client: CheckClient;
   const admin = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
 
-  async function cli(argv: string[], run = runKeysCommand): Promise<string> {
-    let out = '';
-    let err = '';
-    const code = await run([...argv, '--store', DATABASE_URL, '--schema', SCHEMA], { out: (s) => (out += s), err: (s) => (err += s), env: {} });
-    expect(err).toBe('');
-    expect(code).toBe(0);
-    return out;
-  }
+  const cli = (argv: string[], run = runKeysCommand): Promise<string> => keyStoreCliOut(SCHEMA, argv, run);
 
   beforeAll(async () => {
     await cli([], runMigrateCommand);
