@@ -19,6 +19,13 @@ const T13 = (13 << 3) | WIRE_LEN;
 const EMPTY_MAP: ReadonlyMap<string, string> = new Map();
 
 /**
+ * Header entries one CheckRequest may carry. Envoy sends at most its max_headers_count (100 by
+ * default); a message of hundreds of thousands of tiny entries fits the size limit but its decoded
+ * names and values are memory the request budget does not see, so it is refused as malformed.
+ */
+export const MAX_HEADER_ENTRIES = 10_000;
+
+/**
  * Header values stay bytes until asked for: a check reads a handful of the dozens of headers
  * Envoy sends. Names are decoded up front (they are the keys). Bytes are read as latin1, which is
  * injective, so invalid UTF-8 can never make two different values compare equal.
@@ -27,6 +34,7 @@ export class LazyHeaders implements RequestHeaders {
   /** name → decoded value, or the index of its byte span in `spans`. */
   private readonly values = new Map<string, string | number>();
   private readonly spans: number[] = [];
+  private entries = 0;
   /** Names containing "_" (README: underscore headers), undefined when none. */
   underscored: string[] | undefined = undefined;
 
@@ -42,6 +50,7 @@ export class LazyHeaders implements RequestHeaders {
 
   /** A value whose bytes are buf[start, end); a repeated name is joined as Envoy joins it. */
   addSpan(name: string, start: number, end: number): void {
+    this.count();
     if (this.values.has(name)) {
       this.addString(name, latin1Of(this.buf, start, end));
       return;
@@ -53,9 +62,14 @@ export class LazyHeaders implements RequestHeaders {
 
   /** Map semantics for `headers` (a protobuf map: a repeated key replaces). */
   setSpan(name: string, start: number, end: number): void {
+    this.count();
     if (name.includes('_') && !this.values.has(name)) (this.underscored ??= []).push(name);
     this.values.set(name, this.spans.length);
     this.spans.push(start, end);
+  }
+
+  private count(): void {
+    if (++this.entries > MAX_HEADER_ENTRIES) throw new WireError(`more than ${MAX_HEADER_ENTRIES} header entries`);
   }
 
   private addString(name: string, value: string): void {
