@@ -25,8 +25,8 @@ function setup(budget = 64 * KIB) {
     if (name(stream) === 'throws') throw new Error('boom');
     decided.push(name(stream));
   };
-  // Every reading of the clock moves it 0.3 ms: a slice (0.25 ms) decides a few checks.
-  const turns = new TakeTurns(governor, { decide, refuse: (s) => refused.push(name(s)), failed: (s) => failed.push(name(s)) }, () => (clock += 0.3));
+  // Every reading of the clock moves it 0.3 ms, and the loop is never idle: a slice decides a few checks.
+  const turns = new TakeTurns(governor, { decide, refuse: (s) => refused.push(name(s)), failed: (s) => failed.push(name(s)) }, () => (clock += 0.3), () => 0);
   const quiet = new ConnectionState(0, 128);
   const flooder = new ConnectionState(0, 128);
   flooder.streamLimit = 1; // told to slow down after a refusal
@@ -108,33 +108,74 @@ describe('taking turns under overload', () => {
     expect(decided).toEqual(['after']);
   });
 
-  it('short slices for a short queue; a deep one gets longer slices, so it still drains in a few turns', async () => {
-    // Each decision takes 0.05 ms of the clock: at the shortest slice a 400-deep queue would need
-    // 80 turns (each turn also carries other clients' I/O), and its last checks would meet Envoy's timeout.
+  /** A queue of throttled checks costing `decideMs` each to decide; the clock and the loop's idle time are the test's. */
+  function timedTurns(decideMs: number) {
     const governor = new ResourceGovernor(resolveLimits({ memoryBudgetBytes: 1024 * KIB, maxStreamsPerConnection: 128 }));
-    let clock = 0;
+    const clock = { now: 0, idle: 0 };
     const decided: string[] = [];
     const turns = new TakeTurns(
       governor,
-      { decide: (s) => ((clock += 0.05), decided.push((s as unknown as { name: string }).name)), refuse: () => undefined, failed: () => undefined },
-      () => clock,
+      { decide: (s) => ((clock.now += decideMs), decided.push((s as unknown as { name: string }).name)), refuse: () => undefined, failed: () => undefined },
+      () => clock.now,
+      () => clock.idle,
     );
     const flooder = new ConnectionState(0, 128);
     flooder.streamLimit = 1;
-    for (let i = 0; i < 16; i++) turns.check(flooder, fakeStream(`s${i}`), Buffer.alloc(10));
-    await turn();
-    expect(decided.length).toBeLessThanOrEqual(8); // 0.25 ms: a handful, then the event loop's turn
-    while (turns.waiting > 0) await turn();
-    decided.length = 0;
-    for (let i = 0; i < 400; i++) turns.check(flooder, fakeStream(`d${i}`), Buffer.alloc(10));
+    return { turns, flooder, decided, clock };
+  }
+
+  it('a slice decides as many checks as fit in a turn with the HTTP/2 work each one brings to it', async () => {
+    // Deciding takes 0.01 ms, but each decided check brings 0.2 ms of work to the rest of the turn
+    // (its answer, its trailers, the client's next stream): 0.75 ms turns hold ~3 of them. Slices
+    // of decision time alone (0.25 ms: 25 checks) made every turn ~5 ms, and that is what a quiet
+    // client waits for, twice.
+    const { turns, flooder, decided, clock } = timedTurns(0.01);
+    for (let i = 0; i < 60; i++) turns.check(flooder, fakeStream(`f${i}`), Buffer.alloc(10));
+    const perTurn: number[] = [];
+    while (turns.waiting > 0) {
+      const before = decided.length;
+      await turn();
+      perTurn.push(decided.length - before);
+      clock.now += 0.2 * (decided.length - before); // the follow-on work, before the next slice
+    }
+    expect(decided.length).toBe(60);
+    // The first slices go by the initial estimates; once measured, at most ~4 checks per turn.
+    expect(perTurn.length).toBeGreaterThanOrEqual(10);
+    expect(Math.max(...perTurn.slice(4))).toBeLessThanOrEqual(4);
+  });
+
+  it('time the event loop spent waiting in poll is not counted as work the checks brought', async () => {
+    const { turns, flooder, decided, clock } = timedTurns(0.01);
+    for (let i = 0; i < 30; i++) turns.check(flooder, fakeStream(`f${i}`), Buffer.alloc(10));
     let turnsTaken = 0;
     while (turns.waiting > 0) {
       await turn();
       turnsTaken++;
+      clock.now += 5; // 5 ms between slices, all of it idle: nothing to shorten the slices for
+      clock.idle += 5;
+    }
+    expect(decided.length).toBe(30);
+    expect(turnsTaken).toBeLessThanOrEqual(3); // counted as work, 5 ms a turn would cut slices to ~3 checks
+  });
+
+  it('a deep queue still drains in a few turns, never all at once', async () => {
+    // Each decision takes 0.05 ms and brings as much again: a 400-deep queue at 7 checks a turn
+    // would take 57 turns (each also carrying other clients' I/O), and its last checks would come
+    // closer to Envoy's timeout. At least depth / 16 per slice, at most 2 ms of deciding per slice.
+    const { turns, flooder, decided, clock } = timedTurns(0.05);
+    for (let i = 0; i < 400; i++) turns.check(flooder, fakeStream(`d${i}`), Buffer.alloc(10));
+    let turnsTaken = 0;
+    let largest = 0;
+    while (turns.waiting > 0) {
+      const before = decided.length;
+      await turn();
+      turnsTaken++;
+      largest = Math.max(largest, decided.length - before);
+      clock.now += 0.05 * (decided.length - before);
     }
     expect(decided.length).toBe(400);
-    expect(turnsTaken).toBeLessThanOrEqual(30);
-    expect(turnsTaken).toBeGreaterThanOrEqual(8); // never all at once: 2 ms at most per slice
+    expect(turnsTaken).toBeLessThanOrEqual(40);
+    expect(largest).toBeLessThanOrEqual(40); // 2 ms of 0.05 ms decisions
   });
 
   it('a connection given its streams back waits for nobody', () => {
