@@ -21,10 +21,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import { DATABASE_URL, dropSchema, fillPostgres, mintKeys } from './lib/key-records.mjs';
 import { unexpectedOutcomes } from './lib/measure.mjs';
-import { cpuPlan, freePort, runToCompletion, startProcess } from './lib/processes.mjs';
+import { chartNodeOptions, cpuPlan, freePort, runToCompletion, startProcess } from './lib/processes.mjs';
 import { ROOT, checkRequest, describeResponse, encodeCheckRequest, grpcFrame, sanityCheck } from './lib/proto.mjs';
 import { SCOPE, TENANT, signTokenPool, startIssuer } from './lib/fixtures.mjs';
 import { readVmHwmKb, readVmRssKb } from './lib/stats.mjs';
@@ -68,15 +67,6 @@ async function fillPostgresEnv(schema, records) {
 function writeFrames(file, requests) {
   fs.writeFileSync(file, Buffer.concat(requests.map((r) => grpcFrame(encodeCheckRequest(r)))));
   return file;
-}
-
-/** NODE_OPTIONS as charts/portcullis renders them with its default values. */
-function chartNodeOptions() {
-  const values = parseYaml(fs.readFileSync(path.join(ROOT, 'charts', 'portcullis', 'values.yaml'), 'utf8'));
-  const flags = [];
-  if (values.maxHeapMb) flags.push(`--max-old-space-size=${values.maxHeapMb}`);
-  if (values.maxSemiSpaceMb) flags.push(`--max-semi-space-size=${values.maxSemiSpaceMb}`);
-  return flags.join(' ');
 }
 
 /** Cache hit counters and the V8 heap in use (live objects plus garbage not yet collected). */

@@ -346,7 +346,9 @@ function peakRssMb(pid) {
 /**
  * Issue 7 item 3: `serve --workers N` on one machine, 1 vs 2 workers, scenario (a)'s request at
  * 8x16. Nothing is pinned here (two workers need both cores), so h2load shares the cores with
- * the server: the figure is the scaling on this machine, not a per-core number.
+ * the server: the figure is the scaling on this machine, not a per-core number. The Node ceiling
+ * is measured the same way (`ceiling-server.mjs --workers N`, node:cluster): what a second
+ * process buys a server that does nothing, on these cores with this load generator.
  */
 async function measureWorkers(plan, workDir, fixtures, scenarioRows) {
   const cli = fs.existsSync(path.join(ROOT, 'src', 'cli.ts')) ? fs.readFileSync(path.join(ROOT, 'src', 'cli.ts'), 'utf8') : '';
@@ -354,28 +356,44 @@ async function measureWorkers(plan, workDir, fixtures, scenarioRows) {
   const base = SCENARIOS.find((s) => s.id === 'a');
   if (scenarioRows.find((row) => row.id === 'a')?.status === 'not available') return { status: 'not available', reason: 'scenario (a) is not available' };
   console.log(`
-serve --workers: scenario (a) at 8x16, 1 vs 2 workers (unpinned)`);
+serve --workers: scenario (a) at 8x16, 1 vs 2 workers (unpinned), and the Node ceiling the same way`);
   const prepared = await base.prepare(fixtures);
   const shape = SHAPES.find((s) => s.id === '8x16');
   const unpinned = { ...plan, serverCpu: undefined, loadCpu: undefined };
-  const out = { status: 'measured', scenario: 'a', shape: shape.id, pinned: false, results: {} };
-  for (const workers of [1, 2]) {
-    const { port, server } = await startPortcullis(base.policy, prepared.env, { workDir, name: `workers-${workers}`, workers });
-    try {
-      const { frameBytes } = await waitForAnswer(port, server, prepared.requests[0], prepared.expect);
-      const frameFile = writeFrames(workDir, `workers-${workers}`, prepared.requests);
-      const result = await measureBest({ generator: 'h2load', port, frameFile, shape, seconds, warmupSeconds, plan: unpinned, serverPid: server.pid, expect: prepared.expect, expectedResponseBytes: frameBytes, workDir });
-      result.peakRssMb = peakRssMb(server.pid);
-      out.results[workers] = result;
-      logMeasurement(`w${workers}`, 'h2load', shape, result);
-      if (result.problems.length > 0) out.status = 'failed';
-    } catch (error) {
-      return { status: 'failed', reason: error.message };
-    } finally {
-      await server.stop();
+  const out = { status: 'measured', scenario: 'a', shape: shape.id, pinned: false, results: {}, ceiling: {} };
+  const start = async (target, workers) => {
+    if (target === 'portcullis') return startPortcullis(base.policy, prepared.env, { workDir, name: `workers-${workers}`, workers });
+    const port = await freePort();
+    const server = startProcess({
+      command: process.execPath,
+      args: [path.join(ROOT, 'bench', CEILING_SERVER.script), '--port', String(port), '--workers', String(workers)],
+      env: process.env,
+      logFile: path.join(workDir, `ceiling-workers-${workers}.log`),
+      cwd: ROOT,
+    });
+    return { port, server };
+  };
+  for (const target of ['portcullis', 'ceiling']) {
+    for (const workers of [1, 2]) {
+      const { port, server } = await start(target, workers);
+      try {
+        const expect = target === 'portcullis' ? prepared.expect : { kind: 'ok' };
+        const { frameBytes } = await waitForAnswer(port, server, prepared.requests[0], expect);
+        const frameFile = writeFrames(workDir, `${target}-workers-${workers}`, prepared.requests);
+        const result = await measureBest({ generator: 'h2load', port, frameFile, shape, seconds, warmupSeconds, plan: unpinned, serverPid: server.pid, expect, expectedResponseBytes: frameBytes, workDir });
+        result.peakRssMb = peakRssMb(server.pid);
+        (target === 'portcullis' ? out.results : out.ceiling)[workers] = result;
+        logMeasurement(target === 'portcullis' ? `w${workers}` : `ceiling w${workers}`, 'h2load', shape, result);
+        if (result.problems.length > 0) out.status = 'failed';
+      } catch (error) {
+        return { status: 'failed', reason: error.message };
+      } finally {
+        await server.stop();
+      }
     }
   }
   out.scaling = round2(out.results[2].checksPerSec / out.results[1].checksPerSec);
+  out.ceilingScaling = round2(out.ceiling[2].checksPerSec / out.ceiling[1].checksPerSec);
   return out;
 }
 

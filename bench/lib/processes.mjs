@@ -5,6 +5,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
 
 /**
  * Where things run. With two or more cores and taskset available, the server under test gets
@@ -166,4 +169,14 @@ export function runToCompletion({ cpu, command, args, env, timeoutMs, cwd }) {
       resolve({ code: error.message, stdout: '', stderr: error.message, pid: undefined, cpuSeconds });
     });
   });
+}
+
+/** NODE_OPTIONS as charts/portcullis renders them with its default values (maxHeapMb, maxSemiSpaceMb). */
+export function chartNodeOptions() {
+  const valuesFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'charts', 'portcullis', 'values.yaml');
+  const values = parseYaml(fs.readFileSync(valuesFile, 'utf8'));
+  const flags = [];
+  if (values.maxHeapMb) flags.push(`--max-old-space-size=${values.maxHeapMb}`);
+  if (values.maxSemiSpaceMb) flags.push(`--max-semi-space-size=${values.maxSemiSpaceMb}`);
+  return flags.join(' ');
 }

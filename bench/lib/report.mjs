@@ -100,6 +100,7 @@ export function formatTable(results) {
   const w = results.workers;
   if (w?.status === 'measured') {
     notes.push(`serve --workers (scenario a, 8x16, unpinned, h2load on the same 2 cores): 1 worker ${w.results[1].checksPerSec}/s (${w.results[1].peakRssMb} MB), 2 workers ${w.results[2].checksPerSec}/s (${w.results[2].peakRssMb} MB): ${w.scaling.toFixed(2)}x (target >= 1.6x ${verdict(w.scaling >= 1.6)}).`);
+    if (w.ceilingScaling !== undefined) notes.push(`The Node ceiling the same way (ceiling-server.mjs --workers, node:cluster): 1 process ${w.ceiling[1].checksPerSec}/s, 2 processes ${w.ceiling[2].checksPerSec}/s: ${w.ceilingScaling.toFixed(2)}x; Portcullis' scaling is ${(w.scaling / w.ceilingScaling).toFixed(2)}x the ceiling's.`);
   } else if (w) {
     notes.push(`serve --workers: ${w.status}${w.reason ? `: ${w.reason}` : ''}.`);
   }
