@@ -16,7 +16,6 @@
 // only admitted checks (at most the in-flight bound).
 
 import type { ServerHttp2Stream } from 'node:http2';
-import { performance } from 'node:perf_hooks';
 import type { ConnectionState, Holder, ResourceGovernor } from './limits.js';
 import { unanswerable } from './protocol.js';
 
@@ -35,13 +34,20 @@ import { unanswerable } from './protocol.js';
 const TURN_BUDGET_MS = 0.75;
 /** A slice never runs longer than this, whatever the queue. */
 const MAX_SLICE_MS = 2;
-/**
- * A deep queue still drains in about this many turns (at least depth / DRAIN_TURNS per slice,
- * within MAX_SLICE_MS): the checks waiting in it must be answered within Envoy's timeout.
- */
+/** A slice decides at least depth / DRAIN_TURNS of the queue, so a deep one is not left to the age limit. */
 const DRAIN_TURNS = 16;
-/** One sample of follow-on work above this (a GC pause, a burst of other clients) counts as this. */
-const MAX_FOLLOW_SAMPLE_MS = 1;
+/**
+ * The follow-on work counted per decided check is at most this (ms; measured 60–70 µs on a slow
+ * machine). The busy time between slices also holds work the slice did not cause (other clients'
+ * checks, GC pauses); uncapped, a loop kept busy by them would cut slices to one check a turn.
+ */
+const MAX_FOLLOW_MS = 0.15;
+/**
+ * Once the oldest waiting check has waited this long, slices decide for MAX_SLICE_MS whatever the
+ * estimates say: the queue must be answered well within Envoy's timeout (200–250 ms typically),
+ * even when the loop is busy with work that has nothing to do with it.
+ */
+const MAX_WAIT_MS = 25;
 
 type Decide = (stream: ServerHttp2Stream, message: Buffer) => void;
 
@@ -58,6 +64,8 @@ class Waiting implements Holder {
   counted = 0;
   evicted = false;
   constructor(
+    /** When it was queued (the clock of TakeTurns). */
+    readonly queuedAt: number,
     readonly connection: ConnectionState,
     readonly stream: ServerHttp2Stream,
     readonly message: Buffer,
@@ -79,17 +87,14 @@ export class TakeTurns {
   private decideMs = 0.02;
   /** The busy time between one slice and the next, per check the first decided (ms, moving average). */
   private followMs = 0.05;
-  /** The last slice: when it ended, the loop's idle time then, and how many checks it decided (0: none to measure). */
+  /** The last slice: when it ended, and how many checks it decided (0: nothing to measure). */
   private sliceEnded = 0;
-  private idleAtEnd = 0;
   private lastDecided = 0;
 
   constructor(
     private readonly governor: ResourceGovernor,
     private readonly handlers: TurnHandlers,
     private readonly now: () => number = () => performance.now(),
-    /** The event loop's idle time so far (ms): waiting in poll is not work a decided check brought. */
-    private readonly idle: () => number = () => performance.eventLoopUtilization().idle,
   ) {}
 
   /** Checks waiting (tests, metrics). */
@@ -103,7 +108,7 @@ export class TakeTurns {
    */
   check(connection: ConnectionState, stream: ServerHttp2Stream, message: Buffer): void {
     if (connection.streamLimit >= this.governor.limits.maxStreamsPerConnection) return this.run(stream, message);
-    const item = new Waiting(connection, stream, Buffer.from(message), this.handlers.refuse);
+    const item = new Waiting(this.now(), connection, stream, Buffer.from(message), this.handlers.refuse);
     if (!this.governor.chargeIfRoom(connection, item, message.length)) return this.handlers.refuse(stream);
     this.queue.push(item);
     if (!this.scheduled) {
@@ -124,28 +129,43 @@ export class TakeTurns {
     this.scheduled = false;
     const queue = this.queue;
     const started = this.now();
-    if (this.lastDecided > 0) {
-      const follow = (started - this.sliceEnded - (this.idle() - this.idleAtEnd)) / this.lastDecided;
-      if (follow >= 0) this.followMs += (Math.min(follow, MAX_FOLLOW_SAMPLE_MS) - this.followMs) / 4;
+    // While a slice is scheduled the loop does not wait in poll: all of the gap is work.
+    if (this.lastDecided > 0) this.followMs += (Math.min((started - this.sliceEnded) / this.lastDecided, MAX_FOLLOW_MS) - this.followMs) / 4;
+    const oldest = queue[this.head];
+    if (oldest === undefined) {
+      // Nothing waits (not expected: a slice is scheduled by a push, and only slices take).
+      this.queue = [];
+      this.head = 0;
+      this.lastDecided = 0;
+      return;
     }
-    const budget = Math.max(Math.ceil((queue.length - this.head) / DRAIN_TURNS), Math.floor(TURN_BUDGET_MS / (this.decideMs + this.followMs)), 1);
+    const budget =
+      started - oldest.queuedAt >= MAX_WAIT_MS
+        ? Infinity
+        : Math.max(Math.ceil((queue.length - this.head) / DRAIN_TURNS), Math.floor(TURN_BUDGET_MS / (this.decideMs + this.followMs)), 1);
     const until = started + MAX_SLICE_MS;
-    let n = 0;
-    while (this.head < queue.length && n < budget) {
+    // Only checks decided count: one whose client left (or that the budget refused) costs nothing.
+    let decided = 0;
+    let taken = 0;
+    while (this.head < queue.length && decided < budget) {
       const item = queue[this.head]!;
       queue[this.head++] = undefined as unknown as Waiting;
       this.governor.release(item);
       // The client gave up (Envoy's timeout) while it waited: its stream's close did the accounting.
-      if (!item.evicted && !unanswerable(item.stream)) this.run(item.stream, item.message);
-      if ((++n & 3) === 0 && this.now() >= until) break;
+      if (!item.evicted && !unanswerable(item.stream)) {
+        this.run(item.stream, item.message);
+        decided++;
+      }
+      if ((++taken & 3) === 0 && this.now() >= until) break;
     }
     const ended = this.now();
-    const perCheck = (ended - started) / n;
-    if (perCheck > 0 && perCheck < MAX_SLICE_MS) this.decideMs += (perCheck - this.decideMs) / 4;
+    if (decided > 0) {
+      const perCheck = (ended - started) / decided;
+      if (perCheck > 0 && perCheck < MAX_SLICE_MS) this.decideMs += (perCheck - this.decideMs) / 4;
+    }
     // Measured only when the next slice follows at once; after an empty queue it follows new arrivals.
-    this.lastDecided = this.head >= queue.length ? 0 : n;
+    this.lastDecided = this.head >= queue.length ? 0 : decided;
     this.sliceEnded = ended;
-    if (this.lastDecided > 0) this.idleAtEnd = this.idle();
     if (this.head >= queue.length) {
       this.queue = [];
       this.head = 0;
