@@ -28,8 +28,9 @@ import { unanswerable } from './protocol.js';
  * it. So a slice decides as many checks as fit in this budget with their follow-on work, not as
  * many as fit in a fixed time. Measured under a 128 × 1000 h2load flood on 2 cores (server on
  * one): 0.25 ms slices of decisions alone let ~29 checks into each turn (~2 ms turns), and the
- * quiet client waited p50 4.0 / p90 6.7 / p99 26 ms; with this budget p50 1.4–1.5 / p90 3.3 /
- * p99 15–17 ms, the Node ceiling's level under the same flood, for 7% less flood throughput.
+ * quiet client waited p50 4.3 / p90 7.5 / p99 30 ms; with this budget ~10 checks a turn and
+ * p50 1.5 / p90 3.2 / p99 20 ms (bench/overload.mjs: the Node ceiling under the same flood,
+ * same run, 0.4 / 7.9 / 14 ms).
  */
 const TURN_BUDGET_MS = 0.75;
 /** A slice never runs longer than this, whatever the queue. */
