@@ -39,10 +39,10 @@ const MAX_SLICE_MS = 2;
 const DRAIN_TURNS = 16;
 /**
  * The follow-on work counted per decided check is at most this (ms; measured 60–70 µs on a slow
- * machine). The busy time between slices also holds work the slice did not cause (other clients'
+ * machine; 0.1 leaves 6 checks a turn). The busy time between slices also holds work the slice did not cause (other clients'
  * checks, GC pauses); uncapped, a loop kept busy by them would cut slices to one check a turn.
  */
-const MAX_FOLLOW_MS = 0.15;
+const MAX_FOLLOW_MS = 0.1;
 /**
  * Once the oldest waiting check has waited this long, slices decide for MAX_SLICE_MS whatever the
  * estimates say: the queue must be answered well within Envoy's timeout (200–250 ms typically),
@@ -61,6 +61,8 @@ export interface TurnHandlers {
   failed: (stream: ServerHttp2Stream, err: unknown) => void;
 }
 
+const NO_MESSAGE = Buffer.alloc(0);
+
 class Waiting implements Holder {
   counted = 0;
   evicted = false;
@@ -69,12 +71,13 @@ class Waiting implements Holder {
     readonly queuedAt: number,
     readonly connection: ConnectionState,
     readonly stream: ServerHttp2Stream,
-    readonly message: Buffer,
+    public message: Buffer,
     private readonly refuse: (stream: ServerHttp2Stream) => void,
   ) {}
   /** The budget is full and this connection over its share: refused with the overloaded denial. */
   evict(): void {
     this.evicted = true;
+    this.message = NO_MESSAGE; // its bytes are no longer charged: not held either, until a slice reaches it
     this.refuse(this.stream);
     // The governor releases the bytes (makeRoom) when evict does not.
   }
@@ -132,9 +135,13 @@ export class TakeTurns {
     const started = this.now();
     // While a slice is scheduled the loop does not wait in poll: all of the gap is work.
     if (this.lastDecided > 0) this.followMs += (Math.min((started - this.sliceEnded) / this.lastDecided, MAX_FOLLOW_MS) - this.followMs) / 4;
+    // Checks whose client left, or that the budget refused, are dropped first: the age limit reads the oldest live one.
+    while (this.head < queue.length && (queue[this.head]!.evicted || unanswerable(queue[this.head]!.stream))) {
+      this.governor.release(queue[this.head]!);
+      queue[this.head++] = undefined as unknown as Waiting;
+    }
     const oldest = queue[this.head];
     if (oldest === undefined) {
-      // Nothing waits (not expected: a slice is scheduled by a push, and only slices take).
       this.queue = [];
       this.head = 0;
       this.lastDecided = 0;
@@ -147,17 +154,15 @@ export class TakeTurns {
     const until = started + MAX_SLICE_MS;
     // Only checks decided count: one whose client left (or that the budget refused) costs nothing.
     let decided = 0;
-    let taken = 0;
     while (this.head < queue.length && decided < budget) {
       const item = queue[this.head]!;
       queue[this.head++] = undefined as unknown as Waiting;
       this.governor.release(item);
       // The client gave up (Envoy's timeout) while it waited: its stream's close did the accounting.
-      if (!item.evicted && !unanswerable(item.stream)) {
-        this.run(item.stream, item.message);
-        decided++;
-      }
-      if ((++taken & 3) === 0 && this.now() >= until) break;
+      if (item.evicted || unanswerable(item.stream)) continue;
+      this.run(item.stream, item.message);
+      decided++;
+      if (this.now() >= until) break;
     }
     const ended = this.now();
     if (decided > 0) {
