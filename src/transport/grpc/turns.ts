@@ -39,8 +39,9 @@ const MAX_SLICE_MS = 2;
 const DRAIN_TURNS = 16;
 /**
  * The follow-on work counted per decided check is at most this (ms; measured 60–70 µs on a slow
- * machine; 0.1 leaves 6 checks a turn). The busy time between slices also holds work the slice did not cause (other clients'
- * checks, GC pauses); uncapped, a loop kept busy by them would cut slices to one check a turn.
+ * machine; 0.1 leaves 6 checks a turn). The busy time between slices also holds work the slice
+ * did not cause (other clients' checks, GC pauses); uncapped, a loop kept busy by them would cut
+ * slices to one check a turn.
  */
 const MAX_FOLLOW_MS = 0.1;
 /**
@@ -62,6 +63,9 @@ export interface TurnHandlers {
 }
 
 const NO_MESSAGE = Buffer.alloc(0);
+
+/** Refused by the budget while it waited, or its client gave up (Envoy's timeout): nothing to decide. */
+const gone = (item: Waiting): boolean => item.evicted || unanswerable(item.stream);
 
 class Waiting implements Holder {
   counted = 0;
@@ -136,7 +140,7 @@ export class TakeTurns {
     // While a slice is scheduled the loop does not wait in poll: all of the gap is work.
     if (this.lastDecided > 0) this.followMs += (Math.min((started - this.sliceEnded) / this.lastDecided, MAX_FOLLOW_MS) - this.followMs) / 4;
     // Checks whose client left, or that the budget refused, are dropped first: the age limit reads the oldest live one.
-    while (this.head < queue.length && (queue[this.head]!.evicted || unanswerable(queue[this.head]!.stream))) {
+    while (this.head < queue.length && gone(queue[this.head]!)) {
       this.governor.release(queue[this.head]!);
       queue[this.head++] = undefined as unknown as Waiting;
     }
@@ -159,7 +163,7 @@ export class TakeTurns {
       queue[this.head++] = undefined as unknown as Waiting;
       this.governor.release(item);
       // The client gave up (Envoy's timeout) while it waited: its stream's close did the accounting.
-      if (item.evicted || unanswerable(item.stream)) continue;
+      if (gone(item)) continue;
       this.run(item.stream, item.message);
       decided++;
       if (this.now() >= until) break;
