@@ -3,18 +3,25 @@
 // after another, and each request's limits exactly as MemoryStore.check does, step for step: a
 // batch of N requests answers as N scripts run back to back would.
 //
-// KEYS: four per limit, all sharing the limit's hash tag so they live in one Cluster slot:
+// A batch names each counter and each limit's numbers once, however many of its requests use them
+// (under load most requests of a turn share one tenant's counter and one policy's numbers), so a
+// request costs two arguments per limit rather than twelve: what ioredis encodes and writes, and
+// what Redis parses, per check.
+//
+// KEYS: four per counter, all sharing the counter's hash tag so they live in one Cluster slot:
 //   state (GCRA TAT string / sliding-window sorted set), sequence (unique window members),
-//   violations (hash: count, until), lock (string: locked until). Requests' keys follow each other.
+//   violations (hash: count, until), lock (string: locked until). Counters follow each other.
 // Every time is compared against the request's `now`, never against Redis TTLs: key expiry only
 // collects garbage, so "local" time (a controlled clock) and "server" time behave the same.
 // ARGV[1]: "" to use Redis TIME (one clock for every instance, read once per batch), or "L" when
 //   each request brings its own now.
-// ARGV[2]: number of requests; then per request: now in ms ("" with Redis TIME), number of
-//   limits, and 8 per limit:
+// ARGV[2]: number of limit specs S, then 8 per spec:
 //   algorithm ("b" bucket | "w" window), enforce ("1" | "0"), cost,
 //   p1 (bucket: interval ms; window: limit), p2 (bucket: tolerance ms; window: window ms),
 //   lockout after (0 = none), lockout within ms, lockout for ms.
+// Then the number of requests, and per request: now in ms ("" with Redis TIME), number of limits,
+//   and 2 per limit: its counter (1-based, the counter's keys are KEYS[4c-3..4c]) and its spec
+//   (1-based).
 // Returns 4 integers per limit, requests in order: status (0 allowed, 1 limited, 2 locked, 4 locked
 // by this very request),
 // remaining, reset ms, retry ms.
@@ -35,20 +42,32 @@ local out = {}
 local function fmt(x) return string.format('%.17g', x) end
 local function ms(x) return math.ceil(x) end
 
--- One request: n limits, the first one's keys at KEYS[kb + 1..], its arguments at ARGV[ab + 1..].
-local function apply(kb, ab, n, now)
+-- Token-bucket TATs read or written by this batch, by state key (false: no stored TAT), and the
+-- expiry each written one needs; written back once, at the end. Equal to a SET per request:
+-- %.17g reads back exactly, and Redis does not expire keys while a script runs.
+local tats, dirty, dirtyKeys = {}, {}, {}
+
+-- The specs, read once per batch.
+local specCount = tonumber(ARGV[2])
+local specs = {}
+for s = 1, specCount do
+  local b = 2 + (s - 1) * 8
+  specs[s] = {
+    ARGV[b + 1], ARGV[b + 2] == '1', tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+    tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8]),
+  }
+end
+
+-- One request: n limits, each a (counter, spec) pair at ARGV[ab + 1..].
+local function apply(ab, n, now)
   local commit = {}
   local enforcedAllowed = true
 
   for i = 1, n do
-    local a = ab + (i - 1) * 8
-    local algo = ARGV[a + 1]
-    local enforce = ARGV[a + 2] == '1'
-    local cost = tonumber(ARGV[a + 3])
-    local p1 = tonumber(ARGV[a + 4])
-    local p2 = tonumber(ARGV[a + 5])
-    local lockAfter = tonumber(ARGV[a + 6])
-    local k = kb + (i - 1) * 4
+    local a = ab + (i - 1) * 2
+    local spec = specs[tonumber(ARGV[a + 2])]
+    local algo, enforce, cost, p1, p2, lockAfter = spec[1], spec[2], spec[3], spec[4], spec[5], spec[6]
+    local k = (tonumber(ARGV[a + 1]) - 1) * 4
     local state, seq, viol, lock = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
     local status, remaining, reset, retry = 0, 0, 0, 0
     local allowed = false
@@ -63,12 +82,14 @@ local function apply(kb, ab, n, now)
     if locked > 0 then
       status, remaining, reset, retry = 2, 0, locked, locked
     elseif algo == 'b' then
-      local stored = redis.call('GET', state)
       local tat = now
-      if stored then
-        local t = tonumber(stored)
-        if t > now then tat = t end
+      local t = tats[state]
+      if t == nil then
+        local stored = redis.call('GET', state)
+        t = stored and tonumber(stored) or false
+        tats[state] = t
       end
+      if t and t > now then tat = t end
       newTat = tat + cost * p1
       local allowAt = newTat - p2
       if now < allowAt then
@@ -110,13 +131,13 @@ local function apply(kb, ab, n, now)
 
     if status == 1 and lockAfter > 0 then
       local v = redis.call('HMGET', viol, 'count', 'until')
-      local count, untilTime = 0, now + tonumber(ARGV[a + 7])
+      local count, untilTime = 0, now + spec[7]
       if v[2] and tonumber(v[2]) > now then
         count, untilTime = tonumber(v[1]), tonumber(v[2])
       end
       count = count + 1
       if count >= lockAfter then
-        local lockFor = tonumber(ARGV[a + 8])
+        local lockFor = spec[8]
         redis.call('DEL', viol)
         redis.call('SET', lock, fmt(now + lockFor), 'PX', ms(lockFor))
         status, remaining, reset, retry = 4, 0, lockFor, lockFor
@@ -142,7 +163,9 @@ local function apply(kb, ab, n, now)
       out[c[8] + 2] = ms(c[9])
     else
       if algo == 'b' then
-        redis.call('SET', state, fmt(newTat), 'PX', math.max(1, ms(newTat - now)))
+        if dirty[state] == nil then dirtyKeys[#dirtyKeys + 1] = state end
+        tats[state] = newTat
+        dirty[state] = math.max(1, ms(newTat - now))
       else
         local last = redis.call('INCRBY', seq, cost)
         local members = {}
@@ -162,12 +185,15 @@ local function apply(kb, ab, n, now)
   end
 end
 
-local a, k = 3, 0
-for _ = 1, tonumber(ARGV[2]) do
+local requestsAt = 3 + specCount * 8
+local a = requestsAt + 1
+for _ = 1, tonumber(ARGV[requestsAt]) do
   local n = tonumber(ARGV[a + 1])
-  apply(k, a + 1, n, serverNow or tonumber(ARGV[a]))
-  a = a + 2 + n * 8
-  k = k + n * 4
+  apply(a + 1, n, serverNow or tonumber(ARGV[a]))
+  a = a + 2 + n * 2
+end
+for _, state in ipairs(dirtyKeys) do
+  redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state])
 end
 return out
 `;

@@ -14,7 +14,7 @@ import { BREAKER_STATE_VALUE, CircuitBreaker, type BreakerState } from './circui
 import type { RedisBackendConfig } from './config.js';
 import { clusterSlot } from './cluster-slot.js';
 import { CHECK_SCRIPT, OFFENCE_SCRIPT } from './redis-script.js';
-import { LOCKED, UNAVAILABLE, type LimitCheck, type LimitOutcome, type LimitStatus, type LimitStore, type OffenceCount } from './types.js';
+import { LOCKED, UNAVAILABLE, type LimitCheck, type LimitOutcome, type LimitShape, type LimitStatus, type LimitStore, type OffenceCount } from './types.js';
 
 /** Why a check could not be answered by the backend. */
 export type BackendFailureKind = 'timeout' | 'error' | 'circuit_open';
@@ -305,31 +305,29 @@ export class RedisStore implements LimitStore {
     return byNode;
   }
 
-  /** One EVALSHA of the batch script for these parts (all in one slot); resolves to the raw reply. */
+  /**
+   * One EVALSHA of the batch script for these parts (all in one slot); resolves to the raw reply.
+   * Each counter's keys and each limit's numbers are sent once per call (redis-script.ts).
+   */
   private async runScript(parts: readonly Part[]): Promise<unknown> {
     const keys: string[] = [];
-    const args: (string | number)[] = [this.serverTime ? '' : 'L', parts.length];
+    const counters = new Map<string, number>();
+    const specs = new SpecTable();
+    const requests: (string | number)[] = [parts.length];
     for (const { request, indexes } of parts) {
       const count = indexes?.length ?? request.checks.length;
-      args.push(this.serverTime ? '' : request.now, count);
+      requests.push(this.serverTime ? '' : request.now, count);
       for (let n = 0; n < count; n++) {
         const check = request.checks[indexes === undefined ? n : indexes[n]!]!;
-        keys.push(check.key + ':s', check.key + ':q', check.key + ':v', check.key + ':l');
-        const shape = check.shape;
-        const bucket = shape.algorithm === 'bucket';
-        args.push(
-          bucket ? 'b' : 'w',
-          check.enforce ? '1' : '0',
-          check.cost,
-          bucket ? shape.intervalMs : shape.limit,
-          bucket ? shape.toleranceMs : shape.windowMs,
-          check.lockout?.after ?? 0,
-          check.lockout?.withinMs ?? 0,
-          check.lockout?.forMs ?? 0,
-        );
+        let counter = counters.get(check.key);
+        if (counter === undefined) {
+          counters.set(check.key, (counter = counters.size + 1));
+          keys.push(check.key + ':s', check.key + ':q', check.key + ':v', check.key + ':l');
+        }
+        requests.push(counter, specs.of(check));
       }
     }
-    return this.client.portcullisCheck(keys.length, ...keys, ...args);
+    return this.client.portcullisCheck(keys.length, ...keys, this.serverTime ? '' : 'L', specs.count, ...specs.args, ...requests);
   }
 
   /** Hands each part its outcomes; a request whose every part is in settles. */
@@ -441,6 +439,41 @@ export class RedisStore implements LimitStore {
 
   async close(): Promise<void> {
     this.client.disconnect();
+  }
+}
+
+/**
+ * The distinct limit specs of one script call (algorithm and numbers, enforce, cost, lockout), as
+ * the script's 8 arguments each. Checks of one policy share its shape and lockout objects, so a
+ * spec is found by identity, among the few specs of that shape.
+ */
+class SpecTable {
+  readonly args: (string | number)[] = [];
+  count = 0;
+  private readonly byShape = new Map<LimitShape, { readonly check: LimitCheck; readonly index: number }[]>();
+
+  /** The 1-based index of `check`'s spec, added when new. */
+  of(check: LimitCheck): number {
+    let known = this.byShape.get(check.shape);
+    if (known === undefined) this.byShape.set(check.shape, (known = []));
+    for (const { check: other, index } of known) {
+      if (other.enforce === check.enforce && other.cost === check.cost && other.lockout === check.lockout) return index;
+    }
+    const index = ++this.count;
+    known.push({ check, index });
+    const { shape, lockout } = check;
+    const bucket = shape.algorithm === 'bucket';
+    this.args.push(
+      bucket ? 'b' : 'w',
+      check.enforce ? '1' : '0',
+      check.cost,
+      bucket ? shape.intervalMs : shape.limit,
+      bucket ? shape.toleranceMs : shape.windowMs,
+      lockout?.after ?? 0,
+      lockout?.withinMs ?? 0,
+      lockout?.forMs ?? 0,
+    );
+    return index;
   }
 }
 

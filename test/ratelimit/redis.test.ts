@@ -148,6 +148,36 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
     expect([...statuses].sort()).toEqual([0, 1, 2]);
   });
 
+  it("a batch writes a token bucket's state once, expiring when the bucket is full again", async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
+    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+    await redis.ready;
+    // One unit every 1000 ms, burst 10: after n units taken at once the TAT is n s ahead.
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
+    const key = `${PREFIX}{ttl:${randomBytes(3).toString('hex')}}`;
+    const check = (cost: number): LimitCheck[] => [{ key, shape: bucket, lockout: undefined, cost, enforce: true }];
+    const admin = new Redis(REDIS_URL);
+    try {
+      // Five requests in one turn (one script call), costs 1 to 5: 1+2+3+4 fill the bucket, 5 is refused.
+      const outcomes = await Promise.all([1, 2, 3, 4, 5].map((cost) => redis.check(check(cost))));
+      expect(outcomes.map((o) => o[0]!.status)).toEqual([0, 0, 0, 0, 1]);
+      expect(Number(await admin.get(`${key}:s`))).toBe(Date.UTC(2026, 0, 1) + 10_000);
+      const ttl = await admin.pttl(`${key}:s`);
+      expect(ttl).toBeGreaterThan(9_000);
+      expect(ttl).toBeLessThanOrEqual(10_000);
+      // A later batch at a later time: the expiry follows the latest request's now.
+      clock.advance(4000);
+      expect((await redis.check(check(2)))[0]!.status).toBe(0);
+      const later = await admin.pttl(`${key}:s`);
+      expect(later).toBeGreaterThan(7_000);
+      expect(later).toBeLessThanOrEqual(8_000);
+    } finally {
+      admin.disconnect();
+      await redis.close();
+    }
+  });
+
   it('two instances sharing Redis, 64 concurrent callers: a sliding window admits exactly its limit', async () => {
     const yaml = redisPolicy('    - { name: per-tenant, key: [tenant], window: 1h, limit: 100 }');
     const a = limiterAt(await compileReady(yaml, newRuntime()), '/x');
