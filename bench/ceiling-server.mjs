@@ -10,13 +10,15 @@
 // --workers N: N processes sharing the port through node:cluster (the primary accepts and hands
 // each connection to a worker, as `portcullis serve --workers` does): the reference for the
 // bench's workers row, what a second process buys any Node server on the same machine.
+// --read: the floor instead, the ceiling plus the least any real server must do: read the request
+// to its end (one 'data' and one 'end' listener) and answer then. Same fixed answer, no parsing.
 // Prints "listening <port>" once bound; stops on SIGTERM/SIGINT.
 
 import cluster from 'node:cluster';
 import http2 from 'node:http2';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'max-streams': { type: 'string' }, workers: { type: 'string', default: '1' } } });
+const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'max-streams': { type: 'string' }, workers: { type: 'string', default: '1' }, read: { type: 'boolean', default: false } } });
 
 // CheckResponse { status: {} (code 0), ok_response: {} }: field 1 (status) and field 3
 // (ok_response), both empty length-delimited messages; then the 5-byte gRPC frame header.
@@ -28,6 +30,17 @@ const OPTIONS = { waitForTrailers: true };
 
 function sendTrailers() {
   this.sendTrailers(TRAILERS);
+}
+
+/** --read: the request's bytes are kept (a real server decodes them) and the answer waits for its end. */
+const BODY = Symbol('body');
+function keepChunk(chunk) {
+  this[BODY] ??= chunk;
+}
+function answerAtEnd() {
+  this.respond(HEADERS, OPTIONS);
+  this.once('wantTrailers', sendTrailers);
+  this.end(FRAME);
 }
 
 const WORKERS = Number(values.workers);
@@ -54,6 +67,11 @@ if (WORKERS > 1 && cluster.isPrimary) {
 function serve() {
   const server = http2.createServer(values['max-streams'] === undefined ? {} : { settings: { maxConcurrentStreams: Number(values['max-streams']) } });
   server.on('stream', (stream) => {
+    if (values.read) {
+      stream.on('data', keepChunk);
+      stream.on('end', answerAtEnd);
+      return;
+    }
     // The request's bytes are discarded unread (flowing mode, no listener): HTTP/2 flow control
     // needs them consumed, or the connection's window fills and the client stalls.
     stream.resume();
