@@ -103,6 +103,12 @@ local function apply(ab, n, now)
         unchargedReset = tat - now
       end
     else
+      if tats[state] ~= nil then
+        -- The same key as a token bucket earlier in this batch (a reload changed the policy's
+        -- algorithm): write it now, so this fails as the requests run one by one would.
+        if dirty[state] ~= nil then redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state]) end
+        tats[state], dirty[state] = nil, nil
+      end
       redis.call('ZREMRANGEBYSCORE', state, '-inf', fmt(now - p2))
       local count = redis.call('ZCARD', state)
       if count + cost <= p1 then
@@ -193,7 +199,7 @@ for _ = 1, tonumber(ARGV[requestsAt]) do
   a = a + 2 + n * 2
 end
 for _, state in ipairs(dirtyKeys) do
-  redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state])
+  if dirty[state] ~= nil then redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state]) end
 end
 return out
 `;

@@ -10,7 +10,7 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { redisBackendSchema } from '../../src/ratelimit/config.js';
 import { MemoryStore } from '../../src/ratelimit/memory-store.js';
 import { RedisStore } from '../../src/ratelimit/redis-store.js';
-import type { LimitCheck, LimitShape, LockoutShape } from '../../src/ratelimit/types.js';
+import type { LimitCheck, LimitOutcome, LimitShape, LockoutShape } from '../../src/ratelimit/types.js';
 import { isPromise } from '../../src/types.js';
 import { REDIS_URL, redisAvailable } from '../support/services.js';
 import { testRuntime } from '../support/runtime.js';
@@ -148,30 +148,99 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
     expect([...statuses].sort()).toEqual([0, 1, 2]);
   });
 
-  it("a batch writes a token bucket's state once, expiring when the bucket is full again", async () => {
-    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+  it("a batch leaves a token bucket's state as its last charged request would, expiring when the bucket is full again", async () => {
+    const t0 = Date.UTC(2026, 0, 1);
+    const clock = new ManualClock(t0);
     const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
     const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
     await redis.ready;
-    // One unit every 1000 ms, burst 10: after n units taken at once the TAT is n s ahead.
+    // One unit every 1000 ms, burst 10: the TAT may run at most 10 s ahead of now.
     const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
     const key = `${PREFIX}{ttl:${randomBytes(3).toString('hex')}}`;
     const check = (cost: number): LimitCheck[] => [{ key, shape: bucket, lockout: undefined, cost, enforce: true }];
     const admin = new Redis(REDIS_URL);
     try {
-      // Five requests in one turn (one script call), costs 1 to 5: 1+2+3+4 fill the bucket, 5 is refused.
-      const outcomes = await Promise.all([1, 2, 3, 4, 5].map((cost) => redis.check(check(cost))));
+      // Five requests in one turn (one script call), 100 ms apart on their own clocks, costs 1 to
+      // 5: 1+2+3+4 fill the bucket (TAT t0 + 10 s), 5 is refused and not charged.
+      const asked: Promise<readonly LimitOutcome[]>[] = [];
+      for (const cost of [1, 2, 3, 4, 5]) {
+        asked.push(redis.check(check(cost)));
+        clock.advance(100);
+      }
+      const outcomes = await Promise.all(asked);
       expect(outcomes.map((o) => o[0]!.status)).toEqual([0, 0, 0, 0, 1]);
-      expect(Number(await admin.get(`${key}:s`))).toBe(Date.UTC(2026, 0, 1) + 10_000);
+      expect(Number(await admin.get(`${key}:s`))).toBe(t0 + 10_000);
+      // Expires when the last charged request (cost 4, at t0 + 300) would see the bucket full again.
       const ttl = await admin.pttl(`${key}:s`);
-      expect(ttl).toBeGreaterThan(9_000);
-      expect(ttl).toBeLessThanOrEqual(10_000);
-      // A later batch at a later time: the expiry follows the latest request's now.
-      clock.advance(4000);
+      expect(ttl).toBeGreaterThan(8_700);
+      expect(ttl).toBeLessThanOrEqual(9_700);
+      // A later call at a later time: the expiry follows its request's now.
+      clock.advance(3600);
       expect((await redis.check(check(2)))[0]!.status).toBe(0);
       const later = await admin.pttl(`${key}:s`);
       expect(later).toBeGreaterThan(7_000);
       expect(later).toBeLessThanOrEqual(8_000);
+    } finally {
+      admin.disconnect();
+      await redis.close();
+    }
+  });
+
+  it('a batch where one limit object is enforced and shadow, with and without a lockout, answers like the memory backend', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const memory = new MemoryStore(clock, 10_000);
+    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
+    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+    await redis.ready;
+    // One shape object for every limit: the batch's specs differ only in enforce and lockout.
+    const shape: LimitShape = { algorithm: 'window', limit: 4, windowMs: 5000 };
+    const lockout: LockoutShape = { after: 2, withinMs: 10_000, forMs: 4000 };
+    const tag = randomBytes(3).toString('hex');
+    const random = prng(20261201);
+    const statuses = new Set<number>();
+    try {
+      for (let round = 0; round < 40; round++) {
+        const asked: Promise<readonly LimitOutcome[]>[] = [];
+        const expected: (readonly LimitOutcome[])[] = [];
+        for (let r = 0; r < 1 + Math.floor(random() * 30); r++) {
+          const who = Math.floor(random() * 3);
+          const checks: LimitCheck[] = [
+            { key: `${PREFIX}{se:${tag}:${who}}`, shape, lockout, cost: 1, enforce: true },
+            { key: `${PREFIX}{ss:${tag}:${who}}`, shape, lockout: undefined, cost: 1, enforce: false },
+            { key: `${PREFIX}{sn:${tag}:${who}}`, shape, lockout: undefined, cost: 1, enforce: true },
+            { key: `${PREFIX}{sl:${tag}:${who}}`, shape, lockout, cost: 1, enforce: false },
+          ].filter(() => random() < 0.7);
+          if (checks.length === 0) continue;
+          expected.push(memory.check(checks) as readonly LimitOutcome[]);
+          asked.push(redis.check(checks));
+          clock.advance(Math.floor(random() * 150));
+        }
+        expect(await Promise.all(asked), `round ${round}`).toEqual(expected);
+        for (const outcomes of expected) for (const o of outcomes) statuses.add(o.status);
+      }
+    } finally {
+      await redis.close();
+    }
+    expect([...statuses].sort()).toEqual([0, 1, 2]);
+  });
+
+  it('a batch using one key as a token bucket and then as a window (a reload changed the algorithm) fails as one request at a time would', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
+    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+    await redis.ready;
+    const key = `${PREFIX}{mixed:${randomBytes(3).toString('hex')}}`;
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
+    const window: LimitShape = { algorithm: 'window', limit: 10, windowMs: 10_000 };
+    const admin = new Redis(REDIS_URL);
+    try {
+      const asked = [bucket, window, window].map((shape) => redis.check([{ key, shape, lockout: undefined, cost: 1, enforce: true }]));
+      const settled = await Promise.allSettled(asked);
+      // The window's first command meets the bucket's string: WRONGTYPE, the whole call fails.
+      expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
+      // As one script per request: the bucket's request wrote its state before the window's failed.
+      expect(await admin.type(`${key}:s`)).toBe('string');
+      expect(Number(await admin.get(`${key}:s`))).toBe(Date.UTC(2026, 0, 1) + 1000);
     } finally {
       admin.disconnect();
       await redis.close();
