@@ -42,6 +42,14 @@ function newRuntime(): Runtime & { clock: ManualClock } {
   return runtime;
 }
 
+/** A RedisStore on the test Redis, each request carrying `clock`'s time (time: local), connected. */
+async function localTimeStore(clock: ManualClock): Promise<RedisStore> {
+  const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
+  const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+  await redis.ready;
+  return redis;
+}
+
 /** Deterministic pseudo-random numbers (mulberry32), so a failure can be replayed. */
 function prng(seed: number): () => number {
   return () => {
@@ -68,9 +76,7 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
   it('the Lua script answers exactly like the memory backend (same clock, 1500 random checks)', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     const memory = new MemoryStore(clock, 10_000);
-    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
-    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
-    await redis.ready;
+    const redis = await localTimeStore(clock);
     const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000 / 3, burst: 4, toleranceMs: (4 * 1000) / 3 };
     const window: LimitShape = { algorithm: 'window', limit: 5, windowMs: 10_000 };
     const strict: LimitShape = { algorithm: 'window', limit: 3, windowMs: 5000 };
@@ -107,9 +113,7 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
   it('a batch (checks asked in the same turn) answers exactly like the memory backend applied in order', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     const memory = new MemoryStore(clock, 10_000);
-    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
-    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
-    await redis.ready;
+    const redis = await localTimeStore(clock);
     const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 200, burst: 6, toleranceMs: 1200 };
     const window: LimitShape = { algorithm: 'window', limit: 8, windowMs: 4000 };
     const lockout: LockoutShape = { after: 4, withinMs: 10_000, forMs: 6000 };
@@ -151,9 +155,7 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
   it("a batch leaves a token bucket's state as its last charged request would, expiring when the bucket is full again", async () => {
     const t0 = Date.UTC(2026, 0, 1);
     const clock = new ManualClock(t0);
-    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
-    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
-    await redis.ready;
+    const redis = await localTimeStore(clock);
     // One unit every 1000 ms, burst 10: the TAT may run at most 10 s ahead of now.
     const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
     const key = `${PREFIX}{ttl:${randomBytes(3).toString('hex')}}`;
@@ -189,9 +191,7 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
   it('a batch where one limit object is enforced and shadow, with and without a lockout, answers like the memory backend', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     const memory = new MemoryStore(clock, 10_000);
-    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
-    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
-    await redis.ready;
+    const redis = await localTimeStore(clock);
     // One shape object for every limit: the batch's specs differ only in enforce and lockout.
     const shape: LimitShape = { algorithm: 'window', limit: 4, windowMs: 5000 };
     const lockout: LockoutShape = { after: 2, withinMs: 10_000, forMs: 4000 };
@@ -226,9 +226,7 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
 
   it('a batch using one key as a token bucket and then as a window (a reload changed the algorithm) fails as one request at a time would', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
-    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'local', timeout: '2s' });
-    const redis = new RedisStore({ config, clock, logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
-    await redis.ready;
+    const redis = await localTimeStore(clock);
     const key = `${PREFIX}{mixed:${randomBytes(3).toString('hex')}}`;
     const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
     const window: LimitShape = { algorithm: 'window', limit: 10, windowMs: 10_000 };
