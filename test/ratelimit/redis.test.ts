@@ -224,6 +224,37 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
     expect([...statuses].sort()).toEqual([0, 1, 2]);
   });
 
+  it('time: server — a batch on Redis TIME admits exactly the burst, in order, and the window exactly its limit', async () => {
+    const config = redisBackendSchema.parse({ url: REDIS_URL, time: 'server', timeout: '2s' });
+    // The local clock is far in the past: every time the script compares must be Redis's own.
+    const redis = new RedisStore({ config, clock: new ManualClock(0), logger: silentLogger(), metrics: new Metrics({ defaultMetrics: false }) });
+    await redis.ready;
+    const tag = randomBytes(3).toString('hex');
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 3_600_000, burst: 5, toleranceMs: 5 * 3_600_000 };
+    const window: LimitShape = { algorithm: 'window', limit: 7, windowMs: 3_600_000 };
+    const admin = new Redis(REDIS_URL);
+    try {
+      const asked = Array.from({ length: 12 }, (_, i) =>
+        redis.check([
+          { key: `${PREFIX}{srv-b:${tag}}`, shape: bucket, lockout: undefined, cost: 1, enforce: false },
+          { key: `${PREFIX}{srv-w:${tag}}`, shape: window, lockout: undefined, cost: i % 2 === 0 ? 1 : 2, enforce: false },
+        ]),
+      );
+      const outcomes = await Promise.all(asked);
+      expect(outcomes.map((o) => o[0]!.status)).toEqual([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+      // Window: costs 1, 2, 1, 2 fill 6 of 7; then 1 fits (7), and nothing more does.
+      expect(outcomes.map((o) => o[1]!.status)).toEqual([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+      const [seconds] = await admin.time();
+      const tat = Number(await admin.get(`${PREFIX}{srv-b:${tag}}:s`));
+      // Five units taken at Redis's now: the TAT is five hours ahead of Redis's clock, not of 1970.
+      expect(Math.abs(tat - (Number(seconds) * 1000 + 5 * 3_600_000))).toBeLessThan(5_000);
+      expect(await admin.zcard(`${PREFIX}{srv-w:${tag}}:s`)).toBe(7);
+    } finally {
+      admin.disconnect();
+      await redis.close();
+    }
+  });
+
   it('a batch using one key as a token bucket and then as a window (a reload changed the algorithm) fails as one request at a time would', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     const redis = await localTimeStore(clock);
