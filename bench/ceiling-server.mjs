@@ -1,7 +1,8 @@
 // The Node ceiling: a node:http2 server that answers every Check with one fixed, pre-framed
 // CheckResponse (status OK, ok_response) and reads nothing of the request: no gRPC parsing, no
-// protobuf, no headers looked at. No ext_authz server written in Node can beat it, so every
-// ratio to it says how close a server comes to the physical limit of this design. Keep it fixed:
+// protobuf, no headers looked at. No ext_authz server built on node:http2 can beat it, so every
+// ratio to it says how close a server comes to the limit of this design (bench/raw-h2-server.mjs
+// shows how much of it is node:http2's own). Keep it fixed:
 // one answer prepared at start, nothing done per call but respond, one DATA frame, trailers.
 //
 //   node bench/ceiling-server.mjs --port 9102 [--max-streams N]
