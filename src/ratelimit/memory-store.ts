@@ -105,7 +105,7 @@ export class MemoryStore implements LimitStore {
   }
 
   private evaluateBucket(check: LimitCheck, shape: BucketShape, now: number): { outcome: LimitOutcome; newTat: number; unchargedResetMs: number } {
-    const entry = this.live(check.key + ':s', now) as BucketEntry | undefined;
+    const entry = bucketEntry(this.live(check.key + ':s', now));
     const tat = entry && entry.tat > now ? entry.tat : now;
     const newTat = tat + check.cost * shape.intervalMs;
     const allowAt = newTat - shape.toleranceMs;
@@ -118,7 +118,7 @@ export class MemoryStore implements LimitStore {
   }
 
   private evaluateWindow(check: LimitCheck, shape: WindowShape, now: number): { outcome: LimitOutcome; unchargedResetMs: number } {
-    const entry = this.live(check.key + ':s', now) as WindowEntry | undefined;
+    const entry = windowEntry(this.live(check.key + ':s', now));
     let count = 0;
     let newest = now - shape.windowMs;
     if (entry) {
@@ -147,7 +147,7 @@ export class MemoryStore implements LimitStore {
       return;
     }
     const key = check.key + ':s';
-    let entry = this.live(key, now) as WindowEntry | undefined;
+    let entry = windowEntry(this.live(key, now));
     if (!entry) {
       entry = { times: [], head: 0, expiresAt: 0 };
       this.entries.set(key, entry);
@@ -210,4 +210,15 @@ export class MemoryStore implements LimitStore {
     if (entry === undefined || entry.expiresAt <= now) return undefined;
     return entry;
   }
+}
+
+// A counter's state as its algorithm keeps it. After a reload changed a policy's algorithm, the
+// other algorithm's state under the same key reads as none: the counter starts afresh (as in the
+// Redis script) rather than failing its checks until that state expires.
+function bucketEntry(entry: Entry | undefined): BucketEntry | undefined {
+  return entry !== undefined && 'tat' in entry ? entry : undefined;
+}
+
+function windowEntry(entry: Entry | undefined): WindowEntry | undefined {
+  return entry !== undefined && 'times' in entry ? entry : undefined;
 }

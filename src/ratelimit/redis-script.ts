@@ -40,6 +40,19 @@ end
 local out = {}
 
 local function fmt(x) return string.format('%.17g', x) end
+
+-- A command on a counter's state key. A key left by the other algorithm (a reload changed the
+-- policy's algorithm: a bucket's string where a window's sorted set belongs, or the reverse) gives
+-- nil: that counter starts afresh, as in MemoryStore, instead of failing every request of the batch.
+-- Any other error is raised.
+local function stateCall(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    return nil
+  end
+  return reply
+end
 local function ms(x) return math.ceil(x) end
 
 -- Token-bucket TATs read or written by this batch, by state key (false: no stored TAT), and the
@@ -85,7 +98,7 @@ local function apply(ab, n, now)
       local tat = now
       local t = tats[state]
       if t == nil then
-        local stored = redis.call('GET', state)
+        local stored = stateCall('GET', state)
         t = stored and tonumber(stored) or false
         tats[state] = t
       end
@@ -103,13 +116,11 @@ local function apply(ab, n, now)
         unchargedReset = tat - now
       end
     else
-      if tats[state] ~= nil then
-        -- The same key as a token bucket earlier in this batch (a reload changed the policy's
-        -- algorithm): write it now, so this fails as the requests run one by one would.
-        if dirty[state] ~= nil then redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state]) end
-        tats[state], dirty[state] = nil, nil
-      end
-      redis.call('ZREMRANGEBYSCORE', state, '-inf', fmt(now - p2))
+      -- The same key as a token bucket earlier in this batch: had that bucket been charged, its
+      -- SET would have replaced whatever the key held, which the window then starts afresh from.
+      if dirty[state] ~= nil then redis.call('DEL', state) end
+      tats[state], dirty[state] = nil, nil
+      if stateCall('ZREMRANGEBYSCORE', state, '-inf', fmt(now - p2)) == nil then redis.call('DEL', state) end
       local count = redis.call('ZCARD', state)
       if count + cost <= p1 then
         allowed = true
@@ -199,7 +210,10 @@ for _ = 1, tonumber(ARGV[requestsAt]) do
   a = a + 2 + n * 2
 end
 for _, state in ipairs(dirtyKeys) do
-  if dirty[state] ~= nil then redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state]) end
+  if dirty[state] ~= nil then
+    redis.call('SET', state, fmt(tats[state]), 'PX', dirty[state])
+    dirty[state] = nil
+  end
 end
 return out
 `;

@@ -1,6 +1,7 @@
 // The memory backend through compiled policies, with a manual clock: exact algorithm behaviour,
 // lockout, plans, shadow mode, key parts, route settings and headers.
 import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
 import { MemoryStore } from '../../src/ratelimit/memory-store.js';
 import { testRuntime } from '../support/runtime.js';
 import { compile, evaluateSync, header, input, limiterAt, metricValue, outcome, tally } from './helpers.js';
@@ -411,5 +412,21 @@ rateLimits:
 `;
     expect(tally(limiterAt(compile(yaml, runtime), '/x'), 2, () => input())).toEqual({ allow: 2 });
     expect(tally(limiterAt(compile(yaml, runtime), '/x'), 2, () => input())).toEqual({ allow: 1, rate_limited: 1 });
+  });
+});
+
+describe('memory backend: a policy whose algorithm changed (a reload keeps its name, so its keys)', () => {
+  it('starts the counter afresh instead of failing every check until the old state expires', () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const store = new MemoryStore(clock, 100);
+    const key = 'per-tenant\u001facme';
+    const bucket = { algorithm: 'bucket', intervalMs: 3_600_000, burst: 2, toleranceMs: 7_200_000 } as const;
+    const window = { algorithm: 'window', limit: 3, windowMs: 3_600_000 } as const;
+    const as = (shape: typeof bucket | typeof window) => store.check([{ key, shape, lockout: undefined, cost: 1, enforce: true }])[0]!.status;
+    expect([as(bucket), as(bucket), as(bucket)]).toEqual([0, 0, 1]);
+    // The bucket's state is still in force (hours ahead): the window counts from zero.
+    expect([as(window), as(window), as(window), as(window)]).toEqual([0, 0, 0, 1]);
+    // And back: the window's state reads as no bucket state at all.
+    expect([as(bucket), as(bucket), as(bucket)]).toEqual([0, 0, 1]);
   });
 });

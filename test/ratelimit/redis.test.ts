@@ -255,23 +255,60 @@ describe.skipIf(!(await redisAvailable()))('redis backend', () => {
     }
   });
 
-  it('a batch using one key as a token bucket and then as a window (a reload changed the algorithm) fails as one request at a time would', async () => {
+  it('a key whose algorithm changed (a reload) starts afresh, in and across batches, exactly like the memory backend', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const memory = new MemoryStore(clock, 10_000);
+    const redis = await localTimeStore(clock);
+    // The same policy name (so the same key) as a bucket before a reload and a window after it.
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 500, burst: 4, toleranceMs: 2000 };
+    const window: LimitShape = { algorithm: 'window', limit: 3, windowMs: 4000 };
+    const lockout: LockoutShape = { after: 3, withinMs: 10_000, forMs: 3000 };
+    const tag = randomBytes(3).toString('hex');
+    const random = prng(20261202);
+    const statuses = new Set<number>();
+    try {
+      for (let round = 0; round < 80; round++) {
+        const asked: Promise<readonly LimitOutcome[]>[] = [];
+        const expected: (readonly LimitOutcome[])[] = [];
+        for (let r = 0; r < 1 + Math.floor(random() * 12); r++) {
+          const who = Math.floor(random() * 2);
+          const shape = random() < 0.5 ? bucket : window;
+          const checks: LimitCheck[] = [{ key: `${PREFIX}{alg:${tag}:${who}}`, shape, lockout: random() < 0.3 ? lockout : undefined, cost: random() < 0.2 ? 2 : 1, enforce: true }];
+          expected.push(memory.check(checks) as readonly LimitOutcome[]);
+          asked.push(redis.check(checks));
+          clock.advance(Math.floor(random() * 120));
+        }
+        expect(await Promise.all(asked), `round ${round}`).toEqual(expected);
+        for (const outcomes of expected) for (const o of outcomes) statuses.add(o.status);
+        clock.advance(Math.floor(random() * 400));
+      }
+    } finally {
+      await redis.close();
+    }
+    expect([...statuses].sort()).toEqual([0, 1, 2]);
+  });
+
+  it("a counter left by the other algorithm does not fail the other checks of its batch (a fail-open policy stays exact)", async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1));
     const redis = await localTimeStore(clock);
-    const key = `${PREFIX}{mixed:${randomBytes(3).toString('hex')}}`;
-    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 1000, burst: 10, toleranceMs: 10_000 };
-    const window: LimitShape = { algorithm: 'window', limit: 10, windowMs: 10_000 };
-    const admin = new Redis(REDIS_URL);
+    const tag = randomBytes(3).toString('hex');
+    const stale = `${PREFIX}{stale:${tag}}`;
+    const other = `${PREFIX}{other:${tag}}`;
+    const window: LimitShape = { algorithm: 'window', limit: 10, windowMs: 3_600_000 };
+    const bucket: LimitShape = { algorithm: 'bucket', intervalMs: 3_600_000, burst: 10, toleranceMs: 36_000_000 };
+    const otherLimit: LimitShape = { algorithm: 'bucket', intervalMs: 3_600_000, burst: 3, toleranceMs: 10_800_000 };
     try {
-      const asked = [bucket, window, window].map((shape) => redis.check([{ key, shape, lockout: undefined, cost: 1, enforce: true }]));
-      const settled = await Promise.allSettled(asked);
-      // The window's first command meets the bucket's string: WRONGTYPE, the whole call fails.
-      expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
-      // As one script per request: the bucket's request wrote its state before the window's failed.
-      expect(await admin.type(`${key}:s`)).toBe('string');
-      expect(Number(await admin.get(`${key}:s`))).toBe(Date.UTC(2026, 0, 1) + 1000);
+      // Before the reload: `stale` is a window (a sorted set in Redis).
+      expect((await redis.check([{ key: stale, shape: window, lockout: undefined, cost: 1, enforce: true }]))[0]!.status).toBe(0);
+      // After it, a bucket: every batch mixes it with another tenant's checks.
+      const asked = Array.from({ length: 12 }, (_, i) =>
+        redis.check([{ key: i % 2 === 0 ? stale : other, shape: i % 2 === 0 ? bucket : otherLimit, lockout: undefined, cost: 1, enforce: true }]),
+      );
+      const outcomes = await Promise.all(asked);
+      // The stale counter starts afresh as a bucket; the other tenant gets exactly its 3.
+      expect(outcomes.filter((_, i) => i % 2 === 0).map((o) => o[0]!.status)).toEqual([0, 0, 0, 0, 0, 0]);
+      expect(outcomes.filter((_, i) => i % 2 === 1).map((o) => o[0]!.status)).toEqual([0, 0, 0, 1, 1, 1]);
     } finally {
-      admin.disconnect();
       await redis.close();
     }
   });
