@@ -16,6 +16,7 @@
 
 import type { Counter } from 'prom-client';
 import type { Clock } from '../clock.js';
+import { ioDeadline, type Deadline } from '../deadline.js';
 import type { Logger } from '../observability/logger.js';
 import { redactUrl, redactUrlsIn } from '../observability/redact.js';
 import type { Runtime } from '../runtime.js';
@@ -194,12 +195,12 @@ export class JwksManager {
 
   /** Wait for a fetch that started after this call, bounded by `waitMs`. */
   private awaitKey(kid: string | undefined, alg: string, waitMs: number): Promise<KeyLookup> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Deadline | undefined;
     const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
-      timer = setTimeout(resolve, waitMs, TIMED_OUT);
-      timer.unref();
+      // Expires only if still unanswered after the loop has read its sockets (see ioDeadline).
+      timer = ioDeadline(waitMs, () => resolve(TIMED_OUT), { unref: true });
     });
-    return this.untilFetchedAfter(this.started, kid, alg, deadline, waitMs).finally(() => clearTimeout(timer));
+    return this.untilFetchedAfter(this.started, kid, alg, deadline, waitMs).finally(() => timer?.cancel());
   }
 
   private async untilFetchedAfter(arrival: number, kid: string | undefined, alg: string, deadline: Promise<typeof TIMED_OUT>, waitMs: number): Promise<KeyLookup> {

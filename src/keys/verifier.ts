@@ -21,6 +21,7 @@
 import { LRUCache } from 'lru-cache';
 import { DigestTable } from '../cache/digest-table.js';
 import type { Clock } from '../clock.js';
+import { ioDeadline } from '../deadline.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isPromise, type MaybePromise } from '../types.js';
@@ -349,7 +350,6 @@ export class KeyVerifier {
    */
   private wait(pending: Pending): Promise<KeyCheck> {
     return new Promise<KeyCheck>((resolve) => {
-      let timer: NodeJS.Timeout;
       let extended = false;
       const expire = () => {
         const bcryptStartedAt = pending.progress.bcryptStartedAt;
@@ -357,16 +357,17 @@ export class KeyVerifier {
           const remaining = bcryptStartedAt + this.bcryptTimeoutMs - performance.now();
           if (remaining > 0) {
             extended = true;
-            timer = setTimeout(expire, remaining);
+            deadline = ioDeadline(remaining, expire);
             return;
           }
         }
         this.metric.lookup('timeout').inc();
         resolve(TIMED_OUT);
       };
-      timer = setTimeout(expire, this.lookupTimeoutMs);
+      // Expires only if still unanswered after the loop has read its sockets (see ioDeadline).
+      let deadline = ioDeadline(this.lookupTimeoutMs, expire);
       pending.promise.then((resolution) => {
-        clearTimeout(timer);
+        deadline.cancel();
         resolve(this.outcome(resolution));
       });
     });

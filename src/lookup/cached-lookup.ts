@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Counter, Histogram } from 'prom-client';
+import { ioDeadline, type Deadline } from '../deadline.js';
 import { CircuitBreaker } from '../ratelimit/circuit-breaker.js';
 import type { Runtime } from '../runtime.js';
 import type { MaybePromise } from '../types.js';
@@ -149,12 +150,13 @@ export class CachedLookup<T> {
 
   private async ask(credential: string, key: string): Promise<T | LookupFailure> {
     const controller = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Deadline | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      // Expires only if still unanswered after the loop has read its sockets (see ioDeadline).
+      timer = ioDeadline(this.options.timeoutMs, () => {
         controller.abort();
         reject(new LookupError('timed out', 'timeout'));
-      }, this.options.timeoutMs);
+      });
     });
     let answer: TargetAnswer;
     try {
@@ -166,7 +168,7 @@ export class CachedLookup<T> {
       this.runtime.logger.debug({ lookup: this.options.lookup, source: this.options.source, detail: failure.detail }, 'lookup failed');
       return new LookupFailure(`lookup ${this.options.lookup}: ${failure.detail}`);
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
     this.breaker.success();
     let decoded: Decoded<T>;

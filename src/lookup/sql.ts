@@ -38,7 +38,10 @@ export class SqlTarget implements LookupTarget {
       connectionString: withOptions(options.url, ours),
       max: options.poolSize,
       connectionTimeoutMillis: timeout,
-      query_timeout: timeout,
+      // Only a backstop for a connection that hangs: the lookup's own deadline (read after the
+      // event loop has polled its sockets, deadline.ts) decides. pg's timer is a plain setTimeout,
+      // which after a stall would throw away an answer that arrived in time.
+      query_timeout: timeout + 1000,
       idleTimeoutMillis: 30_000,
       application_name: `portcullis-lookup-${options.name}`.slice(0, 63),
       options: ours,

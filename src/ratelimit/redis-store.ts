@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module';
 import type { Cluster as ClusterClient, Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Clock } from '../clock.js';
+import { ioDeadline, type Deadline } from '../deadline.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { BREAKER_STATE_VALUE, CircuitBreaker, type BreakerState } from './circuit-breaker.js';
@@ -74,7 +75,7 @@ interface Flight {
   readonly parts: readonly Part[];
   callsLeft: number;
   readonly started: number;
-  timer: NodeJS.Timeout | undefined;
+  deadline: Deadline | undefined;
   finished: boolean;
   failed: boolean;
 }
@@ -248,18 +249,13 @@ export class RedisStore implements LimitStore {
     this.queue = [];
     for (const [node, calls] of this.plan(requests)) {
       const parts = calls.flat();
-      const flight: Flight = { node, parts, callsLeft: calls.length, started: performance.now(), timer: undefined, finished: false, failed: false };
-      flight.timer = setTimeout(() => {
-        flight.timer = undefined;
-        // Timers run before the loop reads sockets: after a stall (GC, a busy callback) this fires
-        // with the reply already waiting, unread. setImmediate runs after the next poll phase,
-        // which reads it; only a flight still unanswered then has missed its deadline.
-        setImmediate(() => {
-          if (flight.finished) return;
-          this.failParts(flight, 'timeout', new Error(`no answer within ${this.timeoutMs}ms`), flight.parts);
-          this.finishFlight(flight);
-        });
-      }, this.timeoutMs);
+      const flight: Flight = { node, parts, callsLeft: calls.length, started: performance.now(), deadline: undefined, finished: false, failed: false };
+      // Expires only if still unanswered after the loop has read its sockets (see ioDeadline).
+      flight.deadline = ioDeadline(this.timeoutMs, () => {
+        if (flight.finished) return;
+        this.failParts(flight, 'timeout', new Error(`no answer within ${this.timeoutMs}ms`), flight.parts);
+        this.finishFlight(flight);
+      });
       for (const call of calls) {
         this.runScript(call).then(
           (reply) => {
@@ -370,7 +366,7 @@ export class RedisStore implements LimitStore {
   private finishFlight(flight: Flight): void {
     if (flight.finished) return;
     flight.finished = true;
-    if (flight.timer !== undefined) clearTimeout(flight.timer);
+    flight.deadline?.cancel();
     if (flight.failed) return;
     this.latency.observe((performance.now() - flight.started) / 1000);
     flight.node.breaker.success();
@@ -425,16 +421,16 @@ export class RedisStore implements LimitStore {
   /** A command with the store's deadline (at least 1s: off the request path, not worth failing fast). */
   private bounded<T>(command: Promise<T>): Promise<T> {
     const ms = Math.max(1000, this.timeoutMs);
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Deadline | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BackendUnavailableError('timeout', `rate-limit backend timeout after ${ms}ms`, ms)), ms);
+      timer = ioDeadline(ms, () => reject(new BackendUnavailableError('timeout', `rate-limit backend timeout after ${ms}ms`, ms)));
     });
     return Promise.race([command, deadline])
       .catch((err: unknown) => {
         if (err instanceof BackendUnavailableError) throw err;
         throw new BackendUnavailableError('error', `rate-limit backend error: ${(err as Error).message}`, 1000, { cause: err });
       })
-      .finally(() => clearTimeout(timer));
+      .finally(() => timer?.cancel());
   }
 
   async close(): Promise<void> {
