@@ -47,7 +47,7 @@ async function startChild(args: string[], policy = POLICY): Promise<{ child: Chi
 
 describe('graceful shutdown', () => {
   it('drains under steady load: every check sent gets its answer, then exit 0', async () => {
-    const { child, grpcPort, httpPort, logs } = await startChild(['--drain-delay', '700ms', '--drain-timeout', '5s']);
+    const { child, grpcPort, httpPort, logs } = await startChild(['--drain-delay', '2s', '--drain-timeout', '5s']);
     const client = new CheckClient(grpcPort);
     let sent = 0;
     let ok = 0;

@@ -33,7 +33,7 @@ function ecPem(): string {
 
 function policy(keys: string[]): string {
   return `
-server: { decisionLog: none }
+server: { decisionLog: none, grpc: { idleTimeout: 24h } } # the test moves the clock by minutes: the connection must not go idle
 identity:
   - jwt: { issuers: [local] }
   - host: { domains: { shop.example.com: { tenant: acme, scopes: [storefront] } } }

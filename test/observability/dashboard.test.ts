@@ -167,6 +167,7 @@ issuers:
 keyStore:
   type: postgres
   postgres: { url: "${DATABASE_URL}", schema: ${SCHEMA} }
+  lookupTimeout: 5s
 rateLimits:
   backend: { redis: { url: "${REDIS_URL}", keyPrefix: "pc-dash-${randomBytes(3).toString('hex')}:", timeout: 2s } }
   bans: { file: "${bans}" }

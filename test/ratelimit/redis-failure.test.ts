@@ -22,7 +22,7 @@ routes:
   - { name: api, match: { pathPrefix: /api/ } }
   - { name: open, match: { pathPrefix: /open/ } }
 rateLimits:
-  backend: { redis: { url: "${url}", timeout: 50ms, circuitBreaker: { failures: 3, cooldown: 300ms } } }
+  backend: { redis: { url: "${url}", timeout: 150ms, circuitBreaker: { failures: 3, cooldown: 300ms } } }
   failure: ${failure}
   policies:
 ${policies}
@@ -52,7 +52,7 @@ describe.skipIf(!redisServerInstalled())('redis failure and recovery', () => {
     expect(outcome(await limiter.evaluate(input()))).toBe('allow');
 
     const admin = server.admin();
-    await admin.call('CLIENT', 'PAUSE', '600', 'ALL');
+    await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
     for (let i = 0; i < 3; i++) {
       const verdict = limiter.evaluate(input());
       expect(isPromise(verdict)).toBe(true);
@@ -68,7 +68,7 @@ describe.skipIf(!redisServerInstalled())('redis failure and recovery', () => {
     expect(await metricValue(runtime, 'portcullis_ratelimit_backend_errors_total', { kind: 'circuit_open' })).toBe(1);
     expect(await metricValue(runtime, 'portcullis_ratelimit_decisions_total', { policy: 'per-ip', result: 'fail_closed' })).toBe(4);
 
-    await sleep(700); // the pause ends
+    await sleep(1100); // the pause ends
     runtime.clock.advance(300); // the cooldown ends: the next check is the probe
     expect(outcome(await limiter.evaluate(input()))).toBe('allow');
     expect(await metricValue(runtime, 'portcullis_ratelimit_circuit_state', {})).toBe(0);
@@ -83,12 +83,12 @@ describe.skipIf(!redisServerInstalled())('redis failure and recovery', () => {
     const limiter = limiterAt(policy, '/api/x');
     expect(outcome(await limiter.evaluate(input()))).toBe('allow');
     const admin = server.admin();
-    await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+    await admin.call('CLIENT', 'PAUSE', '500', 'ALL');
     const verdicts = await Promise.all(Array.from({ length: 10 }, (_, i) => limiter.evaluate(input({ ip: `192.0.2.${i}` }))));
     for (const verdict of verdicts) expect(verdict.denial?.reason).toBe('ratelimit_unavailable');
     expect(await metricValue(runtime, 'portcullis_ratelimit_backend_errors_total', { kind: 'timeout' })).toBe(10);
     expect(await metricValue(runtime, 'portcullis_ratelimit_circuit_state', {})).toBe(0); // 1 failure of 3
-    await sleep(400); // the pause ends
+    await sleep(600); // the pause ends
     expect(outcome(await limiter.evaluate(input()))).toBe('allow');
     admin.disconnect();
   });

@@ -311,7 +311,8 @@ describe('GrpcTransport limits and failures', () => {
     };
     const first = open(big.subarray(0, almost));
     const second = open(big.subarray(0, almost));
-    await new Promise((r) => setTimeout(r, 100));
+    // Both bodies held before the third opens (flow control interleaves them: not a fixed sleep).
+    await expect.poll(() => t.governor.used, { timeout: 5000 }).toBeGreaterThanOrEqual(2 * almost);
     const third = open(big.subarray(0, 100 * 1024)); // ~400 KiB held: over the budget
     expect(await third.closed).toBe('8');
     first.stream.end(big.subarray(almost));
