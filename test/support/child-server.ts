@@ -42,6 +42,20 @@ export interface ChildServer {
 }
 
 export async function startChildServer(policy: string, args: string[] = []): Promise<ChildServer> {
+  // A port found free can be taken (by another process's outgoing connection) before the child
+  // binds it: then start again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(policy, args);
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof PortTakenError)) throw err;
+    }
+  }
+}
+
+class PortTakenError extends Error {}
+
+async function startOnce(policy: string, args: string[]): Promise<ChildServer> {
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'pc-child-')), 'policy.yaml');
   writeFileSync(file, policy);
   const grpcPort = await freePort();
@@ -77,6 +91,7 @@ export async function startChildServer(policy: string, args: string[] = []): Pro
     if (exited || Date.now() > until) {
       clearInterval(sampler);
       child.kill('SIGKILL');
+      if (exited && logs.includes('EADDRINUSE')) throw new PortTakenError(logs);
       throw new Error(`server did not become ready: ${logs}`);
     }
     await new Promise((r) => setTimeout(r, 50));
