@@ -21,7 +21,7 @@ import { keyStoreCliOut } from './support/key-store-cli.js';
 import { request } from './support/request.js';
 import { compileYaml, testRuntime } from './support/runtime.js';
 import { DATABASE_URL, postgresAvailable } from './support/services.js';
-import { agentToken, AGENT_SECRET, decide, reasonOf } from './lookup/helpers.js';
+import { agentToken, decide, enrichPolicy, reasonOf } from './lookup/helpers.js';
 
 /** Keep the event loop busy, as a long GC pause or a CPU-heavy callback does. */
 function stall(ms: number): void {
@@ -111,23 +111,7 @@ describe('a dependency that answered during a stall longer than its deadline', (
   afterAll(() => child.close());
 
   it('an HTTP lookup: its answer is used, not lookup_unavailable', async () => {
-    const policy = compileYaml(
-      `
-lookups:
-  first-org:
-    http: { url: "${child.url}/members/{{credential}}" }
-    timeout: ${DEADLINE}
-issuers:
-  agents: { secret: "${AGENT_SECRET}", issuer: https://agents.commerce.test, audiences: [commerce-api], claims: { tenant: org_id, scopes: [grants] } }
-identity:
-  - jwt: { issuers: [agents] }
-enrich:
-  - { lookup: first-org, by: subject, methods: [jwt], map: { tenant: organization_id } }
-routes:
-  - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
-`,
-      runtime(),
-    );
+    const policy = compileYaml(enrichPolicy(`    http: { url: "${child.url}/members/{{credential}}" }\n    timeout: ${DEADLINE}`), runtime());
     const check = async (sub: string) => decide(policy, request({ path: '/v1/products', headers: { authorization: `Bearer ${await agentToken({ sub })}` } }));
     await warm(async () => reasonOf(await check('warm')));
     const results: string[] = [];
@@ -180,23 +164,7 @@ routes:
     });
 
     it('an SQL lookup: its answer is used, not lookup_unavailable', async () => {
-      const policy = compileYaml(
-        `
-lookups:
-  first-org:
-    sql: { url: "${DATABASE_URL}", query: "select 'org-' || $1 as organization_id" }
-    timeout: ${DEADLINE}
-issuers:
-  agents: { secret: "${AGENT_SECRET}", issuer: https://agents.commerce.test, audiences: [commerce-api], claims: { tenant: org_id, scopes: [grants] } }
-identity:
-  - jwt: { issuers: [agents] }
-enrich:
-  - { lookup: first-org, by: subject, methods: [jwt], map: { tenant: organization_id } }
-routes:
-  - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
-`,
-        runtime(),
-      );
+      const policy = compileYaml(enrichPolicy(`    sql: { url: "${DATABASE_URL}", query: "select 'org-' || $1 as organization_id" }\n    timeout: ${DEADLINE}`), runtime());
       const tokens = await Promise.all(['warm', 'user-0', 'user-1', 'user-2', 'user-3', 'user-4'].map((sub) => agentToken({ sub })));
       const check = (token: string) => decide(policy, request({ path: '/v1/products', headers: { authorization: `Bearer ${token}` } }));
       await warm(async () => reasonOf(await check(tokens[0]!)));

@@ -9,27 +9,12 @@ import { authorize } from '../../src/pipeline/authorize.js';
 import { request } from '../support/request.js';
 import { compileYaml, testRuntime } from '../support/runtime.js';
 import { DATABASE_URL, postgresAvailable } from '../support/services.js';
-import { agentToken, AGENT_SECRET, closedPort, decide, header, reasonOf } from './helpers.js';
+import { agentToken, closedPort, decide, enrichPolicy, header, reasonOf } from './helpers.js';
 
 const SCHEMA = `enrich_${randomBytes(6).toString('hex')}`;
-const SECRET = AGENT_SECRET;
 const available = await postgresAvailable();
 
-function policy(lookup: string): string {
-  return `
-lookups:
-  first-org:
-${lookup}
-issuers:
-  agents: { secret: "${SECRET}", issuer: https://agents.commerce.test, audiences: [commerce-api], claims: { tenant: org_id, scopes: [grants] } }
-identity:
-  - jwt: { issuers: [agents] }
-enrich:
-  - { lookup: first-org, by: subject, methods: [jwt], map: { tenant: organization_id } }
-routes:
-  - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
-`;
-}
+const policy = enrichPolicy;
 
 const sqlLookup = `    sql:
       url: "${DATABASE_URL}"

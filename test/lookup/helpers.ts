@@ -128,3 +128,23 @@ export async function agentToken(claims: Record<string, unknown>): Promise<strin
     .setExpirationTime(now + 3600)
     .sign(new TextEncoder().encode(AGENT_SECRET));
 }
+
+/**
+ * Seed 002's agents: a JWT without a tenant gets one from the lookup `first-org` by subject.
+ * `lookup` is the lookup's body (its target and options), indented by four spaces.
+ */
+export function enrichPolicy(lookup: string): string {
+  return `
+lookups:
+  first-org:
+${lookup}
+issuers:
+  agents: { secret: "${AGENT_SECRET}", issuer: https://agents.commerce.test, audiences: [commerce-api], claims: { tenant: org_id, scopes: [grants] } }
+identity:
+  - jwt: { issuers: [agents] }
+enrich:
+  - { lookup: first-org, by: subject, methods: [jwt], map: { tenant: organization_id } }
+routes:
+  - { match: { pathPrefix: /v1/ }, require: { allOf: [storefront] } }
+`;
+}
