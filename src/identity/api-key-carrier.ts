@@ -1,6 +1,9 @@
 // Where an API key travels in a request: one of the configured headers, or `Authorization: Bearer`
 // with a configured prefix. The built-in and the external key sources both read a request through
-// this one function, so they can never disagree about what counts as a key or as two keys.
+// this one function, so they can never disagree about what counts as a key or as two keys, and
+// both take their removal rule (what never reaches the upstream) from keyRemoval below.
+
+import type { RequestAttributes } from '../types.js';
 
 const BEARER = /^bearer +/i;
 
@@ -70,4 +73,34 @@ function bearerKey(authorization: string, prefixes: readonly string[]): string |
   const token = authorization.slice(scheme[0].length).trim();
   for (const prefix of prefixes) if (token.startsWith(prefix)) return token;
   return undefined;
+}
+
+/** An API key source's removal rule: the key never reaches the upstream unless `forward: true`. */
+export interface KeyRemoval {
+  /** Its headers, stripped on every allow of its routes, whoever was identified, public routes too. */
+  readonly stripHeaders: readonly string[] | undefined;
+  readonly forwardHeaders: readonly string[] | undefined;
+  /** Authorization when it carries one of our Bearer prefixes (public routes, other callers). */
+  readonly carrier: ((request: RequestAttributes) => readonly string[] | undefined) | undefined;
+  /** The headers to remove for the key just found: every place it was in. Allocates only for a key sent in two places. */
+  removeFor(found: FoundKey): readonly string[] | undefined;
+}
+
+export function keyRemoval(headers: readonly string[], bearerPrefixes: readonly string[], forward: boolean): KeyRemoval {
+  if (forward) return { stripHeaders: undefined, forwardHeaders: headers, carrier: undefined, removeFor: () => undefined };
+  // Where the key was found → headers to strip: one per configured header, then Authorization.
+  const removals = [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
+  const authorization = removals[headers.length]!;
+  return {
+    stripHeaders: headers,
+    forwardHeaders: undefined,
+    carrier:
+      bearerPrefixes.length === 0
+        ? undefined
+        : (request) => {
+            const value = request.headers.get('authorization');
+            return value !== undefined && bearerPrefixes.some((p) => value.includes(p)) ? authorization : undefined;
+          },
+    removeFor: (found) => (found.extraSlots === undefined ? removals[found.slot] : [found.slot, ...found.extraSlots].flatMap((s) => removals[s]!)),
+  };
 }

@@ -13,7 +13,7 @@ import type { TargetAnswer } from '../lookup/target.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type Principal, type RequestAttributes } from '../types.js';
-import { findApiKey, newFoundKey } from './api-key-carrier.js';
+import { findApiKey, keyRemoval, newFoundKey } from './api-key-carrier.js';
 import { lookupUnavailable } from './session.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
@@ -50,17 +50,19 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
   if (!lookup) return undefined;
   const ipSettings = ctx.policy.clientIp;
 
-  // Identified results per (principal, carrier), so a cached key allocates nothing.
-  const byCarrier = headers.map(() => new WeakMap<Principal, IdentifyResult>());
-  const bearerResults = new WeakMap<Principal, IdentifyResult>();
-  const removals = config.forward ? undefined : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
-  const settle = (result: Principal | IdentifyResult | LookupFailure, slot: number): IdentifyResult => {
+  const removal = keyRemoval(headers, bearerPrefixes, config.forward);
+  // Identified results per (principal, slot the key was found in), so a cached key allocates
+  // nothing; a key sent in two places (rare) gets its own result removing both.
+  const bySlot = [...headers, 'authorization'].map(() => new WeakMap<Principal, IdentifyResult>());
+  /** `slot` -1: not memoised (the key was in several places). */
+  const settle = (result: Principal | IdentifyResult | LookupFailure, slot: number, removeHeaders: readonly string[] | undefined): IdentifyResult => {
     if (result instanceof LookupFailure) return lookupUnavailable(result);
     if ('kind' in result) return result;
-    const memo = slot < headers.length ? byCarrier[slot]! : bearerResults;
+    if (slot < 0) return Object.freeze({ kind: 'principal', principal: result, removeHeaders });
+    const memo = bySlot[slot]!;
     let identified = memo.get(result);
     if (identified === undefined) {
-      identified = Object.freeze({ kind: 'principal', principal: result, removeHeaders: removals?.[slot] });
+      identified = Object.freeze({ kind: 'principal', principal: result, removeHeaders });
       memo.set(result, identified);
     }
     return identified;
@@ -70,14 +72,19 @@ export function compileExternalKeySource(config: ApiKeySourceConfig, path: Polic
   return {
     method: 'api-key',
     name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}:external`,
+    stripHeaders: removal.stripHeaders,
+    forwardHeaders: removal.forwardHeaders,
+    carrier: removal.carrier,
     identify(request: RequestAttributes) {
       const found = findApiKey(request, headers, bearerPrefixes, carried);
       if (found === 'malformed') return MALFORMED;
       if (found === 'none') return NOT_PRESENT;
-      const { key, slot } = carried;
+      const key = carried.key;
       if (!plausibleCredential(key, 1024) || (prefixes !== undefined && !prefixes.some((p) => key.startsWith(p)))) return UNKNOWN;
+      const slot = carried.extraSlots === undefined ? carried.slot : -1;
+      const removeHeaders = removal.removeFor(carried);
       const result = lookup.resolve(key, clientShareKey(clientIp(request, ipSettings)));
-      return isPromise(result) ? result.then((r) => settle(r, slot)) : settle(result, slot);
+      return isPromise(result) ? result.then((r) => settle(r, slot, removeHeaders)) : settle(result, slot, removeHeaders);
     },
   };
 }

@@ -19,7 +19,7 @@ import type { ClientOf, KeyCheck, KeyVerifier } from '../keys/verifier.js';
 import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type RequestAttributes } from '../types.js';
-import { findApiKey, newFoundKey } from './api-key-carrier.js';
+import { findApiKey, keyRemoval, newFoundKey } from './api-key-carrier.js';
 import { compileExternalKeySource } from './api-key-external.js';
 import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult, type Identified } from './source.js';
 
@@ -55,11 +55,7 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
   const headers = Object.freeze([...config.headers]);
   const bearerPrefixes = Object.freeze([...config.bearerPrefixes]);
   const rules: ShapeRules = { prefixes: config.prefixes, importedFormats: config.importedFormats };
-  // Where the key was found → headers to strip: one per configured header, then Authorization.
-  const removals: (readonly string[] | undefined)[] = config.forward
-    ? []
-    : [...headers.map((h) => Object.freeze([h])), Object.freeze(['authorization'])];
-  const bearerSlot = headers.length;
+  const removal = keyRemoval(headers, bearerPrefixes, config.forward);
   const carried = newFoundKey();
   const subject = config.subject;
   // Lookup shares and bcrypt budgets count per client IP; resolved only when the store is asked.
@@ -85,29 +81,20 @@ export function compileApiKeySource(config: ApiKeySourceConfig, path: PolicyPath
     }
   }
 
-  const authorizationRemoval = removals[bearerSlot];
   return {
     method: 'api-key',
     name: `api-key:${[...headers, ...(bearerPrefixes.length > 0 ? ['bearer'] : [])].join(',')}`,
-    stripHeaders: config.forward ? undefined : headers,
-    forwardHeaders: config.forward ? headers : undefined,
-    carrier:
-      config.forward || bearerPrefixes.length === 0
-        ? undefined
-        : (request: RequestAttributes) => {
-            const authorization = request.headers.get('authorization');
-            if (authorization === undefined) return undefined;
-            return bearerPrefixes.some((p) => authorization.includes(p)) ? authorizationRemoval : undefined;
-          },
+    stripHeaders: removal.stripHeaders,
+    forwardHeaders: removal.forwardHeaders,
+    carrier: removal.carrier,
     identify(request: RequestAttributes) {
       const found = findApiKey(request, headers, bearerPrefixes, carried);
       if (found === 'malformed') return MALFORMED;
       if (found === 'none') return NOT_PRESENT;
-      const { key, slot, extraSlots } = carried;
+      const key = carried.key;
       if (!isPlausibleKey(key, rules)) return BAD_SHAPE;
 
-      let removeHeaders = removals[slot];
-      if (extraSlots !== undefined && removeHeaders !== undefined) removeHeaders = [slot, ...extraSlots].flatMap((s) => removals[s]!);
+      const removeHeaders = removal.removeFor(carried);
       const check = verifier ? verifier.check(key, request, clientOf) : undefined;
       if (check === undefined) return OFFLINE;
       if (isPromise(check)) return check.then((resolved) => toResult(resolved, removeHeaders));
