@@ -58,7 +58,7 @@ export function compileSessionSource(config: SessionSourceConfig, path: PolicyPa
     identify(request: RequestAttributes) {
       const found = place.find(request.headers);
       if (found === undefined) return NOT_PRESENT;
-      if (found === MALFORMED || !plausibleCredential(found)) return MALFORMED_RESULT;
+      if (found === MALFORMED || !place.wellFormed(found) || !plausibleCredential(found)) return MALFORMED_RESULT;
       const result = lookup.resolve(found, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then(settle) : settle(result);
     },

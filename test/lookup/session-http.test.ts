@@ -118,6 +118,15 @@ describe('session source over an HTTP lookup', () => {
     expect(reasonOf(await decide(compiled, request({ path: '/v1/admin/x' })))).toBe('missing_credential');
   });
 
+  it('refuses a session header sent twice (joined with ",") before any lookup', async () => {
+    const compiled = compileYaml(policy(target.url).replace('      cookie: sid\n', '      header: x-session-token\n'), testRuntime());
+    target.sessions.set('h1', session('h1', 'org-acme'));
+    expect(reasonOf(await decide(compiled, request({ path: '/v1/admin/x', headers: { 'x-session-token': 'h1' } })))).toBe('allow');
+    target.requests = 0;
+    expect(reasonOf(await decide(compiled, request({ path: '/v1/admin/x', headers: { 'x-session-token': 'h1,h2' } })))).toBe('malformed_credential');
+    expect(target.requests).toBe(0);
+  });
+
   for (const mode of ['slow', '500', 'garbage', 'huge', 'redirect'] as const) {
     it(`answers 503 lookup_unavailable within the timeout when the target is ${mode}, and recovers`, async () => {
       const compiled = compileYaml(policy(target.url), testRuntime());
