@@ -329,24 +329,28 @@ function addIfPresent(into: HeaderPair[], name: string, value: string | undefine
 }
 
 /**
- * Identity values travel as request headers: one with a control character (CR, LF, NUL, ...)
- * would be refused by Envoy or, worse, split a header. Such a principal is refused instead.
+ * Identity values travel as request headers. One with a control character (CR, LF, NUL, TAB, ...)
+ * would be refused by Envoy or, worse, split a header; one with a space or TAB at either end
+ * reaches the upstream trimmed (every HTTP hop strips that whitespace), so Portcullis would have
+ * judged another value than the one the upstream reads ("acme " is not a disabled "acme", nor
+ * its rate-limit bucket). Such a principal is refused instead.
  */
 export function unsafeIdentityValue(principal: Principal): string | undefined {
-  if (hasControl(principal.tenant)) return 'tenant';
-  if (hasControl(principal.subject)) return 'subject';
-  if (hasControl(principal.email)) return 'email';
-  if (hasControl(principal.keyId)) return 'keyId';
+  if (unsafeValue(principal.tenant)) return 'tenant';
+  if (unsafeValue(principal.subject)) return 'subject';
+  if (unsafeValue(principal.email)) return 'email';
+  if (unsafeValue(principal.keyId)) return 'keyId';
   const scopes = principal.scopes;
-  for (let i = 0; i < scopes.length; i++) if (hasControl(scopes[i]) || scopes[i]!.includes(' ')) return 'scopes';
+  for (let i = 0; i < scopes.length; i++) if (unsafeValue(scopes[i]) || scopes[i]!.includes(' ')) return 'scopes';
   return undefined;
 }
 
-function hasControl(value: string | undefined): boolean {
-  if (value === undefined) return false;
+function unsafeValue(value: string | undefined): boolean {
+  if (value === undefined || value === '') return false;
+  if (value.charCodeAt(0) === 0x20 || value.charCodeAt(value.length - 1) === 0x20) return true;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+    if (c < 0x20 || c === 0x7f) return true;
   }
   return false;
 }

@@ -196,6 +196,10 @@ routes:
     expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: 'org=org_acme' })).toMatchObject({ status: 401, reason: 'missing_credential' });
     // A control character in the computed tenant cannot become a header.
     expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: 'org=a%0d%0ax-evil:1', headers: hook })).toMatchObject({ status: 403, reason: 'invalid_identity' });
+    // Nor whitespace the upstream would trim away ("org_acme " would be judged, "org_acme" served), nor a TAB.
+    for (const org of ['org_acme%20', '%20org_acme', 'org_acme%09', 'org%09acme']) {
+      expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: `org=${org}`, headers: hook }), org).toMatchObject({ status: 403, reason: 'invalid_identity' });
+    }
   });
 
   it('JWT: tenant from org_id when present, else user_metadata.company_id; scopes from a role table keyed by app_id', async () => {

@@ -98,6 +98,22 @@ describe('authorize', () => {
     const route = { ...policy.defaultRoute, kind: 'route' as const, name: 'x', chain: [source] };
     expect(await run({ ...policy, routes: { match: () => route } as never }, { path: '/x' })).toMatchObject({ allowed: false, reason: 'invalid_identity' });
   });
+
+  it('refuses identity values the upstream would read differently: whitespace at either end, a TAB anywhere', async () => {
+    const base: Principal = { method: 'jwt', tenant: 'acme', subject: 'u1', email: 'u1@acme.test', keyId: 'k1', scopes: ['read'] };
+    const variants: Partial<Principal>[] = [
+      { tenant: 'acme ' }, { tenant: ' acme' }, { tenant: 'ac\tme' }, { tenant: 'acme\t' },
+      { subject: 'u1 ' }, { email: ' u1@acme.test' }, { keyId: 'k1\t' }, { scopes: ['read\t'] },
+    ];
+    const decide = (principal: Principal) => {
+      const source: CredentialSource = { method: 'jwt', name: 'claims', identify: () => ({ kind: 'principal', principal }) };
+      const route = { ...policy.defaultRoute, kind: 'route' as const, name: 'x', chain: [source] };
+      return run({ ...policy, routes: { match: () => route } as never }, { path: '/x' });
+    };
+    expect((await decide(base)).allowed).toBe(true);
+    expect((await decide({ ...base, tenant: 'acme corp' })).allowed).toBe(true); // inner spaces travel unchanged
+    for (const variant of variants) expect(await decide({ ...base, ...variant }), JSON.stringify(variant)).toMatchObject({ allowed: false, reason: 'invalid_identity' });
+  });
 });
 
 describe('default for unmatched requests', () => {
