@@ -1,10 +1,10 @@
 // Which host a request is for, read the way Envoy's virtual hosts read it (README "Paths, hosts
 // and client addresses"). One rule for routes and for the `host` credential source:
 //   - case is ignored;
-//   - a port matches only a rule that names it, or nothing when it is the scheme's default
-//     (80 for http, 443 for https): "docs.example.com:443" over https is "docs.example.com",
-//     "docs.example.com:1234" is only "docs.example.com:1234"; a port with leading zeros
-//     ("docs.example.com:0443") is refused;
+//   - a port is kept in the key unless it is the scheme's default (80 for http, 443 for https):
+//     "docs.example.com:443" over https is "docs.example.com"; a port with leading zeros
+//     ("docs.example.com:0443") is refused. A port no route rule names is judged as the host as
+//     sent and as its name (pipeline/authorize.ts); the host source matches its domains exactly;
 //   - a trailing dot ("docs.example.com.") is refused (400 invalid_host): Envoy's virtual hosts do
 //     not treat it as the same name unless strip_trailing_host_dot is on, and then Portcullis never
 //     sees the dot;
@@ -67,6 +67,16 @@ function ipv6Key(host: string, scheme: string): string {
   if (close === host.length - 1) return host;
   if (host.charCodeAt(close + 1) !== 58) return INVALID_HOST;
   return withPort(host, close + 1, host.slice(0, close + 1), scheme);
+}
+
+/** The name of a host key that carries a port ("a.example.com:8443" → "a.example.com"), else undefined. */
+export function withoutPort(key: string): string | undefined {
+  if (key.charCodeAt(0) === 91 /* [ */) {
+    const close = key.indexOf(']');
+    return close < key.length - 1 ? key.slice(0, close + 1) : undefined;
+  }
+  const colon = key.indexOf(':');
+  return colon < 0 ? undefined : key.slice(0, colon);
 }
 
 /** Policy-side check of a host rule (route match host, host source domain). */

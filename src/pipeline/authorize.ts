@@ -11,7 +11,7 @@
 // Every phase answers synchronously when it can; a promise appears only when a source or the
 // rate limiter has to wait on I/O. Any exception becomes a 503 internal_error denial.
 
-import { hostKey, INVALID_HOST } from '../authz/host.js';
+import { hostKey, INVALID_HOST, withoutPort } from '../authz/host.js';
 import { isSimplePath } from '../authz/path.js';
 import { claimsFromChain } from '../expr/route-conditions.js';
 import { describeMatch } from '../authz/routes.js';
@@ -70,7 +70,12 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
   }
   const request = host === original.host ? original : { ...original, host };
 
-  if (request.method === 'HEAD') return decideHead(policy, request, explain);
+  // A port no host rule names: nginx (server_name), Traefik (Host()), Caddy and Istio (its "name:*"
+  // domains) serve "name:port" as "name", Envoy with its own domains may not: both readings are
+  // judged. Without this, any port sent with the Host escaped every rule written for the name.
+  const portless = withoutPort(host);
+  const bare = portless !== undefined && !policy.routes.namesHost(host) ? portless : undefined;
+  if (request.method === 'HEAD' || bare !== undefined) return decideOnReadings(policy, request, bare, explain);
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
   if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
     const route = policy.routes.match(host, request.method, request.path) ?? policy.defaultRoute;
@@ -91,23 +96,37 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
 }
 
 /**
- * Express, Spring, Tomcat, Flask and Django serve HEAD with the GET handler: a HEAD request is
- * judged by the routes a GET of the same path reaches as well as by its own (a `methods: [GET]`
- * rule must not be escaped by sending HEAD to a weaker fallback). Where they differ, all must
- * allow; the GET routes come first.
+ * Requests the upstream may serve as another one; every route any reading reaches must allow:
+ *   - HEAD: Express, Spring, Tomcat, Flask and Django serve HEAD with the GET handler, so a HEAD
+ *     request is judged by the routes a GET of the same path reaches as well as by its own (a
+ *     `methods: [GET]` rule must not be escaped by sending HEAD to a weaker fallback);
+ *   - `bare`: the host without a port no rule names (see decideFor).
+ * The GET routes, then those of the host as sent, come first.
  */
-function decideHead(policy: CompiledPolicy, request: RequestAttributes, explain: ExplainCollector | undefined): MaybePromise<Decision> {
-  const asGet = routeCandidates(policy, { ...request, method: 'GET' });
-  if (!Array.isArray(asGet) && 'reason' in asGet) return denyDecision(policy, request.requestId, 'none', asGet);
-  const asHead = routeCandidates(policy, request);
-  if (!Array.isArray(asHead) && 'reason' in asHead) return denyDecision(policy, request.requestId, 'none', asHead);
-  const routes = [...new Set([...listOf(asGet as CompiledRoute | readonly CompiledRoute[]), ...listOf(asHead as CompiledRoute | readonly CompiledRoute[])])];
-  if (routes.length === 1) {
-    if (explain) explainRoute(policy, request, routes[0]!, explain);
-    return decideOnRoute(policy, request, routes[0]!, explain);
+function decideOnReadings(policy: CompiledPolicy, request: RequestAttributes, bare: string | undefined, explain: ExplainCollector | undefined): MaybePromise<Decision> {
+  const methods = request.method === 'HEAD' ? ['GET', 'HEAD'] : [request.method];
+  const hosts = bare === undefined ? [request.host] : [request.host, bare];
+  const routes = new Set<CompiledRoute>();
+  for (const method of methods) {
+    for (const host of hosts) {
+      const candidates = routeCandidates(policy, { ...request, method, host });
+      if (!Array.isArray(candidates) && 'reason' in candidates) {
+        if (explain) explain.denied('path');
+        return denyDecision(policy, request.requestId, 'none', candidates);
+      }
+      for (const route of listOf(candidates as CompiledRoute | readonly CompiledRoute[])) routes.add(route);
+    }
   }
-  if (explain) explain.note(`HEAD is also judged as GET; every route they reach must allow: ${routes.map((c) => c.name).join(', ')}`);
-  return decideOnAll(policy, request, routes, explain);
+  const list = [...routes];
+  if (list.length === 1) {
+    if (explain) explainRoute(policy, request, list[0]!, explain);
+    return decideOnRoute(policy, request, list[0]!, explain);
+  }
+  if (explain) {
+    const why = [request.method === 'HEAD' ? 'HEAD is also judged as GET' : '', bare !== undefined ? `no host rule names the port: also judged as host ${bare}` : ''].filter(Boolean).join('; ');
+    explain.note(`${why}; every route they reach must allow: ${list.map((c) => c.name).join(', ')}`);
+  }
+  return decideOnAll(policy, request, list, explain);
 }
 
 function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {

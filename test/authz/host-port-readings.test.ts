@@ -1,0 +1,62 @@
+// Attacker review: a port no host rule names escaped every rule written for the host's name.
+// "admin.example.com:1" was judged only by the routes without a host, while nginx (server_name),
+// Traefik (Host()), Caddy and Istio (its "name:*" domains) serve it as admin.example.com. Such a
+// request is now judged by both readings, the host as sent and its name, and every route they
+// reach must allow. A port a rule names keeps its own rules (Envoy-style virtual hosts per port).
+import { describe, expect, it } from 'vitest';
+import { authorize } from '../../src/pipeline/authorize.js';
+import type { Decision } from '../../src/types.js';
+import { request } from '../support/request.js';
+import { compileYaml } from '../support/runtime.js';
+
+const policy = compileYaml(`
+identity:
+  - apiKey: { headers: [x-api-key] }
+  - host:
+      domains:
+        shop.example.com: { tenant: shop, scopes: [storefront] }
+keyStore:
+  file: { path: examples/keys/quickstart.yaml }
+routes:
+  - { name: admin, match: { host: admin.example.com, pathPrefix: / }, require: { allOf: [superuser] } }
+  - { name: corp, match: { host: "*.corp.example.com", pathPrefix: / }, require: { allOf: [superuser] } }
+  - { name: docs-alt, match: { host: "docs.example.com:8080", pathPrefix: / }, public: true }
+  - { name: docs, match: { host: docs.example.com, pathPrefix: / }, require: { allOf: [superuser] } }
+  - { name: shop, match: { host: shop.example.com, pathPrefix: /cart }, require: { allOf: [storefront] } }
+  - { name: site, match: { pathPrefix: /site }, public: true }
+`);
+
+const check = (host: string, path: string, method = 'GET', scheme = 'https'): Promise<Decision> =>
+  Promise.resolve(authorize(policy, { ...request({ host, path, method }), scheme }));
+
+describe('a port no host rule names', () => {
+  it.each([
+    ['admin.example.com:1'],
+    ['admin.example.com:8443'],
+    ['ADMIN.example.com:8080'],
+    ['admin.example.com:80'], // over https 80 is not the default port
+    ['x.corp.example.com:9443'],
+  ])('%s does not escape the rules of its name', async (host) => {
+    expect(await check(host.replace(/:\d+$/, ''), '/site/x')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check(host, '/site/x')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check(host, '/site/x', 'HEAD')).toMatchObject({ allowed: false, status: 401 });
+  });
+
+  it('leaves hosts without rules of their own alone', async () => {
+    expect(await check('www.example.com:8080', '/site/x')).toMatchObject({ allowed: true, route: 'site' });
+    expect(await check('[2001:db8::1]:8443', '/site/x')).toMatchObject({ allowed: true, route: 'site' });
+    expect(await check('www.example.com:8080', '/other')).toMatchObject({ allowed: false, reason: 'missing_credential' }); // unmatched: default deny
+  });
+
+  it('keeps a port a rule names, and the default port, to their own rules', async () => {
+    expect(await check('docs.example.com:8080', '/x')).toMatchObject({ allowed: true, route: 'docs-alt' });
+    expect(await check('docs.example.com:8081', '/x')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check('admin.example.com:443', '/site/x')).toMatchObject({ allowed: false, status: 401, route: 'admin' });
+    expect(await check('www.example.com:443', '/site/x')).toMatchObject({ allowed: true, route: 'site' });
+  });
+
+  it('never gives a host identity to a host:port its domains do not name', async () => {
+    expect(await check('shop.example.com', '/cart')).toMatchObject({ allowed: true, principal: { tenant: 'shop' } });
+    expect(await check('shop.example.com:8443', '/cart')).toMatchObject({ allowed: false, status: 401 });
+  });
+});
