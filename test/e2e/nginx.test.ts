@@ -114,6 +114,18 @@ describe.skipIf(binary === undefined)('quickstart policy behind a real nginx (ex
     expect(JSON.parse(r.body)).toMatchObject({ status: 403, reason: 'credential_not_allowed' });
   });
 
+  it('judges the host the app is sent, also for an absolute-form request whose Host header differs', async () => {
+    // nginx sends the app $host: the request line's host when there is one. Portcullis must judge
+    // that one, not the Host header (the example once sent it $http_host).
+    const asShop = upstream(await get(nginx.port, 'http://shop.example.com/v1/products', { host: 'www.example.com' }));
+    expect(asShop.headers.host).toBe('shop.example.com');
+    expect(asShop.headers['x-tenant-id']).toBe('acme');
+    const notShop = await get(nginx.port, 'http://www.example.com/v1/products', { host: 'shop.example.com' });
+    expect(notShop.status).toBe(401);
+    // A port nginx ignores when it picks the server is ignored by Portcullis too ($host has none).
+    expect(upstream(await get(nginx.port, '/v1/products', { host: 'shop.example.com:8443' })).headers['x-tenant-id']).toBe('acme');
+  });
+
   it('a non-canonical path is judged by the same rules as over gRPC', async () => {
     for (const target of ['/v1/admin%2Fusers', '/v1/products/..%2Fadmin/users', '/v1/products/%2e%2e/admin/users']) {
       const viaNginx = await get(nginx.port, target, { 'x-api-key': DEMO_KEY });
