@@ -18,6 +18,7 @@ import { ThrottledLog } from '../../observability/throttled-log.js';
 import { internalError } from '../../pipeline/authorize.js';
 import type { Authorizer } from '../../pipeline/authorizer.js';
 import { denyDecision } from '../../pipeline/decision.js';
+import { MAX_HEADER_ENTRIES } from '../grpc/decode.js';
 import { ConnectionState, DEFAULT_LIMITS, ResourceGovernor } from '../grpc/limits.js';
 import { DEFAULT_AUTHZ_HTTP_PATHS, type AuthzHttpSettings, type AuthzHttpShape } from '../../policy/schema.js';
 import { isPromise, type Decision, type RequestAttributes } from '../../types.js';
@@ -26,6 +27,8 @@ import { forwardAuthShape } from './forward-auth.js';
 import { nginxShape } from './nginx.js';
 import { NodeHeaders, refusedRequest, send, ShapeProblem, type ProxyShape } from './shape.js';
 import { secureServerOptions, watchSecureServer, type TlsReloader, type TlsSettings } from '../tls.js';
+
+const TOO_MANY_HEADERS = new ShapeProblem(`more than ${MAX_HEADER_ENTRIES} header fields`);
 
 const SHAPES: Readonly<Record<AuthzHttpShape, ProxyShape>> = { envoy: envoyShape, nginx: nginxShape, 'forward-auth': forwardAuthShape };
 const PORTCULLIS = { realm: 'portcullis' };
@@ -99,6 +102,10 @@ export class AuthzHttpListener {
     }
     this.server.maxConnections = options.maxConnections;
     this.server.maxRequestsPerSocket = 0;
+    // node:http silently drops header fields past maxHeadersCount (2,000 by default): rules would
+    // judge fewer headers than the upstream reads. It keeps one more than the bound, and a request
+    // over the bound is refused (onRequest), as over gRPC; the bytes stay bounded by maxHeaderSize.
+    this.server.maxHeadersCount = MAX_HEADER_ENTRIES + 1;
     // A peer that vanished without a FIN is noticed by TCP keepalive rather than never.
     this.server.on('connection', (socket: Socket) => socket.setKeepAlive(true, 60_000));
   }
@@ -177,7 +184,7 @@ export class AuthzHttpListener {
         this.reply(res, shape, refused, denyDecision(PORTCULLIS, refused.requestId, 'none', { reason: 'overloaded' }), false);
         return;
       }
-      const request = shape.read(req, headers, rest);
+      const request = req.rawHeaders.length > 2 * MAX_HEADER_ENTRIES ? TOO_MANY_HEADERS : shape.read(req, headers, rest);
       if (request instanceof ShapeProblem) {
         const refused = refusedRequest(headers, req);
         this.reply(res, shape, refused, this.authorizer.refuse(refused, { reason: 'invalid_proxy_request', detail: request.detail }));
