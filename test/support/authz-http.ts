@@ -92,7 +92,8 @@ export function outcomeOfHttp(shape: ShapeName, answer: HttpAnswer): Outcome {
   const h = answer.headers;
   if (answer.status === 200) {
     const upstream: Record<string, string> = {};
-    for (const [name, value] of Object.entries(h)) if (IDENTITY.test(name)) upstream[name] = String(value);
+    // node:http hands header bytes over as latin1; an upstream reads identity values as UTF-8.
+    for (const [name, value] of Object.entries(h)) if (IDENTITY.test(name)) upstream[name] = Buffer.from(String(value), 'latin1').toString('utf8');
     const removeHeader = shape === 'envoy' ? 'x-envoy-auth-headers-to-remove' : 'x-portcullis-remove';
     const removed = h[removeHeader] ? String(h[removeHeader]).split(',').map((s) => s.trim()) : [];
     return { allowed: true, status: 200, reason: undefined, upstream: sortObject(upstream), removed: removed.sort(), client: clientHeaders(h) };

@@ -141,8 +141,18 @@ function requestIdOf(headers: NodeHeaders): string {
 /** Response headers as node:http's flat [name, value, name, value, …] list. */
 export function flatHeaders(...lists: readonly (readonly HeaderPair[])[]): string[] {
   const out: string[] = [];
-  for (const list of lists) for (const h of list) out.push(h.name, h.value);
+  for (const list of lists) for (const h of list) out.push(h.name, wireValue(h.value));
   return out;
+}
+
+/**
+ * node:http writes a header value's characters as latin1 bytes (and throws beyond U+00FF); gRPC
+ * sends the value's UTF-8 bytes. The same bytes on both transports: a value with non-ASCII
+ * characters is handed to node:http as its UTF-8 bytes read as latin1.
+ */
+function wireValue(value: string): string {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0x7f) return Buffer.from(value, 'utf8').toString('latin1');
+  return value;
 }
 
 /** Send status, headers (a flat list, extended here) and body; never cached by anything between. */

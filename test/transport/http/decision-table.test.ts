@@ -61,6 +61,8 @@ beforeAll(async () => {
   port = running.server.authzHttpPort!;
   tokens.reader = await token({ tenant: 'acme', scope: 'catalog:read' });
   tokens.expired = await token({ tenant: 'acme', scope: 'catalog:read' }, Math.floor(Date.now() / 1000) - 3600);
+  tokens.latin1 = await token({ tenant: 'globéx', scope: 'catalog:read' });
+  tokens.cjk = await token({ tenant: '日本', scope: 'catalog:read' });
 });
 
 afterAll(async () => {
@@ -93,6 +95,9 @@ function rows(ip: (row: number) => string): [string, OriginalInit][] {
     ['underscore variant of an owned header', { path: '/health', headers: { x_tenant_id: 'evil' }, xff: xff(19) }],
     ['"#" before the query', { path: '/health#/../v1/admin/users?x=1', headers: { 'x-api-key': DEMO_KEY }, xff: xff(20) }],
     ['HEAD', { method: 'HEAD', path: '/v1/products', headers: { authorization: `Bearer ${tokens.reader}` }, xff: xff(16) }],
+    // Identity values travel as the same (UTF-8) bytes over every transport.
+    ['tenant with a Latin-1 letter', { path: '/v1/products', headers: { authorization: `Bearer ${tokens.latin1}` }, xff: xff(21) }],
+    ['tenant beyond Latin-1', { path: '/v1/products', headers: { authorization: `Bearer ${tokens.cjk}` }, xff: xff(22) }],
   ];
 }
 
@@ -126,6 +131,8 @@ describe('one decision table through gRPC and every HTTP shape', () => {
       for (let i = 0; i < grpc.length; i++) expect(http[i], `${shape}: ${names[i]}`).toEqual(grpc[i]);
     }
     // The table means something: spot-check what gRPC said.
+    expect(grpc[20]).toMatchObject({ allowed: true, upstream: { 'x-tenant-id': 'globéx' } });
+    expect(grpc[21]).toMatchObject({ allowed: true, upstream: { 'x-tenant-id': '日本' } });
     expect(grpc[0]).toMatchObject({ allowed: true });
     expect(grpc[0]!.removed).toContain('x-tenant-id');
     expect(grpc[1]).toMatchObject({ allowed: false, status: 401, reason: 'missing_credential', client: { 'www-authenticate': 'Bearer realm="table"' } });
