@@ -58,7 +58,7 @@ export interface PathMatching {
   readonly folded: RouteTable<CompiledRoute>;
   /** Some path pattern has an upper-case letter: even a lower-case path needs the folded reading. */
   readonly patternsHaveUpperCase: boolean;
-  /** Some exact or template path ends with "/": "/x" needs the reading "/x/" (non-strict routers). */
+  /** Some exact, template or glob path ends with "/": "/x" needs the reading "/x/" (non-strict routers). */
   readonly patternsEndWithSlash: boolean;
   /** Either of the two: no request can take the one-reading fast path. */
   readonly everyPathHasReadings: boolean;
@@ -247,7 +247,10 @@ function compilePathMatching(document: PolicyDocument, routes: readonly { spec: 
     value,
   }));
   const patternsHaveUpperCase = routes.some(({ spec }) => /[A-Z]/.test(stripTemplateNames(spec.path ?? spec.pathPrefix ?? spec.pathGlob ?? '')));
-  const patternsEndWithSlash = routes.some(({ spec }) => spec.path !== undefined && spec.path.length > 1 && spec.path.endsWith('/'));
+  const patternsEndWithSlash = routes.some(({ spec }) => {
+    const pattern = spec.path ?? spec.pathGlob;
+    return pattern !== undefined && pattern.length > 1 && pattern.endsWith('/');
+  });
   const exactHosts = new Map<string, PathSettings>();
   const wildcardHosts: { suffix: string; settings: PathSettings }[] = [];
   for (const [host, settings] of Object.entries(document.paths.hosts)) {

@@ -270,6 +270,20 @@ routes:
     expect(await check(policy, '/other')).toMatchObject({ allowed: true, route: 'rest' });
   });
 
+  it('so does a glob written with a trailing slash (attacker review: only exact paths were)', async () => {
+    const policy = compileYaml(`
+identity:
+  - sharedSecret: { header: x-admin-secret, secret: "${SECRET}", tenant: ops, scopes: [admin] }
+routes:
+  - { name: settings, match: { pathGlob: "/settings/*/" }, require: { anyOf: [admin] } }
+  - { name: rest, match: { pathPrefix: / }, public: true }
+`);
+    expect(await check(policy, '/settings/x/')).toMatchObject({ allowed: false, route: 'settings' });
+    expect(await check(policy, '/settings/x')).toMatchObject({ allowed: false, route: 'settings' });
+    expect(await check(policy, '/settings/x', { 'x-admin-secret': SECRET })).toMatchObject({ allowed: true });
+    expect(await check(policy, '/other')).toMatchObject({ allowed: true, route: 'rest' });
+  });
+
   it('classification and readings', () => {
     expect(isSimplePath('/v1/items/42')).toBe(true);
     expect(isSimplePath('/')).toBe(true);
