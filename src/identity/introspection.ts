@@ -21,7 +21,7 @@ import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type Principal, type RequestAttributes } from '../types.js';
 import { lookupUnavailable } from './session.js';
-import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
+import { chainOf, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
 const INACTIVE = rejected({ reason: 'token_inactive', credentialPresented: true });
@@ -30,7 +30,9 @@ const NOT_YET = rejected({ reason: 'token_not_yet_valid', credentialPresented: t
 const WRONG_AUDIENCE = rejected({ reason: 'invalid_audience', credentialPresented: true });
 const WRONG_CLIENT = rejected({ reason: 'token_inactive', credentialPresented: true, detail: 'token issued to a client this policy does not accept' });
 
-export function compileIntrospectionSource(config: IntrospectionSourceConfig, _path: PolicyPath, ctx: CompileContext): CredentialSource {
+const JWT_WITHOUT_JWT_SOURCE = rejected({ reason: 'invalid_token', credentialPresented: true, detail: 'a JWT, and this identity chain has no jwt source' });
+
+export function compileIntrospectionSource(config: IntrospectionSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource {
   const place = compileTokenPlace({ header: 'authorization', scheme: 'Bearer' });
   const mapper = compileAnswerMap(config.map, config.scopes, { subject: 'sub', scopes: ['scope'] });
   const audiences = config.audiences ? new Set(config.audiences) : undefined;
@@ -83,6 +85,7 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
   const target = runtime.resources.acquire<LookupTarget>(targetKey, () => new HttpTarget(targetOptions), (t) => t.close());
   const lookup = cachedLookup(runtime, `${targetKey}:${createHash('sha256').update(JSON.stringify(config)).digest('base64url')}`, target, hostOf(config.endpoint), 'introspection', config, decode);
   const ipSettings = ctx.policy.clientIp;
+  const jwtElsewhere = chainOf(path, ctx).some((entry) => entry.jwt !== undefined);
   const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
 
   return {
@@ -92,8 +95,10 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, _p
       const found = place.find(request.headers);
       if (found === undefined) return NOT_PRESENT;
       if (found === MALFORMED) return MALFORMED_RESULT;
-      // A JWT is the jwt source's business (it comes earlier in the chain).
-      if (hasJwsShape(found)) return NOT_PRESENT;
+      // A JWT is the chain's jwt source's business. Without one it is refused here (introspection
+      // is for opaque tokens; providers answer such a token 400, which is no answer): never a
+      // fall-through to a weaker source, as if no credential had been sent.
+      if (hasJwsShape(found)) return jwtElsewhere ? NOT_PRESENT : JWT_WITHOUT_JWT_SOURCE;
       if (!plausibleCredential(found) || !place.wellFormed(found)) return MALFORMED_RESULT;
       const result = lookup.resolve(found, clientShareKey(clientIp(request, ipSettings)));
       return isPromise(result) ? result.then(settle) : settle(result);

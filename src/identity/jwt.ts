@@ -13,13 +13,28 @@ import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { closest } from '../policy/suggest.js';
 import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
-import { NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
+import { chainOf, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   const issuers = resolveIssuers(config, path, ctx);
   if (!issuers) return undefined;
-  const nonJwtBearer = config.nonJwtBearer ?? (chainHasApiKeySource(path, ctx) ? 'pass' : 'reject');
-  return new JwtSource(config, issuers, nonJwtBearer === 'pass', ctx);
+  return new JwtSource(config, issuers, nonJwtBearerRule(config.nonJwtBearer, path, ctx), ctx);
+}
+
+/**
+ * Whether a Bearer value that is not a JWT goes on to the next source (true) or is answered
+ * invalid_token (false). Unset, it goes on only to a source of this chain that claims it: an
+ * introspection source (any opaque token), an API key source whose bearerPrefixes it starts with.
+ * Anything else would fall through to a weaker source (a Host mapping) and be allowed as if no
+ * credential had been sent: a bad token is a 401.
+ */
+function nonJwtBearerRule(setting: 'pass' | 'reject' | undefined, path: PolicyPath, ctx: CompileContext): (token: string) => boolean {
+  if (setting !== undefined) return setting === 'pass' ? () => true : () => false;
+  const chain = chainOf(path, ctx);
+  if (chain.some((entry) => entry.introspection !== undefined)) return () => true;
+  const prefixes = chain.flatMap((entry) => (entry.apiKey as { bearerPrefixes?: string[] } | undefined)?.bearerPrefixes ?? []);
+  if (prefixes.length === 0) return () => false;
+  return (token) => prefixes.some((p) => token.startsWith(p));
 }
 
 function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CompiledIssuer[] | undefined {
@@ -50,15 +65,6 @@ function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileC
 }
 
 /** Whether the chain this source sits in (…, i, 'jwt') also has an API-key or introspection source (opaque Bearer values). */
-function chainHasApiKeySource(path: PolicyPath, ctx: CompileContext): boolean {
-  let node: unknown = ctx.policy;
-  for (const part of path.slice(0, -2)) node = (node as Record<string | number, unknown> | undefined)?.[part];
-  return Array.isArray(node) && node.some((entry) => {
-    const e = entry as { apiKey?: unknown; introspection?: unknown } | undefined;
-    return e?.apiKey !== undefined || e?.introspection !== undefined;
-  });
-}
-
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
 const NOT_A_JWT = rejected(deny('invalid_token', 'not a compact JWS'));
 
@@ -77,7 +83,7 @@ class JwtSource implements CredentialSource {
   constructor(
     config: JwtSourceConfig,
     issuers: readonly CompiledIssuer[],
-    private readonly passNonJwtBearer: boolean,
+    private readonly passNonJwtBearer: (token: string) => boolean,
     ctx: CompileContext,
   ) {
     this.name = `jwt:${config.issuers.join(',')}`;
@@ -132,7 +138,7 @@ class JwtSource implements CredentialSource {
     if (place.shared && !hasJwsShape(token)) {
       // Not a JWT after "Bearer": an API key, say. Another source may own it.
       if (!place.wellFormed(token)) return MALFORMED_RESULT;
-      return this.passNonJwtBearer ? NOT_PRESENT : NOT_A_JWT;
+      return this.passNonJwtBearer(token) ? NOT_PRESENT : NOT_A_JWT;
     }
     if (token.length > this.maxTokenSize) return this.tooLarge;
 

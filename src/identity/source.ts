@@ -2,6 +2,7 @@
 // The caller-resolution chain tries sources in policy order; the first that FINDS a credential
 // decides: it either proves a principal or denies. A source that finds nothing passes.
 
+import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { Denial, MaybePromise, Principal, RequestAttributes } from '../types.js';
 
 export interface Identified {
@@ -60,4 +61,15 @@ export interface CredentialSource {
    * identify() does not run. Must be cheap and must not throw.
    */
   readonly carrier?: (request: RequestAttributes) => readonly string[] | undefined;
+}
+
+/**
+ * The entries (`{ jwt: … }`, `{ apiKey: … }`, …) of the identity chain the source compiled at
+ * `path` (`[…, 'identity', i, kind]`) belongs to: the policy's or a route's. For sources whose
+ * answer depends on what else the chain can claim.
+ */
+export function chainOf(path: PolicyPath, ctx: CompileContext): readonly Record<string, unknown>[] {
+  let node: unknown = ctx.policy;
+  for (const part of path.slice(0, -2)) node = (node as Record<string | number, unknown> | undefined)?.[part];
+  return Array.isArray(node) ? node.filter((entry): entry is Record<string, unknown> => typeof entry === 'object' && entry !== null) : [];
 }

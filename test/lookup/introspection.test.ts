@@ -145,7 +145,7 @@ routes:
     expect(reasonOf(await decide(compileYaml(policy(), testRuntime()), withToken(revoked)))).toBe('token_inactive');
     runtime.clock.advance(30_001); // at the latest one positive TTL later
     const decision = await decide(compiled, withToken(revoked));
-    expect(reasonOf(decision)).toBe('token_inactive');
+    expect(reasonOf(decision), decision.allowed ? '' : decision.detail).toBe('token_inactive');
     expect(decision.allowed ? 0 : decision.status).toBe(401);
 
     const short = await accessToken(callers[0]!, API, 'orders:read short');
@@ -187,10 +187,12 @@ routes:
     expect(reasonOf(await decide(compiled, withToken('eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln')))).toBe('invalid_signature');
   });
 
-  it('leaves JWT-shaped bearer tokens to the jwt source, and refuses two Authorization headers', async () => {
+  it('refuses a JWT-shaped token when no jwt source would take it (401, not a fall-through), without asking, and refuses two Authorization headers', async () => {
     const compiled = compileYaml(policy(), testRuntime());
     const before = introspections;
-    expect(reasonOf(await decide(compiled, withToken('eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln')))).toBe('missing_credential');
+    const decision = await decide(compiled, withToken('eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln'));
+    expect(reasonOf(decision)).toBe('invalid_token');
+    expect(decision.allowed ? 0 : decision.status).toBe(401);
     expect(introspections).toBe(before);
     expect(reasonOf(await decide(compiled, request({ path: '/v1/orders', headers: { authorization: 'Bearer a, Bearer b' } })))).toBe('malformed_credential');
   });
