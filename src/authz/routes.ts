@@ -125,13 +125,6 @@ export class RouteTable<T> {
     return this.anyHost.match(method, path);
   }
 
-  /** Whether a host rule (exact, or a wildcard) names `host` as hostKey gives it, port included. */
-  namesHost(host: string): boolean {
-    if (this.exactHosts.has(host)) return true;
-    for (const { suffix } of this.wildcardHosts) if (host.length > suffix.length && host.endsWith(suffix)) return true;
-    return false;
-  }
-
   /** The host tables in the order a request tries them (for validation). */
   levels(): { host: string | undefined; table: HostTable<T> }[] {
     return [

@@ -22,7 +22,7 @@ import type { CompiledPolicy, CompiledRoute } from '../policy/compile.js';
 import { mergeQuotaHeaders } from '../ratelimit/headers.js';
 import { joinNotes } from '../ratelimit/notes.js';
 import type { RateLimitVerdict } from '../ratelimit/index.js';
-import { isPromise, type Decision, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
+import { isPromise, type Decision, type Denial, type HeaderPair, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { clientIp } from './client-ip.js';
 import { allowDecisionWithIdentity, denyDecision, stripUnderscoreVariants, unsafeIdentityValue, type DenyPolicy } from './decision.js';
 import type { ExplainCollector } from './explain.js';
@@ -70,11 +70,8 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
   }
   const request = host === original.host ? original : { ...original, host };
 
-  // A port no host rule names: nginx (server_name), Traefik (Host()), Caddy and Istio (its "name:*"
-  // domains) serve "name:port" as "name", Envoy with its own domains may not: both readings are
-  // judged. Without this, any port sent with the Host escaped every rule written for the name.
-  const portless = withoutPort(host);
-  const bare = portless !== undefined && !policy.routes.namesHost(host) ? portless : undefined;
+  // A host with a port: see decideOnReadings.
+  const bare = withoutPort(host);
   if (request.method === 'HEAD' || bare !== undefined) return decideOnReadings(policy, request, bare, explain);
   // Hot path: one reading. Anything else: every route any reading reaches must allow.
   if (isSimplePath(request.path) && !policy.paths.everyPathHasReadings) {
@@ -100,22 +97,26 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
  *   - HEAD: Express, Spring, Tomcat, Flask and Django serve HEAD with the GET handler, so a HEAD
  *     request is judged by the routes a GET of the same path reaches as well as by its own (a
  *     `methods: [GET]` rule must not be escaped by sending HEAD to a weaker fallback);
- *   - `bare`: the host without a port no rule names (see decideFor).
+ *   - a host with a port (`bare` is its name): nginx (server_name), Traefik (Host()), Caddy and
+ *     Istio (its "name:*" domains) serve "name:port" as "name"; Envoy with per-port domains may
+ *     not. Unless every route the host as sent reaches was written for that port, the name's
+ *     routes are judged too: a port must never escape the rules written for the name.
  * The GET routes, then those of the host as sent, come first.
  */
 function decideOnReadings(policy: CompiledPolicy, request: RequestAttributes, bare: string | undefined, explain: ExplainCollector | undefined): MaybePromise<Decision> {
   const methods = request.method === 'HEAD' ? ['GET', 'HEAD'] : [request.method];
-  const hosts = bare === undefined ? [request.host] : [request.host, bare];
   const routes = new Set<CompiledRoute>();
+  let byName = false;
   for (const method of methods) {
-    for (const host of hosts) {
-      const candidates = routeCandidates(policy, { ...request, method, host });
-      if (!Array.isArray(candidates) && 'reason' in candidates) {
-        if (explain) explain.denied('path');
-        return denyDecision(policy, request.requestId, 'none', candidates);
-      }
-      for (const route of listOf(candidates as CompiledRoute | readonly CompiledRoute[])) routes.add(route);
-    }
+    const sent = routeCandidates(policy, { ...request, method });
+    if (!Array.isArray(sent) && 'reason' in sent) return refusedPath(policy, request, sent as Denial, explain);
+    const reached = listOf(sent as CompiledRoute | readonly CompiledRoute[]);
+    for (const route of reached) routes.add(route);
+    if (bare === undefined || reached.every((route) => route.hostNamesPort)) continue;
+    byName = true;
+    const named = routeCandidates(policy, { ...request, method, host: bare });
+    if (!Array.isArray(named) && 'reason' in named) return refusedPath(policy, request, named as Denial, explain);
+    for (const route of listOf(named as CompiledRoute | readonly CompiledRoute[])) routes.add(route);
   }
   const list = [...routes];
   if (list.length === 1) {
@@ -123,10 +124,15 @@ function decideOnReadings(policy: CompiledPolicy, request: RequestAttributes, ba
     return decideOnRoute(policy, request, list[0]!, explain);
   }
   if (explain) {
-    const why = [request.method === 'HEAD' ? 'HEAD is also judged as GET' : '', bare !== undefined ? `no host rule names the port: also judged as host ${bare}` : ''].filter(Boolean).join('; ');
+    const why = [request.method === 'HEAD' ? 'HEAD is also judged as GET' : '', byName ? `the host's port is named by none of the routes reached: also judged as host ${bare}` : ''].filter(Boolean).join('; ');
     explain.note(`${why}; every route they reach must allow: ${list.map((c) => c.name).join(', ')}`);
   }
   return decideOnAll(policy, request, list, explain);
+}
+
+function refusedPath(policy: CompiledPolicy, request: RequestAttributes, denial: Denial, explain: ExplainCollector | undefined): Decision {
+  if (explain) explain.denied('path');
+  return denyDecision(policy, request.requestId, 'none', denial);
 }
 
 function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly CompiledRoute[] {
@@ -158,7 +164,7 @@ async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, r
       chosen = d;
     } else if (key !== who) {
       if (explain) explain.denied('path');
-      return denyDecision(policy, request.requestId, d.route, { reason: 'invalid_path', detail: 'readings of the path reach routes that identify the caller differently' });
+      return denyDecision(policy, request.requestId, d.route, { reason: 'invalid_path', detail: 'readings of the request (its path, HEAD as GET, its host without the port) reach routes that identify the caller differently' });
     }
   }
   if (!chosen.allowed) return chosen;

@@ -50,6 +50,8 @@ export interface CompiledRoute {
   readonly carrierSources: readonly CredentialSource[];
   /** The identity token an allow with a caller carries here; undefined when none. */
   readonly identityToken: RouteIdentityToken | undefined;
+  /** Its `match.host` names a port ("docs.example.com:8080", "*.example.com:8443"). */
+  readonly hostNamesPort: boolean;
 }
 
 /** How paths are matched beyond the plain canonical lower-case case (pipeline/route-candidates.ts). */
@@ -167,6 +169,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       paths: route.paths,
       carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
       identityToken: routeIdentityToken(route, path, identityToken, ctx),
+      hostNamesPort: route.match.host?.includes(':') ?? false,
     });
     return { spec: route.match, value: compiled };
   });
@@ -190,6 +193,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     paths: undefined,
     carrierSources: NO_SOURCES,
     identityToken: identityToken?.defaults,
+    hostNamesPort: false,
   });
 
   if (issues.length > 0) throw new PolicyError(issues);

@@ -21,6 +21,8 @@ routes:
   - { name: admin, match: { host: admin.example.com, pathPrefix: / }, require: { allOf: [superuser] } }
   - { name: corp, match: { host: "*.corp.example.com", pathPrefix: / }, require: { allOf: [superuser] } }
   - { name: docs-alt, match: { host: "docs.example.com:8080", pathPrefix: / }, public: true }
+  - { name: docs-status, match: { host: "docs.example.com:9090", pathPrefix: /status }, public: true }
+  - { name: edge-health, match: { host: "*.example.com:8443", pathPrefix: /health }, public: true }
   - { name: docs, match: { host: docs.example.com, pathPrefix: / }, require: { allOf: [superuser] } }
   - { name: shop, match: { host: shop.example.com, pathPrefix: /cart }, require: { allOf: [storefront] } }
   - { name: site, match: { pathPrefix: /site }, public: true }
@@ -32,7 +34,7 @@ const check = (host: string, path: string, method = 'GET', scheme = 'https'): Pr
 describe('a port no host rule names', () => {
   it.each([
     ['admin.example.com:1'],
-    ['admin.example.com:8443'],
+    ['admin.example.com:8444'],
     ['ADMIN.example.com:8080'],
     ['admin.example.com:80'], // over https 80 is not the default port
     ['x.corp.example.com:9443'],
@@ -53,6 +55,14 @@ describe('a port no host rule names', () => {
     expect(await check('docs.example.com:8081', '/x')).toMatchObject({ allowed: false, status: 401 });
     expect(await check('admin.example.com:443', '/site/x')).toMatchObject({ allowed: false, status: 401, route: 'admin' });
     expect(await check('www.example.com:443', '/site/x')).toMatchObject({ allowed: true, route: 'site' });
+  });
+
+  it('a rule naming the port covers only what it matches: the rest of that port is judged by the name too (review)', async () => {
+    expect(await check('docs.example.com:9090', '/status')).toMatchObject({ allowed: true, route: 'docs-status' });
+    expect(await check('docs.example.com:9090', '/site/x')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check('admin.example.com:8443', '/health')).toMatchObject({ allowed: true, route: 'edge-health' });
+    expect(await check('admin.example.com:8443', '/site/x')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check('admin.example.com:8443', '/site/x', 'HEAD')).toMatchObject({ allowed: false, status: 401 });
   });
 
   it('never gives a host identity to a host:port its domains do not name', async () => {
