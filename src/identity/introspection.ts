@@ -21,7 +21,7 @@ import { clientIp } from '../pipeline/client-ip.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { isPromise, type Principal, type RequestAttributes } from '../types.js';
 import { lookupUnavailable } from './session.js';
-import { chainOf, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
+import { chainOf, NOT_PRESENT, readsBearerJwt, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
 const INACTIVE = rejected({ reason: 'token_inactive', credentialPresented: true });
@@ -85,7 +85,7 @@ export function compileIntrospectionSource(config: IntrospectionSourceConfig, pa
   const target = runtime.resources.acquire<LookupTarget>(targetKey, () => new HttpTarget(targetOptions), (t) => t.close());
   const lookup = cachedLookup(runtime, `${targetKey}:${createHash('sha256').update(JSON.stringify(config)).digest('base64url')}`, target, hostOf(config.endpoint), 'introspection', config, decode);
   const ipSettings = ctx.policy.clientIp;
-  const jwtElsewhere = chainOf(path, ctx).some((entry) => entry.jwt !== undefined);
+  const jwtElsewhere = chainOf(path, ctx).some(readsBearerJwt);
   const settle = (result: IdentifyResult | LookupFailure): IdentifyResult => (result instanceof LookupFailure ? lookupUnavailable(result) : result);
 
   return {

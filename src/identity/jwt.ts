@@ -13,7 +13,7 @@ import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { closest } from '../policy/suggest.js';
 import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
-import { chainOf, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
+import { chainOf, claimsAuthorization, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   const issuers = resolveIssuers(config, path, ctx);
@@ -23,15 +23,16 @@ export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx:
 
 /**
  * Whether a Bearer value that is not a JWT goes on to the next source (true) or is answered
- * invalid_token (false). Unset, it goes on only to a source of this chain that claims it: an
- * introspection source (any opaque token), an API key source whose bearerPrefixes it starts with.
- * Anything else would fall through to a weaker source (a Host mapping) and be allowed as if no
- * credential had been sent: a bad token is a 401.
+ * invalid_token (false). Unset, it goes on only to a source of this chain that claims it: one
+ * taking any Authorization value (introspection; a shared secret, session or API key header
+ * named authorization), an API key source whose bearerPrefixes it starts with. Anything else
+ * would fall through to a weaker source (a Host mapping) and be allowed as if no credential had
+ * been sent: a bad token is a 401.
  */
 function nonJwtBearerRule(setting: 'pass' | 'reject' | undefined, path: PolicyPath, ctx: CompileContext): (token: string) => boolean {
   if (setting !== undefined) return setting === 'pass' ? () => true : () => false;
   const chain = chainOf(path, ctx);
-  if (chain.some((entry) => entry.introspection !== undefined)) return () => true;
+  if (chain.some(claimsAuthorization)) return () => true;
   const prefixes = chain.flatMap((entry) => (entry.apiKey as { bearerPrefixes?: string[] } | undefined)?.bearerPrefixes ?? []);
   if (prefixes.length === 0) return () => false;
   return (token) => prefixes.some((p) => token.startsWith(p));

@@ -73,3 +73,22 @@ export function chainOf(path: PolicyPath, ctx: CompileContext): readonly Record<
   for (const part of path.slice(0, -2)) node = (node as Record<string | number, unknown> | undefined)?.[part];
   return Array.isArray(node) ? node.filter((entry): entry is Record<string, unknown> => typeof entry === 'object' && entry !== null) : [];
 }
+
+/**
+ * Whether a chain entry takes any value of the Authorization header as its credential: then a
+ * Bearer value the jwt source does not recognise is its business, not a fall-through.
+ */
+export function claimsAuthorization(entry: Record<string, unknown>): boolean {
+  if (entry.introspection !== undefined) return true;
+  const single = (entry.sharedSecret ?? entry.session) as { header?: string } | undefined;
+  if (single?.header === 'authorization') return true;
+  const apiKey = entry.apiKey as { headers?: string[] } | undefined;
+  return apiKey?.headers?.includes('authorization') ?? false;
+}
+
+/** Whether a chain entry is a jwt source reading `Authorization: Bearer` (its default place). */
+export function readsBearerJwt(entry: Record<string, unknown>): boolean {
+  const jwt = entry.jwt as { from?: { header?: string; scheme?: string }[] } | undefined;
+  if (jwt === undefined) return false;
+  return (jwt.from ?? [{ header: 'authorization', scheme: 'Bearer' }]).some((place) => place.header === 'authorization' && place.scheme?.toLowerCase() === 'bearer');
+}

@@ -207,8 +207,8 @@ export const jwtSourceSchema = z.strictObject({
   cacheSize: z.number().int().min(0).max(10_000_000).default(10_000),
   /**
    * A value after the scheme (Bearer) that is not a compact JWS (e.g. an API key): `pass` lets the
-   * next source of the chain look at it, `reject` answers invalid_token. Default: pass when the
-   * same chain has an apiKey source, reject otherwise.
+   * next source of the chain look at it, `reject` answers invalid_token. Default: pass only to a
+   * source of the same chain that claims it (identity/jwt.ts nonJwtBearerRule), reject otherwise.
    */
   nonJwtBearer: z.enum(['pass', 'reject']).optional(),
 });

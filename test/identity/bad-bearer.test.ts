@@ -42,3 +42,16 @@ describe('a JWT-shaped Bearer value in a chain with introspection but no jwt sou
     expect(await check(yaml, 'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln')).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
   });
 });
+
+describe('sources that take the whole Authorization value still get a non-JWT Bearer (review)', () => {
+  it('a shared secret on Authorization after a jwt source', async () => {
+    const yaml = `${ISSUERS}\nidentity:\n  - jwt: { issuers: [app] }\n  - sharedSecret: { header: authorization, secret: "Bearer whsec_0123456789abcdef", tenant: ops, scopes: [storefront] }\n${HOST}\n${ROUTES}\n`;
+    expect(await check(yaml, 'Bearer whsec_0123456789abcdef')).toMatchObject({ allowed: true, principal: { method: 'shared-secret', tenant: 'ops' } });
+    expect(await check(yaml, 'Bearer whsec_wrong')).toMatchObject({ allowed: false, status: 401 });
+  });
+
+  it('introspection next to a jwt source that reads only a cookie: a JWT-shaped Bearer is not passed on to the Host caller', async () => {
+    const yaml = `${ISSUERS}\nidentity:\n  - jwt: { issuers: [app], from: [{ cookie: sess }] }\n  - introspection: { endpoint: "http://127.0.0.1:9/introspect", clientId: c, clientSecret: s }\n${HOST}\n${ROUTES}\n`;
+    expect(await check(yaml, 'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln')).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
+  });
+});
