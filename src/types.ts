@@ -54,6 +54,11 @@ export interface RequestAttributes {
   readonly peer?: PeerAttributes;
   /** The span of this check when it is traced and sampled (observability/tracing.ts); else undefined. */
   trace?: CheckTrace;
+  /**
+   * Set only while one request is judged by several routes (pipeline decideOnAll): the keys of
+   * the rate-limit counters already charged for it, so a limit shared by those routes counts it once.
+   */
+  readonly chargedLimits?: Set<string>;
 }
 
 /** Envoy's AttributeContext.source principal (4) and certificate (5). Read lazily by the gRPC decoder. */

@@ -141,11 +141,13 @@ function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly 
 
 /**
  * Several routes can be what the upstream serves: allowed only if each of them allows, in turn
- * (each one's limits count too). The first denial is the answer; an allow carries the union of the
+ * (each one's limits count too, each counter once: a limit the routes share is not charged twice
+ * for one request). The first denial is the answer; an allow carries the union of the
  * candidates' header removals.
  */
-async function decideOnAll(policy: CompiledPolicy, request: RequestAttributes, routes: readonly CompiledRoute[], explain: ExplainCollector | undefined): Promise<Decision> {
+async function decideOnAll(policy: CompiledPolicy, original: RequestAttributes, routes: readonly CompiledRoute[], explain: ExplainCollector | undefined): Promise<Decision> {
   const allowed: Decision[] = [];
+  const request: RequestAttributes = { ...original, chargedLimits: new Set() };
   for (const route of routes) {
     const decision = await decideOnRoute(policy, request, route, explain);
     if (!decision.allowed) return decision;
@@ -192,7 +194,7 @@ function decideOnRoute(policy: CompiledPolicy, request: RequestAttributes, route
   const pre = route.preIdentityLimiter;
   if (!pre) return identifyThenDecide(policy, request, route, NO_HEADERS, undefined, explain);
   if (explain) explain.phase = 'before-identity';
-  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name, explain });
+  const verdict = pre.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal: undefined, route: route.name, explain, charged: request.chargedLimits });
   if (isPromise(verdict) && request.trace !== undefined) traceWait(request.trace, verdict, RATE_LIMIT_SPAN);
   const next = (v: RateLimitVerdict): MaybePromise<Decision> => {
     if (v.denial && explain) explain.denied('rate-limit');
@@ -354,7 +356,7 @@ function rateLimitThenAllow(
   const limiter = route.rateLimiter;
   if (!limiter) return allowDecisionWithIdentity(policy, request.requestId, route.name, principal, credentialHeaders, route.removeHeaders, preHeaders, preNote, route.identityToken);
   if (explain) explain.phase = route.public ? 'all' : 'after-identity';
-  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name, explain });
+  const verdict = limiter.evaluate({ request, clientIp: clientIp(request, policy.clientIp), principal, route: route.name, explain, charged: request.chargedLimits });
   if (isPromise(verdict) && request.trace !== undefined) traceWait(request.trace, verdict, RATE_LIMIT_SPAN);
   const finish = (v: RateLimitVerdict): MaybePromise<Decision> => {
     if (v.denial && explain) explain.denied('rate-limit');

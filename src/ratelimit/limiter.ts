@@ -142,9 +142,15 @@ export class RouteLimiter implements RouteRateLimiter {
   private collect(input: RateLimitInput): Applied[] | undefined {
     let applied: Applied[] | undefined;
     const tenant = input.principal?.tenant;
+    const charged = input.charged;
     for (const policy of this.policies) {
       const key = policy.keyOf(input);
       if (key === undefined) continue;
+      if (charged !== undefined) {
+        // Another route judging this same request charged this counter already: once per request.
+        if (charged.has(key)) continue;
+        charged.add(key);
+      }
       let variant: Variant | null = policy.base;
       if (policy.plans !== undefined && tenant !== undefined) {
         const plan = policy.plans.get(tenant);

@@ -20,6 +20,8 @@ export interface RateLimitInput {
   readonly route: string;
   /** Set only when the decision is being explained (portcullis check, server.explain). */
   readonly explain?: ExplainCollector;
+  /** The request's counters already charged by another route judging it (RequestAttributes.chargedLimits). */
+  readonly charged?: Set<string>;
 }
 
 export interface RateLimitVerdict {

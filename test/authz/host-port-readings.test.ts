@@ -70,3 +70,36 @@ describe('a port no host rule names', () => {
     expect(await check('shop.example.com:8443', '/cart')).toMatchObject({ allowed: false, status: 401 });
   });
 });
+
+describe('a request judged by two routes is charged once per counter (review)', () => {
+  const limited = compileYaml(`
+rateLimits:
+  backend: memory
+  policies:
+    - { name: per-ip, key: [ip], window: 1m, limit: 4 }
+    - { name: per-ip-route, key: [ip, route], window: 1m, limit: 3 }
+routes:
+  - { name: shop-site, match: { host: shop.example.com, pathPrefix: /site }, public: true }
+  - { name: site, match: { pathPrefix: /site }, public: true }
+  - { name: panel, match: { path: /panel/ }, public: true }
+  - { name: rest, match: { pathPrefix: / }, public: true }
+`);
+  const outcomes = async (host: string, path: string, n: number, ip: string) => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const d = await Promise.resolve(authorize(limited, { ...request({ host, path, sourceAddress: ip }), scheme: 'https' }));
+      out.push(d.allowed ? 'allow' : d.reason);
+    }
+    return out;
+  };
+
+  it('a port reading: the shared per-ip counter counts each request once; per-route counters each count it', async () => {
+    // Two routes (site, shop-site): per-ip 4 allows, not 2; per-ip-route (3 per route) holds at 3.
+    expect(await outcomes('shop.example.com:8443', '/site/x', 5, '192.0.2.1')).toEqual(['allow', 'allow', 'allow', 'rate_limited', 'rate_limited']);
+    expect(await outcomes('shop.example.com', '/site/x', 4, '192.0.2.2')).toEqual(['allow', 'allow', 'allow', 'rate_limited']);
+  });
+
+  it('a path reading (trailing slash): the same', async () => {
+    expect(await outcomes('www.example.com', '/panel', 5, '192.0.2.3')).toEqual(['allow', 'allow', 'allow', 'rate_limited', 'rate_limited']);
+  });
+});
