@@ -1,6 +1,7 @@
 // Claim mapping: verified JWT payload → tenant, subject, email, scopes. Compiled once per issuer;
 // per token it only walks precomputed paths.
 
+import { maxCharsOf } from '../identity/value-limits.js';
 import type { ClaimsConfig, RolesConfig } from './config.js';
 
 export type JsonObject = Record<string, unknown>;
@@ -76,6 +77,7 @@ function identityValue(value: unknown, what: string): string | undefined | Claim
   if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
   if (typeof value !== 'string' || value === '') return undefined;
   if (CONTROL.test(value)) return new ClaimError(`${what} claim contains control characters`);
+  if (value.length > maxCharsOf(what)) return new ClaimError(`${what} claim longer than ${maxCharsOf(what)} characters`);
   return value;
 }
 

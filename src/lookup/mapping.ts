@@ -1,6 +1,7 @@
 // A lookup's answer (JSON or an SQL row) → tenant, subject, email, scopes, expiry. Paths are
 // compiled once; per answer they only walk own properties (never the prototype chain).
 
+import { maxCharsOf } from '../identity/value-limits.js';
 import type { AnswerMapConfig } from './schema.js';
 
 export type PathReader = (root: unknown) => unknown;
@@ -90,6 +91,7 @@ function identityValue(value: unknown, what: string): string | undefined | Unusa
   if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
   if (typeof value !== 'string' || value === '') return undefined;
   if (CONTROL.test(value)) return new Unusable(`${what} contains control characters`);
+  if (value.length > maxCharsOf(what)) return new Unusable(`${what} longer than ${maxCharsOf(what)} characters`);
   return value;
 }
 

@@ -308,7 +308,7 @@ type PendingDenial = (requestId: string) => Decision;
 
 function checkPermission(policy: CompiledPolicy, route: CompiledRoute, principal: Principal, explain: ExplainCollector | undefined): PendingDenial | undefined {
   const unsafe = unsafeIdentityValue(principal);
-  if (unsafe) return permissionDenied(policy, route, principal, explain, 'invalid_identity', `control character or surrounding whitespace in ${unsafe} (trim it where it comes from: the claim, the lookup's query, the expression)`);
+  if (unsafe) return permissionDenied(policy, route, principal, explain, 'invalid_identity', `${unsafe} too long, or with a control character or surrounding whitespace (fix it where it comes from: the claim, the lookup's query, the expression)`);
   if (route.kind === 'default-deny') return permissionDenied(policy, route, principal, explain, 'route_not_allowed', 'no route matches');
   if (route.credentials && !route.credentials.has(principal.method)) {
     return permissionDenied(policy, route, principal, explain, 'credential_not_allowed', `${principal.method} credentials are not accepted here`);

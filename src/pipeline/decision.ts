@@ -1,6 +1,7 @@
 // Building the two kinds of Decision from plain inputs. The JSON body and challenge headers follow
 // DESIGN.md's response contract exactly.
 
+import { MAX_EMAIL_CHARS, MAX_IDENTITY_CHARS, MAX_SCOPES } from '../identity/value-limits.js';
 import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
@@ -336,17 +337,20 @@ function addIfPresent(into: HeaderPair[], name: string, value: string | undefine
  * its rate-limit bucket). Such a principal is refused instead.
  */
 export function unsafeIdentityValue(principal: Principal): string | undefined {
-  if (unsafeValue(principal.tenant)) return 'tenant';
-  if (unsafeValue(principal.subject)) return 'subject';
-  if (unsafeValue(principal.email)) return 'email';
-  if (unsafeValue(principal.keyId)) return 'keyId';
+  if (unsafeValue(principal.tenant, MAX_IDENTITY_CHARS)) return 'tenant';
+  if (unsafeValue(principal.subject, MAX_IDENTITY_CHARS)) return 'subject';
+  if (unsafeValue(principal.email, MAX_EMAIL_CHARS)) return 'email';
+  if (unsafeValue(principal.keyId, MAX_IDENTITY_CHARS)) return 'keyId';
   const scopes = principal.scopes;
-  for (let i = 0; i < scopes.length; i++) if (unsafeValue(scopes[i]) || scopes[i]!.includes(' ')) return 'scopes';
+  if (scopes.length > MAX_SCOPES) return 'scopes';
+  for (let i = 0; i < scopes.length; i++) if (unsafeValue(scopes[i], MAX_IDENTITY_CHARS) || scopes[i]!.includes(' ')) return 'scopes';
   return undefined;
 }
 
-function unsafeValue(value: string | undefined): boolean {
+/** Too long (identity/value-limits.ts), a control character, or whitespace at either end. */
+function unsafeValue(value: string | undefined, maxChars: number): boolean {
   if (value === undefined || value === '') return false;
+  if (value.length > maxChars) return true;
   if (value.charCodeAt(0) === 0x20 || value.charCodeAt(value.length - 1) === 0x20) return true;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);

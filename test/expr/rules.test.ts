@@ -197,6 +197,7 @@ routes:
     // A control character in the computed tenant cannot become a header.
     expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: 'org=a%0d%0ax-evil:1', headers: hook })).toMatchObject({ status: 403, reason: 'invalid_identity' });
     // Nor whitespace the upstream would trim away ("org_acme " would be judged, "org_acme" served), nor a TAB.
+    expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: `org=${'a'.repeat(257)}`, headers: hook })).toMatchObject({ status: 401, reason: 'invalid_computed_identity' });
     for (const org of ['org_acme%20', '%20org_acme', 'org_acme%09', 'org%09acme']) {
       expect(await check({ method: 'POST', path: '/v1/webhooks/payments/stripe', query: `org=${org}`, headers: hook }), org).toMatchObject({ status: 403, reason: 'invalid_identity' });
     }

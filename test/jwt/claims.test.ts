@@ -74,4 +74,13 @@ describe('claim mapper', () => {
     expect(map({ t: 'acme', sub: 'u\u0000' })).toBeInstanceOf(ClaimError);
     expect(map({ t: 'acme', email: 'a@b\u007f' })).toBeInstanceOf(ClaimError);
   });
+
+  it('refuses identity claims longer than the bound (a self-service claim must not make cached principals kilobytes)', () => {
+    const map = mapper({ tenant: 't' });
+    expect(mapped(map({ t: 'a'.repeat(256) })).tenant).toHaveLength(256);
+    expect(map({ t: 'a'.repeat(257) })).toBeInstanceOf(ClaimError);
+    expect(map({ t: 'acme', sub: 's'.repeat(257) })).toBeInstanceOf(ClaimError);
+    expect(mapped(map({ t: 'acme', email: `${'e'.repeat(300)}@x.io` })).email).toHaveLength(305);
+    expect(map({ t: 'acme', email: `${'e'.repeat(320)}@x.io` })).toBeInstanceOf(ClaimError);
+  });
 });

@@ -32,6 +32,8 @@ describe('answer mapping', () => {
     expect(map({ present: 'valid' })({ valid: false })).toBeInstanceOf(Unusable);
     expect(map({ present: 'session.id' })({ session: { id: 's' } })).not.toBeInstanceOf(Unusable);
     expect(map({ tenant: 't' })({ t: 'a\r\nx-injected: 1' })).toBeInstanceOf(Unusable);
+    expect(map({ tenant: 't' })({ t: 'a'.repeat(257) })).toBeInstanceOf(Unusable);
+    expect(map({ tenant: 't' })({ t: 'a'.repeat(256) })).not.toBeInstanceOf(Unusable);
   });
 
   it('reads expiries as ISO text, Date, epoch seconds or milliseconds; garbage is NaN (treated as expired)', () => {

@@ -99,11 +99,14 @@ describe('authorize', () => {
     expect(await run({ ...policy, routes: { match: () => route } as never }, { path: '/x' })).toMatchObject({ allowed: false, reason: 'invalid_identity' });
   });
 
-  it('refuses identity values the upstream would read differently: whitespace at either end, a TAB anywhere', async () => {
+  it('refuses identity values the upstream would read differently (whitespace at either end, a TAB anywhere) or that are too long', async () => {
     const base: Principal = { method: 'jwt', tenant: 'acme', subject: 'u1', email: 'u1@acme.test', keyId: 'k1', scopes: ['read'] };
     const variants: Partial<Principal>[] = [
       { tenant: 'acme ' }, { tenant: ' acme' }, { tenant: 'ac\tme' }, { tenant: 'acme\t' },
       { subject: 'u1 ' }, { email: ' u1@acme.test' }, { keyId: 'k1\t' }, { scopes: ['read\t'] },
+      // Too long: each value would be held by caches of encoded allows, and be a metric label.
+      { tenant: 't'.repeat(257) }, { subject: 's'.repeat(257) }, { email: `${'e'.repeat(320)}@x.io` }, { keyId: 'k'.repeat(257) },
+      { scopes: ['s'.repeat(257)] }, { scopes: Array.from({ length: 257 }, (_, i) => `s${i}`) },
     ];
     const decide = (principal: Principal) => {
       const source: CredentialSource = { method: 'jwt', name: 'claims', identify: () => ({ kind: 'principal', principal }) };
