@@ -46,7 +46,7 @@ export class Metrics {
     this.checkDuration = new FastHistogram('portcullis_check_duration_seconds', 'Time to decide one check (route match to decision, including waits on JWKS, key store and Redis).', ['decision'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], this.registry);
     this.policyReloads = this.counter('portcullis_policy_reloads_total', 'Policy loads by result (success, failure).', ['result']);
     this.policyGeneration = this.gauge('portcullis_policy_generation', 'Number of the policy currently in force (1 = loaded at start).', []);
-    this.tenantChecks = this.counter('portcullis_tenant_checks_total', 'Checks by tenant (only when server.tenantMetrics is on: one series per tenant).', ['decision', 'tenant']);
+    this.tenantChecks = this.counter('portcullis_tenant_checks_total', 'Checks by tenant (only when server.tenantMetrics is on: listed tenants, then the first 1000 others, the rest as "(other)").', ['decision', 'tenant']);
     const inFlight = () => this.inFlightSource();
     this.checksInFlight = this.instrument(
       'portcullis_checks_in_flight',

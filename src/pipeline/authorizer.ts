@@ -30,6 +30,9 @@ const FIXED_ROUTES = ['default', 'none', 'dev', 'unknown'];
 /** The `route` label of a decision whose route is not a name of the policy in force. */
 const OTHER_ROUTE = 'other';
 
+/** server.tenantMetrics: series for tenants the policy does not list (a bound on what callers can add). */
+export const MAX_TENANT_SERIES = 1000;
+
 export class Authorizer {
   /** Bound metric children: label hashing per check would cost more than the check. */
   private readonly counters = newTable();
@@ -46,6 +49,13 @@ export class Authorizer {
   private readonly decisionLog: DecisionLog;
   /** decisionLog: sample — millionths of a line owed; starts at a whole line, so the first allow is logged. */
   private allowCredit = 1e6;
+  /**
+   * server.tenantMetrics: tenants given a series of their own, besides those the policy lists
+   * (`tenants:`). Tenants can be chosen by callers (a host pattern's label, a self-service claim, a
+   * computed value): past MAX_TENANT_SERIES, new ones count under tenant="(other)".
+   */
+  private readonly tenantSeries = new Set<string>();
+  private tenantOverflowLogged = false;
 
   constructor(
     private readonly policies: PolicySource,
@@ -93,6 +103,20 @@ export class Authorizer {
     return this.record(policy, request, denyDecision(policy ?? NOT_READY_POLICY, request.requestId, 'none', denial), started);
   }
 
+  /** The tenant label: its own for listed tenants and the first MAX_TENANT_SERIES others, else "(other)". */
+  private tenantLabel(policy: CompiledPolicy, tenant: string): string {
+    if (policy.listedTenants.has(tenant) || this.tenantSeries.has(tenant)) return tenant;
+    if (this.tenantSeries.size < MAX_TENANT_SERIES) {
+      this.tenantSeries.add(tenant);
+      return tenant;
+    }
+    if (!this.tenantOverflowLogged) {
+      this.tenantOverflowLogged = true;
+      this.logger.warn({ maxSeries: MAX_TENANT_SERIES }, 'tenantMetrics: more tenants than series; further tenants not listed under tenants: count as tenant="(other)"');
+    }
+    return '(other)';
+  }
+
   private record(policy: CompiledPolicy | undefined, request: RequestAttributes, decision: Decision, started: number, explain?: ExplainCollector): Decision {
     this.inFlight--;
     const seconds = (performance.now() - started) / 1000;
@@ -104,7 +128,7 @@ export class Authorizer {
     else this.counter(this.counters, outcome, reason, credential, undefined).inc();
     this.durations[outcome].observe(seconds);
     if (policy?.tenantMetrics && decision.principal?.tenant) {
-      this.metrics.tenantChecks.inc({ decision: outcome, tenant: decision.principal.tenant });
+      this.metrics.tenantChecks.inc({ decision: outcome, tenant: this.tenantLabel(policy, decision.principal.tenant) });
     }
 
     const mode = policy?.decisionLog ?? 'all';

@@ -90,6 +90,8 @@ export interface CompiledPolicy {
   /** How the client IP is picked (clientIp in the policy). */
   readonly clientIp: ClientIpSettings;
   readonly disabledTenants: ReadonlySet<string>;
+  /** The tenants the policy names in `tenants:` (a series each with server.tenantMetrics). */
+  readonly listedTenants: ReadonlySet<string>;
   readonly decisionLog: 'sample' | 'all' | 'deny' | 'none';
   /** With decisionLog: sample, the share of allows logged. */
   readonly decisionLogAllowRate: number;
@@ -220,6 +222,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
     denyBody,
     clientIp: Object.freeze({ useRemoteAddress: document.clientIp.useRemoteAddress, xffTrustedHops: document.clientIp.xffTrustedHops }),
     disabledTenants: new Set(Object.entries(document.tenants).filter(([, t]) => t.disabled).map(([name]) => name)),
+    listedTenants: new Set(Object.keys(document.tenants)),
     decisionLog: document.server.decisionLog,
     decisionLogAllowRate: document.server.decisionLogAllowRate,
     tenantMetrics: document.server.tenantMetrics,

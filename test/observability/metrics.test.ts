@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/observability/logger.js';
+import { MAX_TENANT_SERIES } from '../../src/pipeline/authorizer.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { CheckClient } from '../support/grpc-client.js';
 import { sign, signingKey, startKeyServer } from '../jwt/helpers.js';
@@ -97,6 +98,31 @@ describe('metric names and labels', () => {
       ]),
     );
     for (const s of checks) expect(Object.keys(s.labels).sort()).toEqual(['credential', 'decision', 'reason']);
+  });
+
+  it('bounds tenant series (server.tenantMetrics): listed tenants always, then the first 1,000 others, the rest as "(other)"', async () => {
+    // Tenants from the query string: the caller chooses them (as with host patterns or self-service claims).
+    const r = await start(`
+server: { decisionLog: none, tenantMetrics: true }
+tenants: { vip: {} }
+identity:
+  - sharedSecret: { header: x-hook, secret: "0123456789abcdef0123456789abcdef" }
+    compute: { tenant: request.query.org }
+routes:
+  - { name: hooks, match: { pathPrefix: /hooks } }
+`);
+    await r.server.ready;
+    const send = (org: string) => r.client.check({ path: `/hooks?org=${org}`, headers: { 'x-hook': '0123456789abcdef0123456789abcdef' } });
+    for (let i = 0; i < MAX_TENANT_SERIES + 50; i++) await send(`t${i}`);
+    await send('vip');
+    await send('t0');
+    const series = samples(await r.scrape(), 'portcullis_tenant_checks_total');
+    const byTenant = new Map(series.map((s) => [s.labels.tenant!, s.value]));
+    expect(byTenant.size).toBe(MAX_TENANT_SERIES + 2); // the first 1,000, vip, (other)
+    expect(byTenant.get('vip')).toBe(1);
+    expect(byTenant.get('t0')).toBe(2);
+    expect(byTenant.get('(other)')).toBe(50);
+    expect(byTenant.has(`t${MAX_TENANT_SERIES}`)).toBe(false);
   });
 
   it('adds a route label only with server.routeMetrics, valued by the policy route names', async () => {
