@@ -1,7 +1,8 @@
 // request.headers never shows a credential. Every header a credential source anywhere in the
 // policy reads (Authorization, API-key headers, the Cookie header when tokens come from cookies,
-// shared-secret headers), plus Authorization, Proxy-Authorization and Cookie always, is hidden:
-// an expression that names one is refused at load, so no rule can copy a secret into a decision.
+// shared-secret and session headers), plus Authorization, Proxy-Authorization and Cookie always,
+// is hidden: an expression that names one is refused at load, so no rule can copy a secret into a
+// decision; nor can a rate-limit key (ratelimit/compile.ts).
 
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { IdentitySourceConfig, PolicyDocument } from '../policy/schema.js';
@@ -19,6 +20,8 @@ export function credentialHeaderNames(policy: PolicyDocument): ReadonlySet<strin
   for (const chain of chains) {
     for (const entry of chain) {
       if (entry.sharedSecret) set.add(entry.sharedSecret.header.toLowerCase());
+      if (entry.session?.header) set.add(entry.session.header.toLowerCase());
+      if (entry.session?.cookie) set.add('cookie');
       if (entry.apiKey) for (const h of entry.apiKey.headers) set.add(h.toLowerCase());
       if (entry.jwt) {
         for (const place of entry.jwt.from) {

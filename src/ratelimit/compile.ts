@@ -6,6 +6,7 @@
 import { didYouMean } from '../policy/suggest.js';
 import path from 'node:path';
 import { describeMatch } from '../authz/routes.js';
+import { credentialHeaderNames } from '../expr/credential-headers.js';
 import type { CompileContext } from '../policy/context.js';
 import type { RouteConfig } from '../policy/schema.js';
 import { BanWatcher } from './bans-watcher.js';
@@ -98,6 +99,12 @@ function compilePolicies(config: RateLimitsConfig, ctx: CompileContext, store: L
     const at = ['rateLimits', 'policies', index] as const;
     if (seen.has(policy.name)) ctx.error([...at, 'name'], `duplicate policy name "${policy.name}"`);
     seen.add(policy.name);
+    // A key is stored (memory, Redis key names) and shown (explanations): never a credential.
+    policy.key.forEach((part, i) => {
+      if (typeof part === 'object' && credentialHeaderNames(ctx.policy).has(part.header)) {
+        ctx.error([...at, 'key', i], `header:${part.header} carries a credential of the identity chain and cannot be part of a key (keys are stored and shown in explanations): key by apiKey, subject or tenant`);
+      }
+    });
 
     const base = variantOf(policy.name, shapeOf(policy));
     const plans = compilePlans(policy, ctx);

@@ -1,6 +1,7 @@
 // Policy-file validation of the rate-limit sections: one case per error, exact messages.
 import { describe, expect, it } from 'vitest';
-import { testRuntime } from '../support/runtime.js';
+import { PolicyError } from '../../src/errors.js';
+import { compileYaml, testRuntime } from '../support/runtime.js';
 import { compile, compileErrors } from './helpers.js';
 
 const ROUTES = `routes:
@@ -70,6 +71,25 @@ tenants:
       'routes.1.rateLimits.skip.0: no rate-limit policy is named "nope"',
       'routes.1.rateLimits.cost: cost 50 exceeds what policy "a" ever admits at once (10)',
     ]);
+  });
+
+  it('refuses a credential header as a key part (keys are stored and shown in explanations)', () => {
+    const chain = `identity:\n  - apiKey: { headers: [x-api-key] }\n  - session: { header: x-session, lookup: s }\nlookups:\n  s: { http: { url: "http://127.0.0.1:9/s" } }\n`;
+    const problems = (yaml: string): string[] => {
+      try {
+        compileYaml(yaml, testRuntime({ offline: true }));
+        return [];
+      } catch (err) {
+        if (err instanceof PolicyError) return err.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+        throw err;
+      }
+    };
+    for (const header of ['authorization', 'x-api-key', 'cookie', 'x-session']) {
+      expect(problems(`${chain}rateLimits:\n  policies: [{ name: a, key: [ip, "header:${header}"], rate: 1/s }]\n`)).toEqual([
+        `rateLimits.policies.0.key.1: header:${header} carries a credential of the identity chain and cannot be part of a key (keys are stored and shown in explanations): key by apiKey, subject or tenant`,
+      ]);
+    }
+    expect(problems(`${chain}rateLimits:\n  policies: [{ name: a, key: [ip, "header:x-client-version"], rate: 1/s }]\n`)).toEqual([]);
   });
 
   it('refuses plans and route settings without a rateLimits section', () => {
