@@ -30,6 +30,15 @@ const FIXED_ROUTES = ['default', 'none', 'dev', 'unknown'];
 /** The `route` label of a decision whose route is not a name of the policy in force. */
 const OTHER_ROUTE = 'other';
 
+/**
+ * A decision-log field the request chose (its path, host, method) or that quotes it (a detail):
+ * cut to `max` characters, with how many more there were. Every line stays small, whatever a
+ * client sends (Envoy passes paths of up to 60 KB).
+ */
+function clipped(value: string, max: number): string {
+  return value.length <= max ? value : `${value.slice(0, max)}…(+${value.length - max})`;
+}
+
 /** server.tenantMetrics: series for tenants the policy does not list (a bound on what callers can add). */
 export const MAX_TENANT_SERIES = 1000;
 
@@ -139,15 +148,15 @@ export class Authorizer {
         decision: outcome,
         reason,
         route: decision.route,
-        method: request.method,
-        host: request.host,
-        path: request.path,
+        method: clipped(request.method, 32),
+        host: clipped(request.host, 300),
+        path: clipped(request.path, 1024),
         auth: decision.principal?.method,
         tenant: decision.principal?.tenant,
         subject: decision.principal?.subject,
         keyId: decision.principal?.keyId,
         status: decision.allowed ? undefined : decision.status,
-        detail: decision.allowed ? decision.note || undefined : decision.detail,
+        detail: decision.allowed ? decision.note || undefined : decision.detail && clipped(decision.detail, 1024),
         latencyMs: Math.round(seconds * 1e6) / 1e3,
         explain: explain?.explanation,
         // The trace this check belongs to: its span when traced, else the caller's traceparent.

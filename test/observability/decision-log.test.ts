@@ -166,4 +166,16 @@ default: deny
     expect(await run('decisionLog: deny', 50, 3)).toEqual({ allow: 0, deny: 3 });
     expect(await run('decisionLog: none', 50, 3)).toEqual({ allow: 0, deny: 0 });
   });
+  it('keeps every line small whatever the client sends: path, host and method are cut, with how much more there was (attacker review)', async () => {
+    const { authorizer: a, lines } = authorizer('decisionLog: all');
+    const long = `/private/${'a'.repeat(30_000)}`;
+    expect((a.check({ ...request(long), host: `${'h'.repeat(5_000)}.example.com`, method: 'X'.repeat(100) }) as Decision).allowed).toBe(false);
+    await new Promise((resolve) => setImmediate(resolve));
+    const line = lines.find((l) => l.includes('"msg":"decision"'))!;
+    expect(line.length).toBeLessThan(3_000);
+    const parsed = JSON.parse(line) as { path: string; host: string; method: string };
+    expect(parsed.path).toBe(`${long.slice(0, 1024)}…(+${long.length - 1024})`);
+    expect(parsed.host.endsWith(`…(+${5_012 - 300})`)).toBe(true);
+    expect(parsed.method).toHaveLength(32 + '…(+68)'.length);
+  });
 });
