@@ -5,7 +5,7 @@
 
 import type { ASTNode, ParseResult } from '@marcbachmann/cel-js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
-import { expressionEnvironment, MAX_EXPRESSION_LENGTH } from './environment.js';
+import { expressionEnvironment, MAX_EXPRESSION_LENGTH, RE2_MATCHES, re2Pattern } from './environment.js';
 import type { AuthView, RequestView } from './views.js';
 
 /** What an expression must produce. */
@@ -63,6 +63,8 @@ export function compileExpression(text: string, kind: ExpressionKind, path: Poli
     const e = err as { summary?: string; message?: string; range?: { start: number } };
     return fail(`syntax error: ${e.summary ?? firstLine(e.message)}`, e.range?.start);
   }
+  const renamed = useRe2(parsed.ast);
+  if (renamed) return fail(renamed.message, renamed.offset);
   const checked = parsed.check();
   if (!checked.valid) {
     const e = checked.error as { summary?: string; message?: string; range?: { start: number } } | undefined;
@@ -110,7 +112,7 @@ const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
  *  - request.headers used other than by a literal lower-case name (no iteration, no size(), no
  *    computed names: headers are attacker-sized, and a computed name could reach a credential);
  *  - comprehensions (all/exists/exists_one/map/filter) over request data, or nested too deep;
- *  - matches() with a pattern that is not a literal, or one that can backtrack exponentially.
+ *  - matches() with a pattern that is not a literal RE2 expression.
  */
 function inspect(root: ASTNode): Facts {
   const facts: Facts = { headerNames: new Set(), readsClaims: false, readsParams: false };
@@ -155,7 +157,7 @@ function inspect(root: ASTNode): Facts {
         }
         loops++;
       }
-      if (name === 'matches') {
+      if (name === RE2_MATCHES) {
         const pattern = node.op === 'rcall' ? node.args[2][0] : node.args[1][1];
         const refusal = patternProblem(pattern);
         if (refusal) {
@@ -201,61 +203,37 @@ function children(node: ASTNode): ASTNode[] {
 }
 
 /**
- * matches() runs JavaScript regular expressions on request data, so the pattern must be known at
- * load and free of the constructs that backtrack exponentially: a quantified group that itself
- * contains a quantifier or an alternation, back-references and look-arounds.
+ * Every matches() call of the expression runs RE2 (environment.ts): the parsed calls are renamed
+ * before the type check, so evaluation dispatches to it. The internal name itself may not be
+ * written (its pattern would escape the check below).
+ */
+export function useRe2(root: ASTNode): { message: string; offset: number } | undefined {
+  let problem: { message: string; offset: number } | undefined;
+  const visit = (node: ASTNode): void => {
+    if ((node.op === 'rcall' || node.op === 'call') && Array.isArray(node.args)) {
+      if (node.args[0] === RE2_MATCHES) problem ??= { message: `unknown function ${RE2_MATCHES}()`, offset: node.range?.start ?? node.pos ?? 0 };
+      if (node.args[0] === 'matches') (node.args as unknown[])[0] = RE2_MATCHES;
+    }
+    for (const child of children(node)) visit(child);
+  };
+  visit(root);
+  return problem;
+}
+
+/**
+ * matches() takes a literal pattern, known at load, in RE2 syntax (what CEL specifies): RE2 runs in
+ * linear time, so no pattern can make a request expensive, and it has no back-references or
+ * look-arounds.
  */
 function patternProblem(pattern: ASTNode | undefined): string | undefined {
   if (pattern === undefined || pattern.op !== 'value' || typeof pattern.args !== 'string') {
     return 'matches() needs a literal pattern (a computed pattern cannot be checked at load)';
   }
-  const source = pattern.args;
-  try {
-    new RegExp(source, 'u');
-  } catch (err) {
-    return `matches() pattern is not a valid regular expression: ${(err as Error).message}`;
-  }
-  if (/\\[1-9]|\\k<|\(\?[=!<]/.test(source)) return 'matches() patterns may not use back-references or look-arounds';
-  if (hasNestedQuantifier(source)) return 'matches() pattern has a quantified group containing a quantifier or alternation (exponential backtracking); rewrite it without nesting';
+  const compiled = re2Pattern(pattern.args);
+  if (typeof compiled === 'string') return `matches() pattern is not a valid RE2 regular expression: ${compiled}`;
   return undefined;
 }
 
-function hasNestedQuantifier(source: string): boolean {
-  // Per open group: does it contain a quantifier or "|"? Then a quantifier after its ")" nests.
-  const stack: boolean[] = [];
-  let lastGroupRisky = false;
-  for (let i = 0; i < source.length; i++) {
-    const c = source[i]!;
-    if (c === '\\') {
-      i++;
-      lastGroupRisky = false;
-      continue;
-    }
-    if (c === '[') {
-      while (i < source.length && source[i] !== ']') i += source[i] === '\\' ? 2 : 1;
-      lastGroupRisky = false;
-      continue;
-    }
-    if (c === '(') {
-      stack.push(false);
-      continue;
-    }
-    if (c === ')') {
-      lastGroupRisky = stack.pop() ?? false;
-      continue;
-    }
-    const quantifier = c === '*' || c === '+' || c === '?' || c === '{';
-    if (quantifier && lastGroupRisky && c !== '?') return true;
-    if (quantifier && lastGroupRisky && c === '?' && source[i - 1] === ')') {
-      // "(...)?" is at most one repetition: harmless.
-    }
-    if (quantifier || c === '|') {
-      if (stack.length > 0) stack[stack.length - 1] = true;
-    }
-    lastGroupRisky = false;
-  }
-  return false;
-}
 
 function describeCheckError(summary: string): string {
   const key = /^No such key: (.*)$/.exec(summary);

@@ -126,6 +126,25 @@ describe('request.*', () => {
   });
 });
 
+describe('matches() is RE2, as CEL specifies (attacker review: JavaScript backtracking on request data)', () => {
+  it('a pattern that would make a backtracking engine run for hours answers at once on a long path', async () => {
+    // JavaScript's engine is O(n^5) here: 5,000 characters would never finish. RE2 is linear.
+    const long = { ...BASE, path: `/v1/companies/acme/items/42${'a'.repeat(5_000)}` };
+    expect(await holds('request.path.matches("^/v1/companies/acme/items/42a*a*a*a*a*b$")', long)).toBe(false);
+    expect(await holds('request.path.matches("^/v1/companies/acme/items/42a*a*a*a*a*$")', long)).toBe(true);
+  });
+
+  it('RE2 semantics: partial match, code points, nested quantifiers allowed (they cannot blow up)', async () => {
+    expect(await holds('request.path.matches("acme/items") && !request.path.matches("^acme") && "😀".matches("^.$") && "aaa".matches("^(a+)+$")')).toBe(true);
+  });
+
+  it('refuses what RE2 does not support, and the internal name, at load', async () => {
+    expect(() => compileYaml(policyWith('request.path.matches("^/(?=v1)")'), runtime)).toThrow(/not a valid RE2 regular expression/);
+    expect(() => compileYaml(policyWith('request.path.matches("^(a)\\\\1$")'), runtime)).toThrow(/not a valid RE2 regular expression/);
+    expect(() => compileYaml(policyWith('request.path.re2Matches("x")'), runtime)).toThrow(/unknown function re2Matches/);
+  });
+});
+
 describe('auth.*', () => {
   it('a Host-identified caller', async () => {
     expect(

@@ -9,6 +9,7 @@
 
 import type { Environment } from '@marcbachmann/cel-js';
 import type { IncrementalTest } from '@bufbuild/cel-spec/testdata/tests.js';
+import { useRe2 } from '../../../src/expr/compile.js';
 import { expressionEnvironment } from '../../../src/expr/environment.js';
 
 export type Outcome = { readonly status: 'pass' } | { readonly status: 'fail' | 'n/a'; readonly detail: string };
@@ -57,6 +58,8 @@ function evaluate(env: Environment, t: SimpleTest, context: Record<string, unkno
   } catch (err) {
     return { ok: false, stage: 'parse', message: firstLine(err) };
   }
+  // As compileExpression does: matches() runs RE2 (src/expr/environment.ts).
+  useRe2(parsed.ast);
   if (!t.disableCheck) {
     const checked = parsed.check();
     if (!checked.valid) return { ok: false, stage: 'check', message: firstLine(checked.error) };
