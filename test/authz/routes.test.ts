@@ -46,6 +46,28 @@ describe('route precedence', () => {
     expect(m('/v1/files/raw')).toBe('v1');
   });
 
+  it('globs with several wildcards match in linear time: an attacker\'s long path cannot stall the check (attacker review)', () => {
+    const globs = table(
+      { name: 'three', pathGlob: '/files/**/**/**/x' },
+      { name: 'two', pathGlob: '/a/**/b/**/c' },
+      { name: 'stars', pathGlob: '/s/*a*a*a*b' },
+      { name: 'png', pathGlob: '/static/**/*.png' },
+      { name: 'rest', pathPrefix: '/' },
+    );
+    const g = (path: string) => globs.match('h', 'GET', path);
+    // A backtracking engine is cubic/quadratic on these: the first would not finish.
+    expect(g(`/files/${'a/'.repeat(10_000)}`)).toBe('rest');
+    expect(g(`/a/${'b/'.repeat(10_000)}d`)).toBe('rest');
+    expect(g(`/s/${'a'.repeat(10_000)}`)).toBe('rest');
+    // And they still mean what they say.
+    expect(g('/files/1/2/3/x')).toBe('three');
+    expect(g('/a/1/b/2/c')).toBe('two');
+    expect(g('/s/xaaab')).toBe('stars');
+    expect(g('/s/xaaa/b')).toBe('rest');
+    expect(g('/static/img/logo.png')).toBe('png');
+    expect(g('/static/img/logo.png/x')).toBe('rest');
+  });
+
   it('prefers exact hosts, then the longest wildcard, then host-less routes; falls through when a host level has no match', () => {
     expect(m('/v1/items/1', 'GET', 'shop.example.com')).toBe('shop-items');
     expect(m('/v1/admin/users', 'GET', 'shop.example.com')).toBe('admin');
