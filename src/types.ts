@@ -55,10 +55,11 @@ export interface RequestAttributes {
   /** The span of this check when it is traced and sampled (observability/tracing.ts); else undefined. */
   trace?: CheckTrace;
   /**
-   * Set only while one request is judged by several routes (pipeline decideOnAll): the keys of
-   * the rate-limit counters already charged for it, so a limit shared by those routes counts it once.
+   * Set only while one request is judged by several routes (pipeline decideOnAll): the rate-limit
+   * counters already charged for it and by how much, so a limit those routes share counts the
+   * request once, at the highest cost any of them gives it.
    */
-  readonly chargedLimits?: Set<string>;
+  readonly chargedLimits?: Map<string, number>;
 }
 
 /** Envoy's AttributeContext.source principal (4) and certificate (5). Read lazily by the gRPC decoder. */

@@ -223,7 +223,7 @@ function compileCandidate<T>(spec: RouteMatchSpec, value: T, index: number): { c
  * A glob's test on a path. One wildcard compiles to a JavaScript RegExp, which is linear for it
  * (and the fastest); two or more can overlap ("/a/**" + "/b/**" + "/c" on "/a/b/b/b/…" is
  * quadratic, three "**" cubic: an attacker's 30 KB path would stop the event loop for seconds on
- * every check), so such globs run on RE2, linear whatever the path (~0.4 µs a match).
+ * every check), so such globs run on RE2's DFA (testExact), linear whatever the path.
  */
 function globTest(glob: string): (path: string) => boolean {
   const source = `^${globToRegExp(glob)}$`;
@@ -232,7 +232,7 @@ function globTest(glob: string): (path: string) => boolean {
     return (path) => re.test(path);
   }
   const re2 = RE2JS.compile(source);
-  return (path) => re2.matcher(path).matches();
+  return (path) => re2.testExact(path);
 }
 
 /** "**" matches any number of characters including "/", "*" any characters but "/". */

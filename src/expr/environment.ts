@@ -91,7 +91,7 @@ export function re2Pattern(source: string): RE2JS | string {
 function re2Matches(text: string, pattern: string): boolean {
   const compiled = re2Pattern(pattern);
   if (typeof compiled === 'string') throw new SyntaxError(`invalid regular expression: ${compiled}`);
-  return compiled.matcher(text).find();
+  return compiled.test(text); // partial match, as CEL's matches(); the DFA path (no captures)
 }
 
 function registerRe2Matches(env: Environment): void {

@@ -13,7 +13,7 @@ import type { Logger } from '../observability/logger.js';
 import type { CompileContext, PolicyPath } from '../policy/context.js';
 import { closest } from '../policy/suggest.js';
 import { isPromise, type Denial, type MaybePromise, type RequestAttributes } from '../types.js';
-import { chainOf, claimsAuthorization, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
+import { chainOf, headersClaimedWhole, isBearerAuthorization, NOT_PRESENT, rejected, type CredentialSource, type IdentifyResult } from './source.js';
 
 export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource | undefined {
   const issuers = resolveIssuers(config, path, ctx);
@@ -22,20 +22,25 @@ export function compileJwtSource(config: JwtSourceConfig, path: PolicyPath, ctx:
 }
 
 /**
- * Whether a Bearer value that is not a JWT goes on to the next source (true) or is answered
- * invalid_token (false). Unset, it goes on only to a source of this chain that claims it: one
- * taking any Authorization value (introspection; a shared secret, session or API key header
- * named authorization), an API key source whose bearerPrefixes it starts with. Anything else
- * would fall through to a weaker source (a Host mapping) and be allowed as if no credential had
- * been sent: a bad token is a 401.
+ * Whether a value after a scheme (Bearer) that is not a JWT goes on to the next source (true) or
+ * is answered invalid_token (false), for the place it was found in. Unset, it goes on only to a
+ * source of this chain that reads that very place: one taking the whole header (a shared secret,
+ * session or API key header of that name), or, for `Authorization: Bearer`, introspection or an
+ * API key source whose bearerPrefixes the value starts with. Anything else would fall through to
+ * a weaker source (a Host mapping) and be allowed as if no credential had been sent: a bad token
+ * is a 401.
  */
-function nonJwtBearerRule(setting: 'pass' | 'reject' | undefined, path: PolicyPath, ctx: CompileContext): (token: string) => boolean {
+function nonJwtBearerRule(setting: 'pass' | 'reject' | undefined, path: PolicyPath, ctx: CompileContext): (token: string, place: TokenPlace) => boolean {
   if (setting !== undefined) return setting === 'pass' ? () => true : () => false;
   const chain = chainOf(path, ctx);
-  if (chain.some(claimsAuthorization)) return () => true;
+  const wholeHeaders = new Set(chain.flatMap(headersClaimedWhole));
+  const introspection = chain.some((entry) => entry.introspection !== undefined);
   const prefixes = chain.flatMap((entry) => (entry.apiKey as { bearerPrefixes?: string[] } | undefined)?.bearerPrefixes ?? []);
-  if (prefixes.length === 0) return () => false;
-  return (token) => prefixes.some((p) => token.startsWith(p));
+  return (token, place) => {
+    if (wholeHeaders.has(place.carrier)) return true;
+    if (!isBearerAuthorization(place)) return false;
+    return introspection || prefixes.some((p) => token.startsWith(p));
+  };
 }
 
 function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileContext): CompiledIssuer[] | undefined {
@@ -84,7 +89,7 @@ class JwtSource implements CredentialSource {
   constructor(
     config: JwtSourceConfig,
     issuers: readonly CompiledIssuer[],
-    private readonly passNonJwtBearer: (token: string) => boolean,
+    private readonly passNonJwtBearer: (token: string, place: TokenPlace) => boolean,
     ctx: CompileContext,
   ) {
     this.name = `jwt:${config.issuers.join(',')}`;
@@ -139,7 +144,7 @@ class JwtSource implements CredentialSource {
     if (place.shared && !hasJwsShape(token)) {
       // Not a JWT after "Bearer": an API key, say. Another source may own it.
       if (!place.wellFormed(token)) return MALFORMED_RESULT;
-      return this.passNonJwtBearer(token) ? NOT_PRESENT : NOT_A_JWT;
+      return this.passNonJwtBearer(token, place) ? NOT_PRESENT : NOT_A_JWT;
     }
     if (token.length > this.maxTokenSize) return this.tooLarge;
 

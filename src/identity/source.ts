@@ -74,16 +74,16 @@ export function chainOf(path: PolicyPath, ctx: CompileContext): readonly Record<
   return Array.isArray(node) ? node.filter((entry): entry is Record<string, unknown> => typeof entry === 'object' && entry !== null) : [];
 }
 
-/**
- * Whether a chain entry takes any value of the Authorization header as its credential: then a
- * Bearer value the jwt source does not recognise is its business, not a fall-through.
- */
-export function claimsAuthorization(entry: Record<string, unknown>): boolean {
-  if (entry.introspection !== undefined) return true;
+/** The headers a chain entry takes whole as its credential (a shared secret, session or API key header). */
+export function headersClaimedWhole(entry: Record<string, unknown>): string[] {
   const single = (entry.sharedSecret ?? entry.session) as { header?: string } | undefined;
-  if (single?.header === 'authorization') return true;
   const apiKey = entry.apiKey as { headers?: string[] } | undefined;
-  return apiKey?.headers?.includes('authorization') ?? false;
+  return [...(single?.header !== undefined ? [single.header] : []), ...(apiKey?.headers ?? [])];
+}
+
+/** `Authorization: Bearer`, the place introspection and API keys with bearerPrefixes read. */
+export function isBearerAuthorization(place: { readonly carrier: string; readonly label: string }): boolean {
+  return place.carrier === 'authorization' && place.label.toLowerCase() === 'authorization bearer';
 }
 
 /** Whether a chain entry is a jwt source reading `Authorization: Bearer` (its default place). */

@@ -99,8 +99,8 @@ function decideFor(policy: CompiledPolicy, original: RequestAttributes, explain:
  *     `methods: [GET]` rule must not be escaped by sending HEAD to a weaker fallback);
  *   - a host with a port (`bare` is its name): nginx (server_name), Traefik (Host()), Caddy and
  *     Istio (its "name:*" domains) serve "name:port" as "name"; Envoy with per-port domains may
- *     not. Unless every route the host as sent reaches was written for that port, the name's
- *     routes are judged too: a port must never escape the rules written for the name.
+ *     not. Unless every route the host as sent reaches was written for that exact host and port,
+ *     the name's routes are judged too: a port must never escape the rules written for the name.
  * The GET routes, then those of the host as sent, come first.
  */
 function decideOnReadings(policy: CompiledPolicy, request: RequestAttributes, bare: string | undefined, explain: ExplainCollector | undefined): MaybePromise<Decision> {
@@ -141,13 +141,13 @@ function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly 
 
 /**
  * Several routes can be what the upstream serves: allowed only if each of them allows, in turn
- * (each one's limits count too, each counter once: a limit the routes share is not charged twice
- * for one request). The first denial is the answer; an allow carries the union of the
+ * (each one's limits count too, each counter once, at the highest cost any of the routes gives:
+ * a limit the routes share is not charged twice for one request). The first denial is the answer; an allow carries the union of the
  * candidates' header removals.
  */
 async function decideOnAll(policy: CompiledPolicy, original: RequestAttributes, routes: readonly CompiledRoute[], explain: ExplainCollector | undefined): Promise<Decision> {
   const allowed: Decision[] = [];
-  const request: RequestAttributes = { ...original, chargedLimits: new Set() };
+  const request: RequestAttributes = { ...original, chargedLimits: new Map() };
   for (const route of routes) {
     const decision = await decideOnRoute(policy, request, route, explain);
     if (!decision.allowed) return decision;

@@ -50,7 +50,11 @@ export interface CompiledRoute {
   readonly carrierSources: readonly CredentialSource[];
   /** The identity token an allow with a caller carries here; undefined when none. */
   readonly identityToken: RouteIdentityToken | undefined;
-  /** Its `match.host` names a port ("docs.example.com:8080", "*.example.com:8443"). */
+  /**
+   * Its `match.host` is one exact host with a port ("docs.example.com:8080", "[::1]:8443"): a
+   * request for that host:port is judged by such routes alone (Envoy per-port virtual hosts).
+   * A wildcard with a port ("*.example.com:8443") is not: the exact name's routes still apply.
+   */
   readonly hostNamesPort: boolean;
 }
 
@@ -171,7 +175,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
       paths: route.paths,
       carrierSources: route.public ? Object.freeze(chain.filter((s) => s.carrier !== undefined)) : NO_SOURCES,
       identityToken: routeIdentityToken(route, path, identityToken, ctx),
-      hostNamesPort: route.match.host?.includes(':') ?? false,
+      hostNamesPort: exactHostWithPort(route.match.host),
     });
     return { spec: route.match, value: compiled };
   });
@@ -379,4 +383,10 @@ function dedupe(values: readonly string[]): readonly string[] {
 function formatAt(path: PolicyPath): string {
   if (path.length === 0) return '';
   return path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('').replace(/^\./, '') + ': ';
+}
+
+/** "docs.example.com:8080", "[2001:db8::1]:8443" — not "*.example.com:8443", not "[2001:db8::1]". */
+function exactHostWithPort(host: string | undefined): boolean {
+  if (host === undefined || host.startsWith('*.')) return false;
+  return /:\d+$/.test(host) && (!host.startsWith('[') || host.includes(']:'));
 }

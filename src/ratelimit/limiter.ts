@@ -146,18 +146,23 @@ export class RouteLimiter implements RouteRateLimiter {
     for (const policy of this.policies) {
       const key = policy.keyOf(input);
       if (key === undefined) continue;
-      if (charged !== undefined) {
-        // Another route judging this same request charged this counter already: once per request.
-        if (charged.has(key)) continue;
-        charged.add(key);
-      }
       let variant: Variant | null = policy.base;
       if (policy.plans !== undefined && tenant !== undefined) {
         const plan = policy.plans.get(tenant);
         if (plan !== undefined) variant = plan;
       }
       if (variant === null) continue;
-      const check: LimitCheck = { key, shape: variant.shape, lockout: policy.lockout, cost: this.routeCost ?? policy.cost, enforce: !policy.shadow };
+      let cost = this.routeCost ?? policy.cost;
+      if (charged !== undefined) {
+        // Another route judging this same request charged this counter already: the request
+        // counts once, at the highest cost of those routes (a cheap route first cannot dodge an
+        // expensive one's `cost:`).
+        const already = charged.get(key) ?? 0;
+        if (already >= cost) continue;
+        charged.set(key, cost);
+        cost -= already;
+      }
+      const check: LimitCheck = { key, shape: variant.shape, lockout: policy.lockout, cost, enforce: !policy.shadow };
       (applied ??= []).push({ policy, variant, check });
     }
     return applied;

@@ -21,7 +21,7 @@ export interface RateLimitInput {
   /** Set only when the decision is being explained (portcullis check, server.explain). */
   readonly explain?: ExplainCollector;
   /** The request's counters already charged by another route judging it (RequestAttributes.chargedLimits). */
-  readonly charged?: Set<string>;
+  readonly charged?: Map<string, number>;
 }
 
 export interface RateLimitVerdict {

@@ -60,7 +60,9 @@ describe('a port no host rule names', () => {
   it('a rule naming the port covers only what it matches: the rest of that port is judged by the name too (review)', async () => {
     expect(await check('docs.example.com:9090', '/status')).toMatchObject({ allowed: true, route: 'docs-status' });
     expect(await check('docs.example.com:9090', '/site/x')).toMatchObject({ allowed: false, status: 401 });
-    expect(await check('admin.example.com:8443', '/health')).toMatchObject({ allowed: true, route: 'edge-health' });
+    // A wildcard naming the port does not outrank the exact name's rules (review).
+    expect(await check('admin.example.com:8443', '/health')).toMatchObject({ allowed: false, status: 401 });
+    expect(await check('x.example.com:8443', '/site/x')).toMatchObject({ allowed: true, route: 'site' });
     expect(await check('admin.example.com:8443', '/site/x')).toMatchObject({ allowed: false, status: 401 });
     expect(await check('admin.example.com:8443', '/site/x', 'HEAD')).toMatchObject({ allowed: false, status: 401 });
   });
@@ -97,6 +99,30 @@ routes:
     // Two routes (site, shop-site): per-ip 4 allows, not 2; per-ip-route (3 per route) holds at 3.
     expect(await outcomes('shop.example.com:8443', '/site/x', 5, '192.0.2.1')).toEqual(['allow', 'allow', 'allow', 'rate_limited', 'rate_limited']);
     expect(await outcomes('shop.example.com', '/site/x', 4, '192.0.2.2')).toEqual(['allow', 'allow', 'allow', 'rate_limited']);
+  });
+
+  it('at the highest cost of the routes: a cheap route reached first does not dodge an expensive one\'s cost (review)', async () => {
+    const costly = compileYaml(`
+rateLimits:
+  backend: memory
+  policies:
+    - { name: per-ip, key: [ip], window: 1m, limit: 20 }
+routes:
+  - { name: export, match: { host: api.example.com, path: /v1/export }, public: true, rateLimits: { cost: 10 } }
+  - { name: rest, match: { pathPrefix: / }, public: true }
+`);
+    const run = async (host: string, path: string, ip: string) => {
+      const out: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const d = await Promise.resolve(authorize(costly, { ...request({ host, path, sourceAddress: ip }), scheme: 'https' }));
+        out.push(d.allowed ? 'allow' : d.reason);
+      }
+      return out;
+    };
+    const twice = ['allow', 'allow', 'rate_limited', 'rate_limited'];
+    expect(await run('api.example.com', '/v1/export', '192.0.2.10')).toEqual(twice);
+    expect(await run('api.example.com', '/v1/export/', '192.0.2.11')).toEqual(twice); // readings: rest (cost 1), export (10)
+    expect(await run('api.example.com:8443', '/v1/export', '192.0.2.12')).toEqual(twice); // host readings
   });
 
   it('a path reading (trailing slash): the same', async () => {

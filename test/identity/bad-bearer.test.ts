@@ -55,3 +55,22 @@ describe('sources that take the whole Authorization value still get a non-JWT Be
     expect(await check(yaml, 'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln')).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
   });
 });
+
+describe('per place: a value goes on only to a source reading the place it was found in (review)', () => {
+  const check2 = (yaml: string, headers: Record<string, string>): Promise<Decision> =>
+    Promise.resolve(authorize(compileYaml(yaml), request({ host: 'shop.example.com', path: '/v1/products', headers })));
+  const INTROSPECTION = `  - introspection: { endpoint: "http://127.0.0.1:9/introspect", clientId: c, clientSecret: s }`;
+
+  it('a jwt source on another header or scheme: introspection and bearerPrefixes do not read it', async () => {
+    const xToken = (next: string) => `${ISSUERS}\n${KEYS}\nidentity:\n  - jwt: { issuers: [app], from: [{ header: x-token, scheme: Token }] }\n${next}\n${HOST}\n${ROUTES}\n`;
+    expect(await check2(xToken(INTROSPECTION), { 'x-token': 'Token garbage' })).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
+    expect(await check2(xToken('  - apiKey: { headers: [x-api-key], bearerPrefixes: [pc_demo_] }'), { 'x-token': 'Token pc_demo_garbage' })).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
+    const jwtScheme = `${ISSUERS}\nidentity:\n  - jwt: { issuers: [app], from: [{ header: authorization, scheme: JWT }] }\n${INTROSPECTION}\n${HOST}\n${ROUTES}\n`;
+    expect(await check2(jwtScheme, { authorization: 'JWT garbage' })).toMatchObject({ allowed: false, status: 401, reason: 'invalid_token' });
+  });
+
+  it('a source taking that whole header still gets it', async () => {
+    const yaml = `${ISSUERS}\n${KEYS}\nidentity:\n  - jwt: { issuers: [app], from: [{ header: x-token, scheme: Token }] }\n  - apiKey: { headers: [x-token] }\n${HOST}\n${ROUTES}\n`;
+    expect(await check2(yaml, { 'x-token': 'Token garbage' })).toMatchObject({ allowed: false, status: 401, reason: 'invalid_api_key' });
+  });
+});
