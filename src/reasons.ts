@@ -59,7 +59,7 @@ export const REASONS = {
   condition_error: { status: 403, description: 'a route expression (when, rules, match.query) failed to evaluate; never an allow' },
   invalid_request: { status: 403, description: 'the Check request is malformed: no HTTP request attributes' },
   peer_not_allowed: { status: 403, description: "the caller's workload identity (mTLS source.principal) matches no principal of a peer source whose policy denies unmatched peers" },
-  invalid_identity: { status: 403, description: "the credential's tenant, subject, email, key id or scopes contain characters that cannot travel in a header (control characters, a TAB) or whitespace at either end, which the upstream would trim, or are too long (256 characters each, 320 for an email, 256 scopes)" },
+  invalid_identity: { status: 403, description: "the credential's tenant, subject, email, key id or scopes contain characters that cannot travel in a header (control characters, a TAB) or whitespace at either end, which the upstream would trim, or are too long (256 characters each, 2,048 for a subject, 320 for an email, 256 scopes)" },
 
   // 429: too many requests.
   rate_limited: { status: 429, description: 'a rate limit is exhausted; Retry-After says when to retry' },

@@ -13,7 +13,7 @@ import type { CompileContext, PolicyPath } from '../policy/context.js';
 import type { ComputeConfig } from '../policy/schema.js';
 import { isPromise, type MaybePromise, type Principal, type RequestAttributes } from '../types.js';
 import { rejected, type CredentialSource, type IdentifyResult } from './source.js';
-import { MAX_IDENTITY_CHARS, MAX_SCOPES } from './value-limits.js';
+import { maxCharsOf, MAX_IDENTITY_CHARS, MAX_SCOPES } from './value-limits.js';
 
 /** Distinct computed principals kept so repeated callers share one object (and its encoding). */
 const MAX_PRINCIPALS = 1024;
@@ -78,7 +78,7 @@ export function withComputedIdentity(source: CredentialSource, config: ComputeCo
       const outcome = expression.evaluate(vars);
       if (!outcome.ok) return failed(expression, outcome.code);
       if (typeof outcome.value !== 'string' || outcome.value === '') return invalid(expression, `a ${describe(outcome.value)} for ${field}, not a non-empty string`);
-      if (outcome.value.length > MAX_IDENTITY_CHARS) return invalid(expression, `a ${field} longer than ${MAX_IDENTITY_CHARS} characters`);
+      if (outcome.value.length > maxCharsOf(field)) return invalid(expression, `a ${field} longer than ${maxCharsOf(field)} characters`);
       if (field === 'tenant') newTenant = outcome.value;
       else newSubject = outcome.value;
     }

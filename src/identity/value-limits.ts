@@ -6,8 +6,10 @@
 // refused where they are made (claims, lookup answers, computed values) and once more before an
 // allow (pipeline/decision.ts), as 403 invalid_identity.
 
-/** Tenant, subject, key id, and each scope. */
+/** Tenant, key id, and each scope. */
 export const MAX_IDENTITY_CHARS = 256;
+/** A subject may be a SPIFFE ID, which the SPIFFE spec allows up to 2,048 bytes. */
+export const MAX_SUBJECT_CHARS = 2048;
 /** RFC 5321's limit on a path (address) is 256 octets; 320 is the common bound with the local part. */
 export const MAX_EMAIL_CHARS = 320;
 /** Scopes one principal may carry. */
@@ -15,5 +17,11 @@ export const MAX_SCOPES = 256;
 
 /** The field's bound. */
 export function maxCharsOf(what: string): number {
-  return what === 'email' ? MAX_EMAIL_CHARS : MAX_IDENTITY_CHARS;
+  return what === 'email' ? MAX_EMAIL_CHARS : what === 'subject' ? MAX_SUBJECT_CHARS : MAX_IDENTITY_CHARS;
+}
+
+/** Scopes as read from a claim or an answer: a scope longer than the bound is not one (dropped, as
+ * any value that is not a scope token); past MAX_SCOPES + 1 nothing more is read (then refused). */
+export function scopeFits(into: ReadonlySet<string>, scope: string): boolean {
+  return scope.length <= MAX_IDENTITY_CHARS && into.size <= MAX_SCOPES;
 }

@@ -1,7 +1,7 @@
 // Claim mapping: verified JWT payload → tenant, subject, email, scopes. Compiled once per issuer;
 // per token it only walks precomputed paths.
 
-import { maxCharsOf } from '../identity/value-limits.js';
+import { maxCharsOf, scopeFits } from '../identity/value-limits.js';
 import type { ClaimsConfig, RolesConfig } from './config.js';
 
 export type JsonObject = Record<string, unknown>;
@@ -83,9 +83,9 @@ function identityValue(value: unknown, what: string): string | undefined | Claim
 
 function addScopes(into: Set<string>, value: unknown): void {
   if (typeof value === 'string') {
-    for (const scope of value.split(WHITESPACE)) if (scope !== '' && SCOPE_TOKEN.test(scope)) into.add(scope);
+    for (const scope of value.split(WHITESPACE)) if (scope !== '' && scopeFits(into, scope) && SCOPE_TOKEN.test(scope)) into.add(scope);
   } else if (Array.isArray(value)) {
-    for (const scope of value) if (typeof scope === 'string' && SCOPE_TOKEN.test(scope)) into.add(scope);
+    for (const scope of value) if (typeof scope === 'string' && scopeFits(into, scope) && SCOPE_TOKEN.test(scope)) into.add(scope);
   }
 }
 

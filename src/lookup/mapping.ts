@@ -1,7 +1,7 @@
 // A lookup's answer (JSON or an SQL row) → tenant, subject, email, scopes, expiry. Paths are
 // compiled once; per answer they only walk own properties (never the prototype chain).
 
-import { maxCharsOf } from '../identity/value-limits.js';
+import { maxCharsOf, scopeFits } from '../identity/value-limits.js';
 import type { AnswerMapConfig } from './schema.js';
 
 export type PathReader = (root: unknown) => unknown;
@@ -97,9 +97,9 @@ function identityValue(value: unknown, what: string): string | undefined | Unusa
 
 export function addScopes(into: Set<string>, value: unknown): void {
   if (typeof value === 'string') {
-    for (const scope of value.split(WHITESPACE)) if (scope !== '' && SCOPE_TOKEN.test(scope)) into.add(scope);
+    for (const scope of value.split(WHITESPACE)) if (scope !== '' && scopeFits(into, scope) && SCOPE_TOKEN.test(scope)) into.add(scope);
   } else if (Array.isArray(value)) {
-    for (const scope of value) if (typeof scope === 'string' && SCOPE_TOKEN.test(scope)) into.add(scope);
+    for (const scope of value) if (typeof scope === 'string' && scopeFits(into, scope) && SCOPE_TOKEN.test(scope)) into.add(scope);
   }
 }
 

@@ -1,7 +1,7 @@
 // Building the two kinds of Decision from plain inputs. The JSON body and challenge headers follow
 // DESIGN.md's response contract exactly.
 
-import { MAX_EMAIL_CHARS, MAX_IDENTITY_CHARS, MAX_SCOPES } from '../identity/value-limits.js';
+import { MAX_EMAIL_CHARS, MAX_IDENTITY_CHARS, MAX_SCOPES, MAX_SUBJECT_CHARS } from '../identity/value-limits.js';
 import { LRUCache } from 'lru-cache';
 import { REASONS, STATUS_LABELS, type ReasonCode } from '../reasons.js';
 import type { CompiledPolicy } from '../policy/compile.js';
@@ -338,7 +338,7 @@ function addIfPresent(into: HeaderPair[], name: string, value: string | undefine
  */
 export function unsafeIdentityValue(principal: Principal): string | undefined {
   if (unsafeValue(principal.tenant, MAX_IDENTITY_CHARS)) return 'tenant';
-  if (unsafeValue(principal.subject, MAX_IDENTITY_CHARS)) return 'subject';
+  if (unsafeValue(principal.subject, MAX_SUBJECT_CHARS)) return 'subject';
   if (unsafeValue(principal.email, MAX_EMAIL_CHARS)) return 'email';
   if (unsafeValue(principal.keyId, MAX_IDENTITY_CHARS)) return 'keyId';
   const scopes = principal.scopes;

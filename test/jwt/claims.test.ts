@@ -79,8 +79,13 @@ describe('claim mapper', () => {
     const map = mapper({ tenant: 't' });
     expect(mapped(map({ t: 'a'.repeat(256) })).tenant).toHaveLength(256);
     expect(map({ t: 'a'.repeat(257) })).toBeInstanceOf(ClaimError);
-    expect(map({ t: 'acme', sub: 's'.repeat(257) })).toBeInstanceOf(ClaimError);
+    expect(mapped(map({ t: 'acme', sub: 's'.repeat(2048) })).subject).toHaveLength(2048); // a SPIFFE ID may be 2,048 bytes
+    expect(map({ t: 'acme', sub: 's'.repeat(2049) })).toBeInstanceOf(ClaimError);
     expect(mapped(map({ t: 'acme', email: `${'e'.repeat(300)}@x.io` })).email).toHaveLength(305);
     expect(map({ t: 'acme', email: `${'e'.repeat(320)}@x.io` })).toBeInstanceOf(ClaimError);
+    // Scopes: one longer than the bound is not a scope; past 256 the rest is not read (and refused before an allow).
+    const scoped = mapper({ tenant: 't', scopes: ['perms'] });
+    expect(mapped(scoped({ t: 'acme', perms: ['ok', 's'.repeat(257)] })).scopes).toEqual(['ok']);
+    expect(mapped(scoped({ t: 'acme', perms: Array.from({ length: 1000 }, (_, i) => `p${i}`) })).scopes).toHaveLength(257);
   });
 });

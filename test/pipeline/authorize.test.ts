@@ -105,7 +105,7 @@ describe('authorize', () => {
       { tenant: 'acme ' }, { tenant: ' acme' }, { tenant: 'ac\tme' }, { tenant: 'acme\t' },
       { subject: 'u1 ' }, { email: ' u1@acme.test' }, { keyId: 'k1\t' }, { scopes: ['read\t'] },
       // Too long: each value would be held by caches of encoded allows, and be a metric label.
-      { tenant: 't'.repeat(257) }, { subject: 's'.repeat(257) }, { email: `${'e'.repeat(320)}@x.io` }, { keyId: 'k'.repeat(257) },
+      { tenant: 't'.repeat(257) }, { subject: 's'.repeat(2049) }, { email: `${'e'.repeat(320)}@x.io` }, { keyId: 'k'.repeat(257) },
       { scopes: ['s'.repeat(257)] }, { scopes: Array.from({ length: 257 }, (_, i) => `s${i}`) },
     ];
     const decide = (principal: Principal) => {
