@@ -234,7 +234,6 @@ function patternProblem(pattern: ASTNode | undefined): string | undefined {
   return undefined;
 }
 
-
 function describeCheckError(summary: string): string {
   const key = /^No such key: (.*)$/.exec(summary);
   if (key) return `no such field "${key[1]}"`;

@@ -30,7 +30,7 @@ const NOT_YET = rejected({ reason: 'token_not_yet_valid', credentialPresented: t
 const WRONG_AUDIENCE = rejected({ reason: 'invalid_audience', credentialPresented: true });
 const WRONG_CLIENT = rejected({ reason: 'token_inactive', credentialPresented: true, detail: 'token issued to a client this policy does not accept' });
 
-const JWT_WITHOUT_JWT_SOURCE = rejected({ reason: 'invalid_token', credentialPresented: true, detail: 'a JWT, and this identity chain has no jwt source' });
+const JWT_WITHOUT_JWT_SOURCE = rejected({ reason: 'invalid_token', credentialPresented: true, detail: 'a JWT, and no jwt source of this identity chain reads Authorization: Bearer' });
 
 export function compileIntrospectionSource(config: IntrospectionSourceConfig, path: PolicyPath, ctx: CompileContext): CredentialSource {
   const place = compileTokenPlace({ header: 'authorization', scheme: 'Bearer' });

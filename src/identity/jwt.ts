@@ -70,7 +70,6 @@ function resolveIssuers(config: JwtSourceConfig, path: PolicyPath, ctx: CompileC
   return ok ? issuers : undefined;
 }
 
-/** Whether the chain this source sits in (…, i, 'jwt') also has an API-key or introspection source (opaque Bearer values). */
 const MALFORMED_RESULT = rejected({ reason: 'malformed_credential', credentialPresented: true });
 const NOT_A_JWT = rejected(deny('invalid_token', 'not a compact JWS'));
 

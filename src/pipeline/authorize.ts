@@ -140,10 +140,10 @@ function listOf(candidates: CompiledRoute | readonly CompiledRoute[]): readonly 
 }
 
 /**
- * Several routes can be what the upstream serves: allowed only if each of them allows, in turn
- * (each one's limits count too, each counter once, at the highest cost any of the routes gives:
- * a limit the routes share is not charged twice for one request). The first denial is the answer; an allow carries the union of the
- * candidates' header removals.
+ * Several routes can be what the upstream serves: allowed only if each of them allows, in turn.
+ * Each one's limits count too, each counter once, at the highest cost any of the routes gives (a
+ * limit the routes share is not charged twice for one request). The first denial is the answer;
+ * an allow carries the union of the candidates' header removals.
  */
 async function decideOnAll(policy: CompiledPolicy, original: RequestAttributes, routes: readonly CompiledRoute[], explain: ExplainCollector | undefined): Promise<Decision> {
   const allowed: Decision[] = [];
