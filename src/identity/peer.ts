@@ -62,7 +62,10 @@ export function compilePeerSource(config: PeerSourceConfig, at: PolicyPath, ctx:
         }
       }
     }
-    if (names.length === 0) {
+    if (entry.next) {
+      if (names.length === 0) exact.set(key, NOT_PRESENT);
+      else patterns.push({ segments, make: () => NOT_PRESENT });
+    } else if (names.length === 0) {
       exact.set(key, identified({ method: 'peer', tenant: entry.tenant, subject: entry.subject ?? key, scopes: Object.freeze([...entry.scopes]) }));
     } else {
       const fill = (text: string, values: ReadonlyMap<string, string>) => text.replace(TEMPLATE_REF, (_, name: string) => values.get(name)!);

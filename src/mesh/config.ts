@@ -26,6 +26,12 @@ export const identityTokenSchema = z.strictObject({
   keyReloadInterval: durationSchema.default(30_000),
   /** Where the JWKS is published for verifiers (documentation; Portcullis serves /.well-known/jwks.json on its ops port). */
   jwksUrl: z.string().url().optional(),
+  /**
+   * Required with a `peer` source: only the mesh's proxies can reach the gRPC port (a NetworkPolicy,
+   * or mTLS client auth on the listener), so the workload identity a CheckRequest names is the
+   * proxy's verified peer, not a claim anyone could make and get signed.
+   */
+  checkCallersAreTheProxies: z.boolean().optional(),
 });
 export type IdentityTokenConfig = z.output<typeof identityTokenSchema>;
 
@@ -35,12 +41,23 @@ export const routeIdentityTokenSchema = z.union([z.literal(false), z.strictObjec
 });
 
 /** What a matched workload is: fixed values, or "{segment}" of the principal pattern. */
-const peerPrincipalSchema = z.strictObject({
-  tenant: nonEmpty.optional(),
-  /** Default: the principal itself (e.g. spiffe://cluster.local/ns/checkout/sa/payments). */
-  subject: nonEmpty.optional(),
-  scopes: z.array(nonEmpty).default([]),
-});
+const peerPrincipalSchema = z
+  .strictObject({
+    tenant: nonEmpty.optional(),
+    /** Default: the principal itself (e.g. spiffe://cluster.local/ns/checkout/sa/payments). */
+    subject: nonEmpty.optional(),
+    scopes: z.array(nonEmpty).default([]),
+    /**
+     * Not a caller of its own: try the next source (an ingress gateway forwarding outside callers,
+     * whose JWT then decides). Listed before a pattern that would otherwise match it.
+     */
+    next: z.literal(true).optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.next && (p.tenant !== undefined || p.subject !== undefined || p.scopes.length > 0)) {
+      ctx.addIssue({ code: 'custom', message: 'next: true takes no tenant, subject or scopes' });
+    }
+  });
 
 /** The caller's workload identity from Envoy's source.principal (mTLS), never from request headers. */
 export const peerSourceSchema = z.strictObject({

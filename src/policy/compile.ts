@@ -138,6 +138,7 @@ export function compilePolicy(document: PolicyDocument, runtime: Runtime, file: 
   };
 
   checkMode(document, ctx);
+  checkPeerTokens(document, ctx);
   checkLookups(ctx);
   const topChain = compileChain(document.identity, ['identity'], ctx);
   const rateLimits = compileRateLimits(ctx);
@@ -304,12 +305,29 @@ function checkMode(document: PolicyDocument, ctx: CompileContext): void {
   if (Object.keys(document.issuers).length > 0) refuse(['issuers'], 'JWT issuers are');
   if (document.identity.length > 0) refuse(['identity'], 'an identity chain is');
   if (document.keyStore !== undefined) refuse(['keyStore'], 'an API-key store is');
+  // Every anonymous request would get a signed token that upstreams accept.
+  if (document.identityToken !== undefined) refuse(['identityToken'], 'an identity token for upstreams is');
   document.routes.forEach((route, i) => {
     if (route.identity !== undefined) refuse(['routes', i, 'identity'], 'a route identity chain is');
     if (route.require !== undefined) refuse(['routes', i, 'require'], 'a scope rule is');
     if (route.credentials !== undefined) refuse(['routes', i, 'credentials'], 'a credentials rule is');
     if (route.tenants !== undefined) refuse(['routes', i, 'tenants'], 'a tenants rule is');
   });
+}
+
+/**
+ * A `peer` source believes the source.principal of the CheckRequest: whoever can call Check can
+ * claim any workload, and with an identity token Portcullis would sign that claim for upstreams
+ * (attacker review). So the policy has to say that only the mesh's proxies reach the gRPC port.
+ */
+function checkPeerTokens(document: PolicyDocument, ctx: CompileContext): void {
+  if (document.identityToken === undefined || document.identityToken.checkCallersAreTheProxies === true) return;
+  const chains = [document.identity, ...document.routes.map((r) => r.identity ?? [])];
+  if (!chains.some((chain) => chain.some((entry) => entry.peer !== undefined))) return;
+  ctx.error(
+    ['identityToken'],
+    'a peer source trusts the workload identity the caller of Check sends, and the identity token would be signed for it: only the proxies may be able to call Check (chart networkPolicy.grpcFrom, or mTLS client auth on the gRPC listener); then set identityToken.checkCallersAreTheProxies: true',
+  );
 }
 
 function checkRoute(route: RouteConfig, path: PolicyPath, ctx: CompileContext, topChainLength: number): void {

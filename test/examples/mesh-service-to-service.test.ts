@@ -35,6 +35,17 @@ describe('examples/mesh-service-to-service.yaml', () => {
     expect(denied(await from('spiffe://cluster.local/ns/shipping/sa/tracker', '/v1/payments/charge')).reason).toBe('insufficient_scope');
   });
 
+  it('the ingress gateway is not a caller: its traffic needs the outside caller\'s JWT (attacker review)', async () => {
+    const gateway = 'spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account';
+    expect(denied(await from(gateway, '/v1/orders/42')).reason).toBe('missing_credential');
+    expect(denied(await from(gateway, '/v1/orders/42', { authorization: 'Bearer garbage.x.y' })).status).toBe(401);
+  });
+
+  it('is refused at load without the statement that only the proxies can call Check (a token would be signed for any claimed workload)', () => {
+    const unstated = readExample('mesh-service-to-service.yaml').replace('  checkCallersAreTheProxies: true\n', '');
+    expect(() => compileYaml(unstated, testRuntime({ env: { ...TEST_ENV }, offline: true }))).toThrow(/checkCallersAreTheProxies/);
+  });
+
   it('no mTLS identity and no token: 401; a client-sent identity token never reaches the upstream', async () => {
     expect(denied(await from(undefined, '/v1/orders/42', { 'x-forwarded-client-cert': 'URI=spiffe://cluster.local/ns/checkout/sa/payments' })).reason).toBe('missing_credential');
     expect(allowed(await from(undefined, '/healthz', { 'x-portcullis-identity': 'forged' })).removeHeaders).toContain('x-portcullis-identity');
