@@ -65,6 +65,19 @@ if [[ $(grep -c 'name: NODE_OPTIONS' <<<"$rendered") != 1 || $rendered == *'max-
 fi
 echo "== chart-check: V8 heap settings rendered (default, semi-space off, and replaced by env NODE_OPTIONS)"
 
+# With TLS on the gRPC port the readiness probe is HTTP: the kubelet's gRPC probe speaks plaintext only.
+rendered=$("$tool" --render "$chart" --set tls.enabled=true --set tls.secretName=portcullis-tls -s templates/deployment.yaml)
+if [[ $rendered == *'grpc:'* || $rendered != *'path: /readyz'* ]]; then
+  echo "chart-check: with tls.enabled the readiness probe must be httpGet /readyz, not grpc" >&2
+  exit 1
+fi
+rendered=$("$tool" --render "$chart" -s templates/deployment.yaml)
+if [[ $rendered != *'grpc:'* ]]; then
+  echo "chart-check: without TLS the default readiness probe is grpc" >&2
+  exit 1
+fi
+echo "== chart-check: readiness probe is HTTP when the gRPC port speaks TLS"
+
 # The helm test pod must complete under Istio injection: no sidecar.
 rendered=$("$tool" --render "$chart" -f "$chart/ci/all-features-values.yaml" -s templates/tests/test-connection.yaml)
 if [[ $(grep -c 'sidecar.istio.io/inject: "false"' <<<"$rendered") != 2 ]]; then

@@ -119,7 +119,9 @@ Usage: include "portcullis.probe" (dict "probe" .Values.probes.liveness "path" "
 */}}
 {{- define "portcullis.probe" -}}
 {{- $p := .probe }}
-{{- if eq $p.type "http" }}
+{{- /* The kubelet's gRPC probe speaks plaintext only: with tls.enabled it would fail forever (the
+pod never Ready), so a gRPC probe becomes the HTTP one on the ops port, which stays plaintext. */}}
+{{- if or (eq $p.type "http") .root.Values.tls.enabled }}
 httpGet:
   path: {{ .path }}
   port: http
