@@ -6,7 +6,7 @@
 // a broken one (a key that does not match, half-written files) keeps the one in force and is
 // logged and counted once per distinct content.
 
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -44,6 +44,7 @@ export function secureServerOptions(settings: TlsSettings, alpn: string[]): tls.
   try {
     material = readMaterial(settings);
     context = contextOptions(settings, material);
+    if (material.ca !== undefined) checkCaBundle(material.ca, settings.clientCaFile!);
     tls.createSecureContext(context); // a key that does not match its certificate fails here, at start
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${(err as NodeJS.ErrnoException).path ?? 'a file'} does not exist` : (err as Error).message;
@@ -74,6 +75,23 @@ function readMaterial(settings: TlsSettings): Material {
   const ca = settings.clientCaFile !== undefined ? readFileSync(settings.clientCaFile) : undefined;
   const digest = createHash('sha256').update(cert).update('\0').update(key).update('\0').update(ca ?? '').digest('hex');
   return { cert, key, ca, digest };
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/**
+ * node:tls takes an empty, truncated or garbage CA bundle without a word, and then refuses every
+ * client certificate: a half-written ca.crt (a Secret being updated) would lock out every mTLS
+ * client (attacker review). The bundle must hold at least one PEM certificate, every certificate
+ * it begins must end, and each must parse. (Text between certificates, as some tools write, is
+ * allowed.)
+ */
+function checkCaBundle(ca: Buffer, file: string): void {
+  const text = ca.toString('latin1');
+  const blocks = text.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new Error(`${file}: no PEM certificate`);
+  if (text.split('-----BEGIN CERTIFICATE-----').length - 1 !== blocks.length) throw new Error(`${file}: a certificate that does not end (half-written?)`);
+  for (const block of blocks) new X509Certificate(block); // throws on a damaged certificate
 }
 
 /** A server whose certificate can be replaced without a restart (tls.Server, http2 secure servers). */
@@ -139,6 +157,7 @@ export class TlsReloader {
     if (material.digest === this.current) return false;
     const options = contextOptions(this.settings, material);
     try {
+      if (material.ca !== undefined) checkCaBundle(material.ca, this.settings.clientCaFile!);
       tls.createSecureContext(options); // a key that does not match the certificate throws here
       this.target.setSecureContext(options);
     } catch (err) {

@@ -146,6 +146,31 @@ routes:
     await until(async () => (await metric(mtlsServer, 'portcullis_tls_handshake_failures_total', { listener: 'grpc' })) - before >= 3, 'three handshake failures counted');
   });
 
+  it('a half-written or empty client CA file is not used: the previous CA keeps accepting its clients (attacker review)', async () => {
+    const caDir = mkdtempSync(path.join(dir, 'ca-secret-'));
+    writeFileSync(path.join(caDir, 'ca.crt'), ca.certPem);
+    const server = await serve(`{ certFile: "${serverCert.cert}", keyFile: "${serverCert.key}", clientCaFile: "${caDir}/ca.crt", reloadInterval: 200ms }`);
+    try {
+      const client = pki.leaf('ca-reload-client', ca);
+      const creds = () => grpc.credentials.createSsl(ca.certPem, client.keyPem, client.certPem);
+      expect(await checkWith(server.grpcPort, creds())).toBe('ok');
+      let failures = await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'failure' });
+      for (const broken of [ca.certPem.subarray(0, 100), Buffer.alloc(0), Buffer.from('not a certificate\n')]) {
+        replace(path.join(caDir, 'ca.crt'), broken);
+        await until(async () => (await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'failure' })) > failures, 'broken CA noticed');
+        failures = await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'failure' });
+        expect(await checkWith(server.grpcPort, creds())).toBe('ok');
+      }
+      expect(await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'success' })).toBe(0);
+      // And a bundle of two CAs (text between them allowed) is taken.
+      replace(path.join(caDir, 'ca.crt'), Buffer.concat([otherCa.certPem, Buffer.from('subject=other\n'), ca.certPem]));
+      await until(async () => (await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'success' })) >= 1, 'bundle taken');
+      expect(await checkWith(server.grpcPort, creds())).toBe('ok');
+    } finally {
+      await server.shutdown();
+    }
+  });
+
   it('refuses to start with a key that does not match the certificate, or a missing file (TLS_INVALID)', async () => {
     for (const block of [`{ certFile: "${serverCert.cert}", keyFile: "${otherCa.key}" }`, `{ certFile: "${dir}/nope.crt", keyFile: "${serverCert.key}" }`]) {
       const file = path.join(mkdtempSync(path.join(dir, 'policy-')), 'policy.yaml');
