@@ -77,21 +77,24 @@ function readMaterial(settings: TlsSettings): Material {
   return { cert, key, ca, digest };
 }
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+const PEM_CERTIFICATE = /-----BEGIN (TRUSTED |X509 )?CERTIFICATE-----[\s\S]*?-----END \1?CERTIFICATE-----/g;
+const PEM_BEGIN = /-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----/g;
 
 /**
  * node:tls takes an empty, truncated or garbage CA bundle without a word, and then refuses every
  * client certificate: a half-written ca.crt (a Secret being updated) would lock out every mTLS
- * client (attacker review). The bundle must hold at least one PEM certificate, every certificate
- * it begins must end, and each must parse. (Text between certificates, as some tools write, is
- * allowed.)
+ * client (attacker review). The bundle must hold at least one PEM certificate (also TRUSTED or
+ * X509 ones), every certificate it begins must end, and each plain one must parse. Text between
+ * certificates, as some tools write, is allowed. A file cut exactly between two certificates
+ * cannot be told from a shorter bundle.
  */
 function checkCaBundle(ca: Buffer, file: string): void {
   const text = ca.toString('latin1');
   const blocks = text.match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0) throw new Error(`${file}: no PEM certificate`);
-  if (text.split('-----BEGIN CERTIFICATE-----').length - 1 !== blocks.length) throw new Error(`${file}: a certificate that does not end (half-written?)`);
-  for (const block of blocks) new X509Certificate(block); // throws on a damaged certificate
+  if ((text.match(PEM_BEGIN) ?? []).length !== blocks.length) throw new Error(`${file}: a certificate that does not end (half-written?)`);
+  // Plain certificates must parse (a TRUSTED one carries OpenSSL trust data X509Certificate does not read).
+  for (const block of blocks) if (block.startsWith('-----BEGIN CERTIFICATE-----')) new X509Certificate(block);
 }
 
 /** A server whose certificate can be replaced without a restart (tls.Server, http2 secure servers). */

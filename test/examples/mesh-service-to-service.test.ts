@@ -36,9 +36,10 @@ describe('examples/mesh-service-to-service.yaml', () => {
   });
 
   it('the ingress gateway is not a caller: its traffic needs the outside caller\'s JWT (attacker review)', async () => {
-    const gateway = 'spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account';
-    expect(denied(await from(gateway, '/v1/orders/42')).reason).toBe('missing_credential');
-    expect(denied(await from(gateway, '/v1/orders/42', { authorization: 'Bearer garbage.x.y' })).status).toBe(401);
+    for (const gateway of ['spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account', 'spiffe://cluster.local/ns/istio-ingress/sa/istio-ingress']) {
+      expect(denied(await from(gateway, '/v1/orders/42')).reason).toBe('missing_credential');
+      expect(denied(await from(gateway, '/v1/orders/42', { authorization: 'Bearer garbage.x.y' })).status).toBe(401);
+    }
   });
 
   it('is refused at load without the statement that only the proxies can call Check (a token would be signed for any claimed workload)', () => {

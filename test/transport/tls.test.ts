@@ -3,6 +3,7 @@
 // hot reload of a rotated certificate (and a broken rotation that keeps the old one). Without the
 // openssl CLI the suite fails under CI and is skipped (with a message) elsewhere.
 
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -165,6 +166,12 @@ routes:
       // And a bundle of two CAs (text between them allowed) is taken.
       replace(path.join(caDir, 'ca.crt'), Buffer.concat([otherCa.certPem, Buffer.from('subject=other\n'), ca.certPem]));
       await until(async () => (await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'success' })) >= 1, 'bundle taken');
+      expect(await checkWith(server.grpcPort, creds())).toBe('ok');
+      // OpenSSL's TRUSTED CERTIFICATE form (RHEL's ca-bundle.trust.crt) is a certificate too (review).
+      const trusted = spawnSync('openssl', ['x509', '-in', ca.cert, '-trustout'], { encoding: 'buffer' }).stdout;
+      expect(trusted.toString()).toContain('BEGIN TRUSTED CERTIFICATE');
+      replace(path.join(caDir, 'ca.crt'), trusted);
+      await until(async () => (await metric(server, 'portcullis_tls_reloads_total', { listener: 'grpc', result: 'success' })) >= 2, 'trusted form taken');
       expect(await checkWith(server.grpcPort, creds())).toBe('ok');
     } finally {
       await server.shutdown();
